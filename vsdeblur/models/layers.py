@@ -1,0 +1,92 @@
+"""Building blocks shared by both stages.
+
+Every convolution follows the paper's conventions: no feature normalisation but a learned
+per-channel scale next to the bias, y = s * (conv(x) + b), reflect padding, and leaky ReLU
+(slope 0.2) everywhere except the output layer. Stage 2 additionally normalises each filter to
+unit length (weight normalisation), so that the scale is the filter's gain.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LEAKY_SLOPE = 0.2
+
+
+class ScaledConv(nn.Module):
+    """Conv with per-channel scale and bias, reflect padding and an optional leaky ReLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
+        activation: bool = True,
+        weight_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        self.dilation = dilation
+        self.padding = dilation * (kernel_size - 1) // 2
+        self.activation = activation
+        self.weight_norm = weight_norm
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.scale = nn.Parameter(torch.ones(out_channels))
+        nn.init.kaiming_normal_(self.weight, a=LEAKY_SLOPE if activation else 1.0)
+        if not activation:
+            # The linear output layers predict residuals: start them near zero so that an
+            # untrained network is close to the identity.
+            self.weight.data.mul_(0.1)
+
+    def effective_weight(self) -> torch.Tensor:
+        """The conv weight with scale (and weight normalisation) applied: what a fold uses."""
+        weight = self.weight
+        if self.weight_norm:
+            weight = weight / weight.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
+        return weight * self.scale[:, None, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding:
+            x = F.pad(x, (self.padding,) * 4, mode="reflect")
+        y = F.conv2d(x, self.effective_weight(), self.bias * self.scale, self.stride, 0, self.dilation)
+        return F.leaky_relu(y, LEAKY_SLOPE) if self.activation else y
+
+
+class FoldedConv(nn.Module):
+    """Inference form of ScaledConv: scale, bias and weight norm folded into one conv."""
+
+    def __init__(self, conv: ScaledConv) -> None:
+        super().__init__()
+        self.stride, self.dilation = conv.stride, conv.dilation
+        self.padding, self.activation = conv.padding, conv.activation
+        with torch.no_grad():
+            self.weight = nn.Parameter(conv.effective_weight().detach().clone(), requires_grad=False)
+            self.bias = nn.Parameter((conv.bias * conv.scale).detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding:
+            x = F.pad(x, (self.padding,) * 4, mode="reflect")
+        y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation)
+        return F.leaky_relu(y, LEAKY_SLOPE) if self.activation else y
+
+
+def fold_scales(module: nn.Module) -> nn.Module:
+    """Replace every ScaledConv in `module` (in place) by its FoldedConv; returns `module`."""
+    for name, child in module.named_children():
+        if isinstance(child, ScaledConv):
+            setattr(module, name, FoldedConv(child))
+        else:
+            fold_scales(child)
+    return module
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour x2. Followed by a 3x3 conv it equals the authors' 4x4 stride-2
+    transposed conv built from a 3x3 kernel, without its checkerboard artefacts."""
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
