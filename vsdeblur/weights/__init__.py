@@ -1,0 +1,145 @@
+"""Weights files: safetensors tensors plus a JSON header (preset, stages, training recipe).
+
+Loading reads only tensors and JSON: nothing in a weights file is ever executed. Every tensor
+is checked against the network that the header's preset describes before it is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from vsdeblur.errors import WeightsError
+from vsdeblur.models import Preset, build_model
+
+FORMAT = "vsdeblur-weights"
+FORMAT_VERSION = "1"
+DEFAULT_WEIGHTS_NAME = "default.safetensors"
+
+
+@dataclass
+class Weights:
+    """A parsed weights file: what it was trained as, and its tensors per stage."""
+
+    path: Path
+    preset: Preset
+    stages: tuple[int, ...]
+    recipe: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def build(self, stage: int) -> nn.Module:
+        """The network of `stage` with these weights loaded, every shape checked."""
+        if stage not in self.stages:
+            raise WeightsError(
+                f"{self.path.name} holds stage {' and '.join(map(str, self.stages))} only; "
+                f"stage {stage} needs a file trained for it (or use --stage {max(self.stages)})"
+            )
+        model = build_model(self.preset, stage)
+        prefix = f"stage{stage}."
+        state = {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+        expected = model.state_dict()
+        problems = [f"missing {k}" for k in expected if k not in state]
+        problems += [f"unexpected {k}" for k in state if k not in expected]
+        problems += [
+            f"{k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+            for k, v in expected.items()
+            if k in state and state[k].shape != v.shape
+        ]
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise WeightsError(
+                f"{self.path.name} does not fit preset {self.preset.name!r} stage {stage}: "
+                + "; ".join(problems[:3])
+                + more
+            )
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+        return model.eval()
+
+
+def save_weights(
+    path: str | os.PathLike,
+    preset: Preset,
+    models: dict[int, nn.Module],
+    *,
+    recipe: dict | None = None,
+    info: dict | None = None,
+) -> Path:
+    """Write `models` ({stage: module}) atomically: a temporary file renamed into place."""
+    path = Path(path)
+    tensors = {
+        f"stage{stage}.{name}": tensor.detach().cpu().contiguous()
+        for stage, model in sorted(models.items())
+        for name, tensor in model.state_dict().items()
+    }
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "preset": json.dumps(preset.to_dict()),
+        "stages": ",".join(str(s) for s in sorted(models)),
+        "recipe": json.dumps(recipe or {}),
+        "info": json.dumps(info or {}),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_weights(path: str | os.PathLike) -> Weights:
+    """Parse and validate a weights file; raise WeightsError with one clear line otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise WeightsError(f"{path} is a safetensors file but not vsdeblur weights (no vsdeblur header)")
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise WeightsError(
+                    f"{path} has weights format version {meta.get('format_version')!r}; "
+                    f"this vsdeblur reads version {FORMAT_VERSION}"
+                )
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as exc:
+        raise WeightsError(f"{path} is not a readable weights file (truncated or corrupt: {exc})") from None
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
+    try:
+        preset = Preset.from_dict(json.loads(meta["preset"]))
+        stages = tuple(int(s) for s in meta["stages"].split(","))
+        recipe = json.loads(meta.get("recipe", "{}"))
+        info = json.loads(meta.get("info", "{}"))
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(f"{path} has a damaged vsdeblur header ({exc})") from None
+    return Weights(path, preset, stages, recipe, info, tensors)
+
+
+def default_weights_path() -> Path | None:
+    """The weights shipped inside the package, or None when this build has none."""
+    candidate = Path(str(resources.files(__package__).joinpath(DEFAULT_WEIGHTS_NAME)))
+    return candidate if candidate.is_file() else None
+
+
+def resolve_weights(path: str | os.PathLike | None) -> Weights:
+    """`path`, or the shipped default when None; a clear error when neither exists."""
+    if path is None:
+        path = default_weights_path()
+        if path is None:
+            raise WeightsError(
+                "no trained default weights are shipped in this build of vsdeblur; "
+                "pass a weights file (--weights PATH) or train one with `vsdeblur train`"
+            )
+    return read_weights(path)
