@@ -1,0 +1,172 @@
+"""One schema for every option: defaults, types, bounds and help text live here and nowhere
+else. The same Option serves a CLI flag (click), a key in a TOML job file (tomllib) and a
+VapourSynth argument. Precedence: defaults < TOML file < command-line flags.
+
+This module imports only the standard library and click, so that tools which only need the
+schema (the build of the VapourSynth shim, --help) stay fast.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vsdeblur.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # snake_case: the TOML key and Python keyword; the flag is --kebab-case
+    type: type  # int, float, str, bool or Path
+    default: Any
+    help: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    nullable: bool = False  # None is a valid value (meaning "automatic")
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, value: Any, where: str) -> Any:
+        """Check and convert one value; `where` names its origin in the error message."""
+        if value is None and (self.nullable or self.default is None):
+            return None
+        expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path"}[self.type]
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise UsageError(f"{where}: {self.name} must be {expected}, not {value!r}")
+        elif self.type is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UsageError(f"{where}: {self.name} must be {expected}, not {value!r}")
+            value = float(value)
+        elif self.type is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UsageError(f"{where}: {self.name} must be {expected}, not {value!r}")
+        elif not isinstance(value, (str, Path)):
+            raise UsageError(f"{where}: {self.name} must be {expected}, not {value!r}")
+        else:
+            value = self.type(value)
+        if self.choices is not None and value not in self.choices:
+            raise UsageError(f"{where}: {self.name} must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise UsageError(f"{where}: {self.name} must be at least {self.minimum}; got {value!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise UsageError(f"{where}: {self.name} must be at most {self.maximum}; got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Group:
+    """Options that belong together; a TOML file may hold them at top level or in [name]."""
+
+    name: str
+    options: tuple[Option, ...]
+
+    def __getitem__(self, name: str) -> Option:
+        for option in self.options:
+            if option.name == name:
+                return option
+        raise KeyError(name)
+
+    def defaults(self) -> dict[str, Any]:
+        return {o.name: o.default for o in self.options}
+
+
+def load_toml(path: str | Path, groups: Iterable[Group]) -> dict[str, Any]:
+    """Read a TOML file and check every key against the groups; unknown keys are errors."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from None
+    return check_keys(data, list(groups), str(path))
+
+
+def check_keys(data: Mapping[str, Any], groups: list[Group], where: str) -> dict[str, Any]:
+    """Flatten [group] tables and parse every value; unknown keys and tables are errors."""
+    by_name = {o.name: o for g in groups for o in g.options}
+    tables = {g.name: g for g in groups}
+    values: dict[str, Any] = {}
+
+    def take(key: str, value: Any, group: Group | None) -> None:
+        option = by_name.get(key)
+        if option is None or (group is not None and option not in group.options):
+            scope = f"[{group.name}]" if group else "the top level"
+            known = ", ".join(o.name for o in (group.options if group else by_name.values()))
+            raise UsageError(f"{where}: unknown key {key!r} in {scope}; known keys: {known}")
+        if key in values:
+            raise UsageError(f"{where}: {key!r} is given twice")
+        values[key] = option.parse(value, where)
+
+    for key, value in data.items():
+        if isinstance(value, dict) and key in tables:
+            for sub_key, sub_value in value.items():
+                take(sub_key, sub_value, tables[key])
+        else:
+            take(key, value, None)
+    return values
+
+
+def resolve(groups: Iterable[Group], config: str | Path | None, flags: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults, overridden by the TOML file, overridden by the flags that were given (not None)."""
+    groups = list(groups)
+    values = {k: v for g in groups for k, v in g.defaults().items()}
+    if config is not None:
+        values.update(load_toml(config, groups))
+    by_name = {o.name: o for g in groups for o in g.options}
+    values.update({k: by_name[k].parse(v, "command line") for k, v in flags.items() if v is not None and k in by_name})
+    return values
+
+
+def click_options(*groups: Group) -> Callable:
+    """Decorate a click command with one flag per option. Flags default to None so that
+    `resolve` can tell a flag that was given from one that was not."""
+
+    def decorate(command: Callable) -> Callable:
+        for group in reversed(groups):
+            for option in reversed(group.options):
+                shown = "auto" if option.default is None else option.default
+                help_text = f"{option.help} [default: {shown}]"
+                if option.type is bool:
+                    name = option.name.replace("_", "-")
+                    decl = click.option(f"--{name}/--no-{name}", option.name, default=None, help=help_text)
+                else:
+                    kind = click.Choice([str(c) for c in option.choices]) if option.choices and option.type is str else option.type
+                    kind = click.Path(path_type=Path) if option.type is Path else kind
+                    decl = click.option(option.flag, option.name, type=kind, default=None, help=help_text)
+                command = decl(command)
+        return command
+
+    return decorate
+
+
+ENGINE = Group(
+    "engine",
+    (
+        Option("weights", Path, None, "weights file (.safetensors); default: the model shipped with vsdeblur"),
+        Option("preset", str, None, "model preset the weights must match; default: read from the weights file"),
+        Option("stage", int, None, "1: per-frame deblurring; 2: refined from neighbouring frames; default: the highest the weights hold", choices=(1, 2)),
+        Option("radius", int, 1, "temporal radius of stage 2 (window of 2r+1 frames); fixed by the weights", minimum=1, maximum=8),
+        Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
+        Option("precision", str, "auto", "compute precision (auto: fp16 on CUDA, fp32 on CPU)", choices=("auto", "fp32", "fp16", "bf16")),
+        Option("tile", int, None, "tile side in pixels (0: never tile); default: chosen from free memory", minimum=0),
+        Option("overlap", int, None, "tile overlap in pixels; default: the preset's", minimum=0),
+        Option("ensemble", bool, False, "average the 8 flips and rotations of each frame (8x slower)"),
+        Option("scene_threshold", float, 0.25, "scene-cut threshold: mean luma change (0..1) that starts a new scene; 0 disables", minimum=0.0, maximum=1.0),
+        Option("compile", bool, False, "torch.compile the networks (CUDA; pays off on long clips)"),
+    ),
+)
+
+
+def engine_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Deblurrer keyword arguments from resolved option values."""
+    return {o.name: values[o.name] for o in ENGINE.options}
