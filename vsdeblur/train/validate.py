@@ -1,0 +1,71 @@
+"""A fixed validation set: held-out sharp frames blurred once with seeded camera shake, and
+the scores (metrics.py) of a model on it, run through the engine as users run it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vsdeblur.errors import UsageError
+from vsdeblur.train import metrics, synth
+from vsdeblur.train.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, BlurRecipe, _files, _resize, read_image, read_video
+
+
+@dataclass
+class ValidationClip:
+    name: str
+    blurred: list[np.ndarray]  # uint8 H x W x 3, as a decoder would deliver them
+    sharp: list[np.ndarray]
+
+
+def _frames_of(spec: dict, frames: int) -> list[tuple[str, np.ndarray]]:
+    """(name, T x H x W x 3 uint8) clips of a validation source table."""
+    kind, path = spec.get("kind"), Path(spec.get("path", ""))
+    if kind == "images":
+        return [(p.name, read_image(p)[None]) for p in _files(path, IMAGE_SUFFIXES)]
+    if kind == "videos":
+        clips = []
+        for p in _files(path, VIDEO_SUFFIXES):
+            video = read_video(p)
+            start = max(0, (len(video) - frames) // 2)
+            clips.append((p.name, video[start : start + frames]))
+        return clips
+    raise UsageError(f"validation sources must be images or videos, not {kind!r}")
+
+
+class ValidationSet:
+    def __init__(self, specs: list[dict], recipe: BlurRecipe, seed: int = 0, frames: int = 8, max_side: int = 1280) -> None:
+        self.clips: list[ValidationClip] = []
+        for spec in specs:
+            for name, video in _frames_of(spec, frames):
+                if max(video.shape[1:3]) > max_side:
+                    video = (_resize(video, max_side / max(video.shape[1:3])) * 255 + 0.5).astype(np.uint8)
+                index = len(self.clips)
+                blurred = []
+                for t, frame in enumerate(video):
+                    rng = np.random.default_rng([seed, 7919, index, t])
+                    sharp = frame.astype(np.float32) / 255
+                    b = synth.add_extras(synth.convolve(sharp, synth.shake_kernel(rng, recipe.shake)), rng, recipe.extras)
+                    blurred.append(metrics.to_uint8(b))
+                self.clips.append(ValidationClip(name, blurred, list(video)))
+        if not self.clips:
+            raise UsageError("the validation sources hold no frames")
+        self.blurred_scores = self._mean([(metrics.psnr(b, s), metrics.ssim(b, s)) for c in self.clips for b, s in zip(c.blurred, c.sharp)])
+
+    @staticmethod
+    def _mean(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+        return float(np.mean([p for p, _ in pairs])), float(np.mean([s for _, s in pairs]))
+
+    def outputs(self, engine) -> list[list[np.ndarray]]:
+        return [list(engine.frames(c.blurred)) for c in self.clips]
+
+    def score(self, preset, models: dict, device: torch.device) -> dict:
+        from vsdeblur.engine import Deblurrer
+
+        engine = Deblurrer.from_models(preset, models, device=str(device), scene_threshold=0)
+        pairs = [(metrics.psnr(o, s), metrics.ssim(o, s)) for c, outs in zip(self.clips, self.outputs(engine)) for o, s in zip(outs, c.sharp)]
+        psnr, ssim = self._mean(pairs)
+        return {"psnr": psnr, "ssim": ssim, "blurred_psnr": self.blurred_scores[0], "blurred_ssim": self.blurred_scores[1]}
