@@ -1,0 +1,89 @@
+"""Throughput benchmarks behind `vsdeblur bench`: the bare networks against the engine on the
+same frames, so that the engine's own cost (conversion, padding, windowing, copies) shows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vsdeblur.engine import Deblurrer
+from vsdeblur.models import build_model, get_preset
+
+
+@dataclass
+class Measurement:
+    name: str
+    frames: int
+    seconds: float
+
+    @property
+    def ms_per_frame(self) -> float:
+        return 1000 * self.seconds / self.frames
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "frames": self.frames, "seconds": round(self.seconds, 4),
+                "ms_per_frame": round(self.ms_per_frame, 3), "fps": round(self.fps, 4)}
+
+
+def synthetic_frames(width: int, height: int, count: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth random frames (noise is not what a deblurrer sees, but costs the same)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    big = base.repeat(8, 0).repeat(8, 1)[:height, :width]
+    return [np.roll(big, 3 * i, axis=1).copy() for i in range(count)]
+
+
+def _timed(device: torch.device, work: Callable[[], None]) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def engine_for(preset: str, weights: str | None, stage: int, **options) -> Deblurrer:
+    """The engine over the given weights, or over untrained weights of the preset (speed does
+    not depend on the values)."""
+    if weights is not None:
+        return Deblurrer(weights=weights, stage=stage, **options)
+    cfg = get_preset(preset)
+    torch.manual_seed(0)
+    models = {s: build_model(cfg, s) for s in range(1, stage + 1)}
+    return Deblurrer.from_models(cfg, models, **options)
+
+
+def bare_forward(engine: Deblurrer, frames: list[np.ndarray]) -> Measurement:
+    """The networks alone on tensors already on the device: stage 1 per frame and, for stage 2,
+    the encoder per frame plus one aggregation per frame with the window's pyramids reused."""
+    inputs = [engine._to_tensor(f) for f in frames]
+    model1 = engine.models[1]
+
+    @torch.inference_mode()
+    def work() -> None:
+        previous = None
+        for x in inputs:
+            s1 = model1(x).clamp_(-1, 1)
+            if engine.stage == 2:
+                pyramid = engine._encode(s1)
+                window = [previous or pyramid, pyramid, pyramid]
+                engine._aggregate(window, s1)
+                previous = pyramid
+
+    work()  # warm-up (allocator, oneDNN/cuDNN kernel choice)
+    return Measurement("bare networks", len(frames), _timed(engine.device, work))
+
+
+def engine_throughput(engine: Deblurrer, frames: list[np.ndarray]) -> Measurement:
+    for _ in engine.frames(frames[:2]):
+        pass  # warm-up
+    return Measurement("engine (numpy in, numpy out)", len(frames), _timed(engine.device, lambda: [None for _ in engine.frames(frames)]))
