@@ -47,13 +47,13 @@ class Weights:
         prefix = f"stage{stage}."
         state = {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
         expected = model.state_dict()
-        problems = [f"missing {k}" for k in expected if k not in state]
-        problems += [f"unexpected {k}" for k in state if k not in expected]
-        problems += [
+        problems = [
             f"{k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
             for k, v in expected.items()
             if k in state and state[k].shape != v.shape
         ]
+        problems += [f"missing {k}" for k in expected if k not in state]
+        problems += [f"unexpected {k}" for k in state if k not in expected]
         if problems:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise WeightsError(

@@ -1,0 +1,46 @@
+"""The `vsdeblur` command: info and bench, run as a user runs them (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "vsdeblur.cli", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_info_reports_versions_devices_plugin_and_weights():
+    result = run("info")
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(None, 1) for line in result.stdout.splitlines() if not line.startswith(("av /", "default")))
+    assert lines["vsdeblur"].strip() == "0.1.0"
+    assert "cpu" in lines["device"]
+    assert "core.deblur" in lines["vapoursynth"]
+    assert "default weights" in result.stdout
+
+
+def test_bench_prints_a_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run("bench", "--preset", "tiny", "--stage", "2", "--size", "96x64", "--frames", "3", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "bare networks" in result.stdout and "engine (numpy in, numpy out)" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["config"]["preset"] == "tiny" and data["config"]["stage"] == 2
+    assert [m["frames"] for m in data["measurements"]] == [3, 3]
+    assert all(m["fps"] > 0 for m in data["measurements"])
+    assert isinstance(data["engine_overhead"], float)
+
+
+def test_bad_arguments_give_one_line_and_exit_2():
+    result = run("bench", "--size", "12x1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["vsdeblur bench: error: size 12x1 is too small: at least 32x32"]
+    result = run("bench", "--preset", "nope")
+    assert result.returncode == 2
+    assert "unknown preset 'nope'" in result.stderr

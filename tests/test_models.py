@@ -1,0 +1,142 @@
+"""The networks: sizes, structure details of architecture.md, and shape behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vsdeblur.errors import UsageError
+from vsdeblur.models import PRESETS, build_model, fold_scales, get_preset
+from vsdeblur.models.layers import ScaledConv
+from vsdeblur.models.stage2 import similarity_weighted
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_paper_stage1_has_47_3_million_parameters():
+    assert count(build_model("paper", 1)) == pytest.approx(47.3e6, rel=0.01)
+
+
+def test_paper_stage2_has_46_2_million_parameters():
+    assert count(build_model("paper", 2)) == pytest.approx(46.2e6, rel=0.02)
+
+
+def test_paper_stage1_structure():
+    net = build_model("paper", 1)
+    assert net.head.weight.shape == (64, 3, 9, 9)
+    assert net.down.stride == 2 and net.down.weight.shape == (128, 64, 3, 3)
+    assert len(net.blocks) == 20
+    block = net.blocks[5]
+    assert [b.dilation for b in block.branches] == [1, 2, 3, 4]
+    assert all(b.weight.shape == (128, 256, 3, 3) for b in block.branches)
+    assert block.fuse.weight.shape == (256, 512, 3, 3)
+    # only the first block changes the width, through a 1x1 projection
+    assert net.blocks[0].shortcut.weight.shape == (256, 128, 1, 1)
+    assert isinstance(net.blocks[1].shortcut, torch.nn.Identity)
+    assert net.up.weight.shape == (128, 384, 3, 3)
+    assert net.tail.weight.shape == (64, 128, 3, 3)
+    assert net.out.weight.shape == (3, 64, 3, 3) and not net.out.activation
+
+
+def test_every_conv_has_scale_and_bias_and_no_normalisation_layers():
+    for stage in (1, 2):
+        net = build_model("tiny", stage)
+        convs = [m for m in net.modules() if isinstance(m, ScaledConv)]
+        assert convs
+        assert all(c.scale.shape == c.bias.shape == (c.weight.shape[0],) for c in convs)
+        assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm, torch.nn.LayerNorm)) for m in net.modules())
+        # weight normalisation in stage 2 only
+        assert all(c.weight_norm == (stage == 2) for c in convs)
+
+
+def test_stage2_weights_are_unit_norm_filters_times_scale():
+    conv = build_model("tiny", 2).encoder.head
+    with torch.no_grad():
+        conv.weight.mul_(7.0)  # the raw filter length must not matter
+        conv.scale.fill_(2.0)
+    norms = conv.effective_weight().flatten(1).norm(dim=1)
+    assert torch.allclose(norms, torch.full_like(norms, 2.0))
+
+
+def test_reflect_padding_and_leaky_relu():
+    conv = ScaledConv(1, 1, 3)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 1, 0] = 1.0  # picks the left neighbour
+    x = torch.tensor([[[[-1.0, 2.0, 3.0]]]]).expand(1, 1, 3, 3).contiguous()
+    y = conv(x)
+    # at column 0 the left neighbour is the reflected column 1 (value 2); column 1 sees -1,
+    # which the leaky ReLU scales by 0.2
+    assert torch.allclose(y[0, 0, 0], torch.tensor([2.0, -0.2, 2.0]))
+
+
+def test_stage1_predicts_a_residual():
+    net = build_model("tiny", 1)
+    with torch.no_grad():
+        net.out.weight.zero_()
+        net.out.bias.zero_()
+    x = torch.rand(1, 3, 32, 48) * 2 - 1
+    assert torch.equal(net(x), x)
+
+
+def test_stage2_output_is_centre_stage1_image_plus_residual():
+    net = build_model("tiny", 2)
+    with torch.no_grad():
+        net.out.weight.zero_()
+        net.out.bias.zero_()
+    frames = [torch.rand(1, 3, 32, 48) for _ in range(3)]
+    assert torch.equal(net(frames), frames[1])
+
+
+def test_similarity_weighting_suppresses_dissimilar_neighbours():
+    centre = torch.rand(1, 4, 8, 8) + 0.1
+    same, opposite = centre.clone(), -centre
+    out = similarity_weighted([opposite, centre, same], centre=1)
+    assert torch.allclose(out[:, 0:4], torch.zeros_like(centre))  # cosine -1, clamped to 0
+    assert torch.allclose(out[:, 4:8], centre) and torch.allclose(out[:, 8:12], centre, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_shapes_survive_both_stages(preset):
+    s1, s2 = build_model(preset, 1), build_model(preset, 2)
+    x = torch.rand(2, 3, 64, 96) * 2 - 1
+    y = s1(x)
+    assert y.shape == x.shape
+    assert s2([y, y, y]).shape == x.shape
+
+
+def test_folding_scale_and_bias_keeps_the_function():
+    torch.manual_seed(1)
+    for stage in (1, 2):
+        net = build_model("tiny", stage).eval()
+        for m in net.modules():
+            if isinstance(m, ScaledConv):
+                torch.nn.init.uniform_(m.scale, 0.5, 1.5)
+                torch.nn.init.uniform_(m.bias, -0.1, 0.1)
+        x = torch.rand(1, 3, 64, 64) * 2 - 1
+        inputs = (x,) if stage == 1 else ([x, x.flip(-1), x],)
+        with torch.no_grad():
+            before = net(*inputs)
+            folded = fold_scales(net)
+            assert not any(isinstance(m, ScaledConv) for m in folded.modules())
+            assert torch.allclose(folded(*inputs), before, atol=1e-5)
+
+
+def test_full_resolution_variant_has_no_downsampling():
+    from dataclasses import replace
+
+    cfg = replace(get_preset("tiny"), stage1=replace(get_preset("tiny").stage1, downsample=False))
+    net = build_model(cfg, 1)
+    assert net.down.stride == 1 and cfg.multiple(1) == 1
+    assert net(torch.rand(1, 3, 33, 35)).shape == (1, 3, 33, 35)
+
+
+def test_presets_are_data_and_unknown_ones_are_refused():
+    assert {"paper", "small", "tiny"} <= set(PRESETS)
+    assert get_preset("paper").stage1.blocks == 20
+    with pytest.raises(UsageError, match="unknown preset 'huge'; choose one of: paper, small, tiny"):
+        build_model("huge", 1)
+    with pytest.raises(UsageError, match="stage must be 1 or 2"):
+        build_model("tiny", 3)

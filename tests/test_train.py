@@ -1,0 +1,247 @@
+"""Training: blur synthesis, data sources, metrics, and the loop (tiny preset, generated data)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from vsdeblur.errors import UsageError
+from vsdeblur.train import metrics, synth
+from vsdeblur.train.data import BlurRecipe, Clip, DeadLeavesSource, ImageSource, Mixture, PairedSource, VideoSource, make_pair
+from vsdeblur.train.loop import Trainer, _to_tensor, load_config
+from vsdeblur.weights import read_weights
+
+
+def write_png(path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def write_video(path, frames: list[np.ndarray]) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+# ---- synthesis -------------------------------------------------------------------------------
+
+
+def test_shake_kernels_are_normalised_and_as_long_as_asked():
+    rng = np.random.default_rng(0)
+    for length in (3.0, 10.0, 20.0):
+        path = synth.shake_trajectory(rng, length, curvature=0.5)
+        assert np.ptp(path, axis=0).max() == pytest.approx(length)
+        kernel = synth.rasterise(path, 33)
+        assert kernel.sum() == pytest.approx(1.0, abs=1e-5) and (kernel >= 0).all()
+        ys, xs = np.nonzero(kernel > 1e-4)
+        assert max(np.ptp(ys), np.ptp(xs)) == pytest.approx(length, abs=2.5)
+
+
+def test_straight_paths_without_curvature():
+    path = synth.shake_trajectory(np.random.default_rng(1), 12.0, curvature=0.0)
+    dx, dy = path[-1] - path[0]
+    # every point lies on the line from the first to the last point
+    offsets = np.abs(dx * (path[:, 1] - path[0, 1]) - dy * (path[:, 0] - path[0, 0])) / np.hypot(dx, dy)
+    assert offsets.max() < 1e-6
+
+
+def test_convolution_with_a_delta_is_the_identity_and_blur_blurs():
+    image = np.random.default_rng(2).random((40, 50, 3), dtype=np.float32)
+    delta = np.zeros((9, 9), np.float32)
+    delta[4, 4] = 1
+    assert np.allclose(synth.convolve(image, delta), image, atol=1e-5)
+    blurred = synth.convolve(image, synth.shake_kernel(np.random.default_rng(3)))
+    assert np.abs(np.diff(blurred, axis=1)).mean() < 0.5 * np.abs(np.diff(image, axis=1)).mean()
+
+
+def test_frame_averaging_and_subframe_shifts():
+    frame = np.random.default_rng(4).random((64, 80, 3), dtype=np.float32)
+    assert np.allclose(synth.average_frames([frame, frame, frame]), frame, atol=1e-5)
+    assert np.allclose(synth.subframe_blur(frame, frame, frame), frame)  # no motion, no blur
+    moved = [np.roll(frame, s, axis=1) for s in (-6, 0, 6)]
+    assert synth.global_shift(moved[1], moved[2]).tolist() == [6, 0]
+    blurred = synth.subframe_blur(*moved)
+    # horizontal motion blurs along x only
+    assert np.abs(np.diff(blurred, axis=1)).mean() < 0.7 * np.abs(np.diff(frame, axis=1)).mean()
+
+
+def test_extras_add_noise_and_compression():
+    image = np.full((32, 32, 3), 0.5, np.float32)
+    spec = synth.ExtrasSpec(max_noise=0.05, compress_probability=1.0)
+    noisy = synth.add_extras(image, np.random.default_rng(5), spec)
+    assert noisy.dtype == np.float32 and noisy.shape == image.shape
+    assert 0 < np.abs(noisy - image).mean() < 0.1
+
+
+def test_pairs_are_aligned_and_deterministic():
+    mix = Mixture([(DeadLeavesSource(pool=4, side=160), 1.0)], BlurRecipe())
+    blurred, sharp = mix.batch(seed=1, step=3, batch=2, size=48, frames=3)
+    assert blurred.shape == sharp.shape == (2, 3, 48, 48, 3)
+    again = mix.batch(seed=1, step=3, batch=2, size=48, frames=3)
+    assert np.array_equal(again[0], blurred) and np.array_equal(again[1], sharp)
+    assert not np.array_equal(mix.batch(seed=1, step=4, batch=2, size=48, frames=3)[0], blurred)
+    # a pair from a delta "blur" is the sharp crop itself: blurred and sharp line up
+    recipe = BlurRecipe(shake=synth.ShakeSpec(0.0, 0.0, 0.0, 9), extras=synth.ExtrasSpec(0.0, 0.0), subframe_probability=0.0)
+    clip = Clip(np.random.default_rng(6).random((3, 40, 40, 3), dtype=np.float32))
+    b, s = make_pair(clip, np.random.default_rng(7), recipe)
+    assert b.shape == s.shape == (1, 32, 32, 3) and np.allclose(b, s, atol=1e-4)
+
+
+# ---- data sources ----------------------------------------------------------------------------
+
+
+def test_image_video_and_paired_sources(tmp_path):
+    rng = np.random.default_rng(8)
+    images = [rng.integers(0, 256, (72, 72, 3), dtype=np.uint8) for _ in range(3)]
+    for i, image in enumerate(images):
+        write_png(tmp_path / "images" / f"{i}.png", image)
+        for layout_dir in (tmp_path / "reds" / "train_blur" / "000", tmp_path / "reds" / "train_sharp" / "000",
+                           tmp_path / "gopro" / "train" / "GOPR0001" / "blur", tmp_path / "gopro" / "train" / "GOPR0001" / "sharp"):
+            write_png(layout_dir / f"{i:08d}.png", image)
+    write_video(tmp_path / "clip.mkv", images)
+    for source in (ImageSource(tmp_path / "images"), VideoSource(tmp_path / "clip.mkv"),
+                   PairedSource(tmp_path / "reds", "reds"), PairedSource(tmp_path / "gopro", "gopro")):
+        clip = source.sample(np.random.default_rng(9), 48, 3)
+        assert clip.sharp.shape == (3, 48, 48, 3) and clip.sharp.dtype == np.float32
+        assert 0 <= clip.sharp.min() and clip.sharp.max() <= 1
+    paired = PairedSource(tmp_path / "reds", "reds").sample(np.random.default_rng(9), 48, 2)
+    assert np.array_equal(paired.blurred, paired.sharp)  # the same files on both sides
+    video = VideoSource(tmp_path / "clip.mkv").sample(np.random.default_rng(1), 72, 3)
+    assert np.array_equal(video.sharp * 255, np.stack(images))  # lossless FFV1: every frame, in order
+    with pytest.raises(UsageError, match="no reds train sequences"):
+        PairedSource(tmp_path / "images", "reds")
+    with pytest.raises(UsageError, match="training data path not found"):
+        ImageSource(tmp_path / "missing")
+
+
+def test_decord_reader_matches_pyav(tmp_path):
+    pytest.importorskip("decord")
+    frames = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(4)]
+    write_video(tmp_path / "clip.mkv", frames)
+    a = VideoSource(tmp_path / "clip.mkv").sample(np.random.default_rng(3), 64, 2)
+    b = VideoSource(tmp_path / "clip.mkv", reader="decord").sample(np.random.default_rng(3), 64, 2)
+    assert np.array_equal(a.sharp, b.sharp)
+
+
+# ---- metrics ---------------------------------------------------------------------------------
+
+
+def test_psnr_and_ssim_conventions():
+    a = np.full((32, 32, 3), 100, np.uint8)
+    b = a.copy()
+    assert metrics.psnr(a, b) == float("inf") and metrics.ssim(a, b) == pytest.approx(1.0)
+    b[:] = 110  # MSE 100 -> 10 log10(255^2 / 100)
+    assert metrics.psnr(a, b) == pytest.approx(10 * np.log10(255**2 / 100))
+    # float input is quantised to 8 bits first
+    assert metrics.psnr(a / 255, b) == pytest.approx(metrics.psnr(a, b))
+    image = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
+    soft = synth.convolve(image, np.full((5, 5), 1 / 25, np.float32))
+    assert 0 < metrics.ssim(soft, image) < 0.9
+
+
+# ---- the loop --------------------------------------------------------------------------------
+
+
+def write_config(tmp_path, text: str = "") -> object:
+    path = tmp_path / "train.toml"
+    path.write_text(
+        'stage = 1\npreset = "tiny"\nsteps = 6\nbatch = 2\ncrop = 48\nlr = 2e-3\nseed = 3\n'
+        "validate_every = 3\ncheckpoint_every = 3\nlog_every = 1\n"
+        '[blur]\nkernel_size = 9\nmax_length = 6.0\n[[train_data]]\nkind = "dead-leaves"\npool = 4\nside = 128\n' + text
+    )
+    return path
+
+
+def test_loss_drops_on_held_out_crops(tmp_path):
+    # Held-out crops from the same generator; the untrained network starts near the identity
+    # (its output layers are initialised small), so learning shows as beating the identity.
+    config = load_config(
+        write_config(tmp_path, ""),
+        {"steps": 120, "output": tmp_path / "run", "batch": 4, "lr": 3e-3},
+    )
+    config.blur.update(kernel_size=15, min_length=4.0, max_length=10.0, max_noise=0.0, compress_probability=0.0)
+    trainer = Trainer(config, out=io.StringIO())
+    blurred, sharp = (_to_tensor(a) for a in trainer.mixture.batch(seed=999, step=0, batch=16, size=48, frames=1))
+
+    def held_out_loss() -> float:
+        trainer.model.eval()
+        with torch.no_grad():
+            return float((trainer.model(blurred[:, 0]) - sharp[:, 0]).abs().mean())
+
+    identity = float((blurred - sharp).abs().mean())
+    before = held_out_loss()
+    trainer.run(resume=False)
+    after = held_out_loss()
+    assert after < 0.985 * before and after < 0.99 * identity
+
+
+def test_checkpoint_resumes_exactly(tmp_path):
+    straight = Trainer(load_config(write_config(tmp_path), {"output": tmp_path / "a"}), out=io.StringIO())
+    straight.run()
+    first = Trainer(load_config(write_config(tmp_path), {"output": tmp_path / "b", "steps": 3}), out=io.StringIO())
+    first.run()
+    resumed = Trainer(load_config(write_config(tmp_path), {"output": tmp_path / "b"}), out=io.StringIO())
+    resumed.run()
+    assert resumed.step == straight.step == 6
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for k, v in straight.optimizer.state_dict()["state"].items():
+        for name, tensor in v.items():
+            assert torch.equal(tensor, resumed.optimizer.state_dict()["state"][k][name])
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, 7))
+
+
+def test_validation_exports_weights_with_recipe(tmp_path, tiny_weights):
+    images = tmp_path / "val"
+    write_png(images / "a.png", np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    config = load_config(write_config(tmp_path, f'[[val_data]]\nkind = "images"\npath = "{images}"\n'), {"output": tmp_path / "run"})
+    out = io.StringIO()
+    weights = Trainer(config, out=out).run()
+    assert "validation at step 3: PSNR" in out.getvalue()
+    w = read_weights(weights)
+    assert w.preset.name == "tiny" and w.stages == (1,)
+    assert w.recipe["train"]["lr"] == 2e-3 and w.recipe["blur"]["kernel_size"] == 9
+    assert w.info["steps"] in (3, 6) and "val_psnr" in w.info and "val_blurred_psnr" in w.info
+
+
+def test_stage2_trains_on_frozen_stage1_outputs(tmp_path, tiny_weights):
+    config = load_config(write_config(tmp_path, ""), {"output": tmp_path / "s2", "stage": 2, "stage1_weights": tiny_weights, "steps": 2})
+    trainer = Trainer(config, out=io.StringIO())
+    before = {k: v.clone() for k, v in trainer.stage1.state_dict().items()}
+    w = read_weights(trainer.run())
+    assert w.stages == (1, 2)
+    assert all(torch.equal(before[k], v) for k, v in trainer.stage1.state_dict().items())
+
+
+def test_bad_training_configs(tmp_path):
+    with pytest.raises(UsageError, match="unknown key 'stepz'"):
+        load_config(_write(tmp_path, "stepz = 3\n"))
+    with pytest.raises(UsageError, match="stage 2 trains on stage-1 outputs: set stage1_weights"):
+        load_config(_write(tmp_path, 'stage = 2\n[[train_data]]\nkind = "dead-leaves"\n'))
+    with pytest.raises(UsageError, match="no \\[\\[train_data\\]\\] sources"):
+        load_config(_write(tmp_path, "stage = 1\n"))
+    with pytest.raises(UsageError, match="unknown data source kind 'photos'"):
+        Trainer(load_config(_write(tmp_path, '[[train_data]]\nkind = "photos"\n')))
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return path

@@ -1,0 +1,106 @@
+"""Weights files: round trip, header, and clear refusals of bad files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.conftest import make_weights
+from vsdeblur.errors import WeightsError
+from vsdeblur.models import build_model, get_preset
+from vsdeblur.weights import read_weights, resolve_weights, save_weights
+
+
+def test_round_trip_keeps_every_tensor_and_the_header(tmp_path):
+    torch.manual_seed(3)
+    cfg = get_preset("tiny")
+    s1, s2 = build_model(cfg, 1), build_model(cfg, 2)
+    path = save_weights(tmp_path / "w.safetensors", cfg, {1: s1, 2: s2}, recipe={"data": "dead-leaves"}, info={"steps": 7})
+    w = read_weights(path)
+    assert w.preset == cfg and w.stages == (1, 2)
+    assert w.recipe == {"data": "dead-leaves"} and w.info == {"steps": 7}
+    for stage, original in ((1, s1), (2, s2)):
+        loaded = w.build(stage)
+        for name, tensor in original.state_dict().items():
+            assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightsError, match="weights file not found: .*nope.safetensors"):
+        read_weights(tmp_path / "nope.safetensors")
+
+
+def test_truncated_file_is_refused(tmp_path, tiny_weights):
+    data = tiny_weights.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        read_weights(cut)
+
+
+def test_garbage_file_is_refused(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00\x01not a weights file" * 10)
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        read_weights(junk)
+
+
+def test_pickle_file_is_refused_without_being_executed(tmp_path):
+    # A torch.save file carries pickle; loading must never unpickle it.
+    marker = tmp_path / "executed"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(WeightsError):
+        read_weights(path)
+    assert not marker.exists()
+
+
+def test_safetensors_without_vsdeblur_header_is_refused(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path))
+    with pytest.raises(WeightsError, match="not vsdeblur weights"):
+        read_weights(path)
+
+
+def test_shape_mismatch_names_the_tensor(tmp_path):
+    cfg = get_preset("tiny")
+    path = save_weights(tmp_path / "w.safetensors", cfg, {1: build_model(cfg, 1)})
+    # rewrite the header to claim another preset: the shapes then disagree
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    meta["preset"] = json.dumps(get_preset("small").to_dict())
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(WeightsError, match=r"does not fit preset 'small' stage 1: .*head.weight has shape \(4, 3, 3, 3\), expected \(16, 3, 9, 9\)"):
+        read_weights(path).build(1)
+
+
+def test_missing_stage_is_explained(tiny_weights_stage1):
+    with pytest.raises(WeightsError, match="holds stage 1 only; stage 2 needs a file trained for it"):
+        read_weights(tiny_weights_stage1).build(2)
+
+
+def test_default_weights_are_found_or_their_absence_is_explained(monkeypatch):
+    import vsdeblur.weights as weights
+
+    monkeypatch.setattr(weights, "default_weights_path", lambda: None)
+    with pytest.raises(WeightsError, match="no trained default weights are shipped"):
+        resolve_weights(None)
+
+
+def test_save_is_atomic_and_replaces(tmp_path):
+    path = make_weights(tmp_path / "w.safetensors", stages=(1,), seed=1)
+    first = path.read_bytes()
+    make_weights(path, stages=(1,), seed=2)
+    assert path.read_bytes() != first
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
