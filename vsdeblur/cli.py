@@ -120,6 +120,20 @@ def bench(preset, weights, stage, size, frames, device, precision, tile, compile
         json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path, dir_okay=False), help="training recipe (TOML); see pipelines/train/")
+@click.option("--steps", type=click.IntRange(1), help="override the recipe's total steps")
+@click.option("--output", type=click.Path(path_type=Path, file_okay=False), help="override the recipe's output directory")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="continue the run found in the output directory")
+def train(config_path, steps, output, resume) -> None:
+    """Train stage 1 or stage 2 (paper recipe: L1, Adam, crops, colour jitter, flips)."""
+    from vsdeblur.train.loop import Trainer, load_config
+
+    config = load_config(config_path, {"steps": steps, "output": output})
+    weights = Trainer(config).run(resume=resume)
+    click.echo(f"weights: {weights}")
+
+
 def _parse_size(size: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in size.lower().split("x"))
@@ -131,4 +145,4 @@ def _parse_size(size: str) -> tuple[int, int]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog_name="vsdeblur"))
