@@ -51,6 +51,18 @@ def _timed(device: torch.device, work: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
+def compare(device: torch.device, runs: dict[str, Callable[[], None]], frames: int, rounds: int = 3) -> list[Measurement]:
+    """Time each run `rounds` times, interleaved so that a passing load on the machine hits
+    all of them alike, after one warm-up each; report each run's median."""
+    for work in runs.values():
+        work()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, work in runs.items():
+            times[name].append(_timed(device, work))
+    return [Measurement(name, frames, float(np.median(t))) for name, t in times.items()]
+
+
 def engine_for(preset: str, weights: str | None, stage: int, **options) -> Deblurrer:
     """The engine over the given weights, or over untrained weights of the preset (speed does
     not depend on the values)."""
@@ -62,7 +74,7 @@ def engine_for(preset: str, weights: str | None, stage: int, **options) -> Deblu
     return Deblurrer.from_models(cfg, models, **options)
 
 
-def bare_forward(engine: Deblurrer, frames: list[np.ndarray]) -> Measurement:
+def bare_forward(engine: Deblurrer, frames: list[np.ndarray]) -> Callable[[], None]:
     """The networks alone on tensors already on the device: stage 1 per frame and, for stage 2,
     the encoder per frame plus one aggregation per frame with the window's pyramids reused."""
     inputs = [engine._to_tensor(f) for f in frames]
@@ -75,15 +87,12 @@ def bare_forward(engine: Deblurrer, frames: list[np.ndarray]) -> Measurement:
             s1 = model1(x).clamp_(-1, 1)
             if engine.stage == 2:
                 pyramid = engine._encode(s1)
-                window = [previous or pyramid, pyramid, pyramid]
-                engine._aggregate(window, s1)
+                engine._aggregate([previous or pyramid, pyramid, pyramid], s1)
                 previous = pyramid
 
-    work()  # warm-up (allocator, oneDNN/cuDNN kernel choice)
-    return Measurement("bare networks", len(frames), _timed(engine.device, work))
+    return work
 
 
-def engine_throughput(engine: Deblurrer, frames: list[np.ndarray]) -> Measurement:
-    for _ in engine.frames(frames[:2]):
-        pass  # warm-up
-    return Measurement("engine (numpy in, numpy out)", len(frames), _timed(engine.device, lambda: [None for _ in engine.frames(frames)]))
+def engine_run(engine: Deblurrer, frames: list[np.ndarray]) -> Callable[[], None]:
+    """The whole engine: numpy frames in, numpy frames out."""
+    return lambda: [None for _ in engine.frames(frames)]

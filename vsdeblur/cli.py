@@ -91,22 +91,23 @@ def _vapoursynth_status() -> str:
 @click.option("--stage", type=click.Choice(["1", "2"]), default="1", show_default=True, help="networks to run")
 @click.option("--size", default="640x360", show_default=True, help="frame size WIDTHxHEIGHT")
 @click.option("--frames", type=click.IntRange(1), default=8, show_default=True, help="frames per measurement")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="interleaved repetitions; medians are reported")
 @click.option("--device", default=ENGINE["device"].default, show_default=True, help=ENGINE["device"].help)
 @click.option("--precision", default=ENGINE["precision"].default, show_default=True, help=ENGINE["precision"].help)
 @click.option("--tile", type=click.IntRange(0), default=None, help=ENGINE["tile"].help)
 @click.option("--compile/--no-compile", default=False, help=ENGINE["compile"].help)
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="also write the results as JSON")
-def bench(preset, weights, stage, size, frames, device, precision, tile, compile, json_path) -> None:
+def bench(preset, weights, stage, size, frames, rounds, device, precision, tile, compile, json_path) -> None:
     """Throughput of the bare networks and of the engine on the same frames."""
-    from vsdeblur.bench import bare_forward, engine_for, engine_throughput, synthetic_frames
+    from vsdeblur.bench import bare_forward, compare, engine_for, engine_run, synthetic_frames
 
     width, height = _parse_size(size)
     engine = engine_for(preset, weights, int(stage), device=device, precision=precision, tile=tile, compile=compile, scene_threshold=0)
     clip = synthetic_frames(width, height, frames)
-    bare = bare_forward(engine, clip)
-    full = engine_throughput(engine, clip)
+    runs = {"bare networks": bare_forward(engine, clip), "engine (numpy in, numpy out)": engine_run(engine, clip)}
+    bare, full = compare(engine.device, runs, frames, rounds)
     overhead = full.seconds / bare.seconds - 1
-    header = (f"preset {engine.preset.name}, stage {engine.stage}, {width}x{height}, {frames} frames, "
+    header = (f"preset {engine.preset.name}, stage {engine.stage}, {width}x{height}, {frames} frames x {rounds} rounds, "
               f"device {engine.device}, {str(engine.dtype).removeprefix('torch.')}")
     click.echo(header)
     click.echo(f"{'measurement':<32} {'ms/frame':>10} {'fps':>8}")
@@ -115,7 +116,7 @@ def bench(preset, weights, stage, size, frames, device, precision, tile, compile
     click.echo(f"engine overhead over the bare networks: {100 * overhead:+.1f} %")
     if json_path is not None:
         result = {"config": {"preset": engine.preset.name, "stage": engine.stage, "width": width, "height": height,
-                             "frames": frames, "device": str(engine.device), "precision": str(engine.dtype)},
+                             "frames": frames, "rounds": rounds, "device": str(engine.device), "precision": str(engine.dtype)},
                   "measurements": [bare.as_dict(), full.as_dict()], "engine_overhead": overhead}
         json_path.write_text(json.dumps(result, indent=2) + "\n")
 
