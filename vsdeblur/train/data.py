@@ -342,8 +342,9 @@ class BlurRecipe:
 
     shake: synth.ShakeSpec = field(default_factory=synth.ShakeSpec)
     extras: synth.ExtrasSpec = field(default_factory=synth.ExtrasSpec)
-    subframe_probability: float = 0.2  # of video clips: blur along their own global motion
+    subframe_probability: float = 0.2  # blur along the clip's own global motion
     sharp_probability: float = 0.03  # leave a few inputs sharp: the model must not over-sharpen
+    gamma_probability: float = 0.3  # blur code values instead of linear light, as many datasets do
 
 
 def make_pair(clip: Clip, rng: np.random.Generator, recipe: BlurRecipe) -> tuple[np.ndarray, np.ndarray]:
@@ -366,7 +367,8 @@ def make_pair(clip: Clip, rng: np.random.Generator, recipe: BlurRecipe) -> tuple
         elif rng.random() < recipe.subframe_probability and not np.array_equal(sharp[t - 1], sharp[t + 1]):
             out = synth.subframe_blur(sharp[t - 1], sharp[t], sharp[t + 1], rng.uniform(0.3, 1.0), recipe.shake.kernel_size)
         else:
-            out = synth.convolve(sharp[t], synth.shake_kernel(rng, recipe.shake))
+            linear = rng.random() >= recipe.gamma_probability
+            out = synth.convolve(sharp[t], synth.shake_kernel(rng, recipe.shake), linear)
         blurred.append(out)
     blurred = inner(np.stack(blurred + [sharp[-1]]))
     return np.stack([synth.add_extras(f, rng, recipe.extras) for f in blurred]), inner(sharp)

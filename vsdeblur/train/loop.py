@@ -72,6 +72,7 @@ BLUR = Group(
         Option("compress_probability", float, synth.ExtrasSpec.compress_probability, "share of inputs sent through JPEG", minimum=0.0, maximum=1.0),
         Option("subframe_probability", float, BlurRecipe.subframe_probability, "share blurred along their own global motion", minimum=0.0, maximum=1.0),
         Option("sharp_probability", float, BlurRecipe.sharp_probability, "share left sharp", minimum=0.0, maximum=1.0),
+        Option("gamma_probability", float, BlurRecipe.gamma_probability, "share blurred on code values, not linear light", minimum=0.0, maximum=1.0),
     ),
 )
 
@@ -99,6 +100,7 @@ class TrainConfig:
             extras=synth.ExtrasSpec(b["max_noise"], b["compress_probability"]),
             subframe_probability=b["subframe_probability"],
             sharp_probability=b["sharp_probability"],
+            gamma_probability=b["gamma_probability"],
         )
 
     def describe(self) -> dict:
