@@ -194,19 +194,18 @@ class Deblurrer:
         # Eager CUDA convs with explicit reflect padding run faster in NCHW; compiled graphs
         # and the CPU's oneDNN kernels prefer channels_last (docs/performance.md).
         self.memory_format = torch.channels_last if compile or self.device.type == "cpu" else torch.contiguous_format
-        self.models = {s: self._prepare_model(m, compile) for s, m in models.items()}
+        self.models = {s: self._prepare_model(m) for s, m in models.items()}
+        maybe_compiled = torch.compile if compile else lambda fn: fn
+        self._stage1_net = maybe_compiled(self.models[1])
         stage2 = self.models.get(2)
-        self._encode = stage2.encode if stage2 is not None else None
-        self._aggregate = stage2.aggregate if stage2 is not None else None
-        if compile and stage2 is not None:
-            self._encode, self._aggregate = torch.compile(self._encode), torch.compile(self._aggregate)
+        self._encode = maybe_compiled(stage2.encode) if stage2 is not None else None
+        self._aggregate = maybe_compiled(stage2.aggregate) if stage2 is not None else None
         self._plans: dict[tuple[int, int], list[Tile]] = {}
         self._lru: OrderedDict[Hashable, _FrameState] = OrderedDict()
 
-    def _prepare_model(self, model: nn.Module, compile: bool) -> nn.Module:
+    def _prepare_model(self, model: nn.Module) -> nn.Module:
         model = fold_scales(copy.deepcopy(model)).eval().requires_grad_(False)
-        model = model.to(self.device, self.dtype, memory_format=self.memory_format)
-        return torch.compile(model) if compile and isinstance(model, nn.Module) and self.stage == 1 else model
+        return model.to(self.device, self.dtype, memory_format=self.memory_format)
 
     # ---- per-frame building blocks -------------------------------------------------------
 
@@ -244,8 +243,7 @@ class Deblurrer:
     @torch.inference_mode()
     def _stage1(self, x: torch.Tensor) -> torch.Tensor:
         self.stats.stage1 += 1
-        model = self.models[1]
-        return blend(self._plan(x), lambda _, t: self._ensembled(model, x[..., t.ys, t.xs]), like=x).clamp_(-1, 1)
+        return blend(self._plan(x), lambda _, t: self._ensembled(self._stage1_net, x[..., t.ys, t.xs]), like=x).clamp_(-1, 1)
 
     @torch.inference_mode()
     def _encoded(self, s1: torch.Tensor) -> _FrameState:
