@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import av
 import numpy as np
@@ -245,3 +246,14 @@ def _write(tmp_path, text: str):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     return path
+
+
+def test_relative_output_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    # the CLI passes every option, unset ones as None: those must not disable the rule
+    (tmp_path / "recipes").mkdir()
+    path = tmp_path / "recipes" / "train.toml"
+    path.write_text('output = "../runs/x"\n[[train_data]]\nkind = "dead-leaves"\n')
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")  # where "../runs/x" would land if taken from here
+    assert load_config(path, {"output": None, "steps": None}).output == (tmp_path / "runs" / "x").resolve()
+    assert load_config(path, {"output": Path("elsewhere")}).output == Path("elsewhere")

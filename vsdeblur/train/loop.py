@@ -124,7 +124,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     if not isinstance(blur, dict):
         raise UsageError(f"{path}: [blur] must be a table")
     values = TRAIN.defaults() | check_keys(data, [TRAIN], str(path))
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(given)
     # relative data and output paths are relative to the config file
     base = path.parent
     for spec in train_data + val_data:
@@ -133,7 +134,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         if "path" in spec:
             spec["path"] = str((base / spec["path"]).resolve())
     for key in ("output", "stage1_weights"):
-        if values[key] is not None and not Path(values[key]).is_absolute() and key not in (overrides or {}):
+        if values[key] is not None and not Path(values[key]).is_absolute() and key not in given:
             values[key] = (base / values[key]).resolve()
     if values["batch"] is None:
         values["batch"] = 1 if values["stage"] == 1 else 2
