@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from vsdeblur import __version__
-from vsdeblur.config import ENGINE
+from vsdeblur.config import ENGINE, click_options, engine_kwargs, resolve
 from vsdeblur.errors import UsageError
 
 
@@ -133,6 +133,41 @@ def train(config_path, steps, output, resume) -> None:
     config = load_config(config_path, {"steps": steps, "output": output})
     weights = Trainer(config).run(resume=resume)
     click.echo(f"weights: {weights}")
+
+
+@main.command("eval")
+@click.argument("sharp", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("blurred", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("restored", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click_options(ENGINE)
+@click.option("--frames", "max_frames", type=click.IntRange(1), help="score only the first N frames")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="also write the scores (and per-frame scores) as JSON")
+@click.option("--picture", type=click.Path(path_type=Path, dir_okay=False), help="write a side-by-side PNG of the middle frame: blurred | restored | sharp")
+def evaluate(sharp, blurred, restored, max_frames, json_path, picture, **engine_flags) -> None:
+    """PSNR and SSIM of RESTORED and of BLURRED against SHARP (videos or images).
+
+    Without RESTORED, the model (engine options below) restores BLURRED first.
+    Conventions: 8-bit RGB, PSNR over all channels, SSIM 11x11 Gaussian window; means over frames."""
+    from vsdeblur.engine import Deblurrer
+    from vsdeblur.evaluate import estimate_frames
+    from vsdeblur.evaluate import evaluate as score
+    from vsdeblur.train.data import decode_rgb
+
+    for path in (sharp, blurred, restored):
+        if path is not None and not path.is_file():
+            raise UsageError(f"input not found: {path}")
+    if restored is not None:
+        restored_frames = decode_rgb(restored, max_frames)
+    else:
+        engine = Deblurrer(**engine_kwargs(resolve([ENGINE], None, engine_flags)))
+        restored_frames = engine.frames(decode_rgb(blurred, max_frames))
+    count = min(estimate_frames(sharp), max_frames or sys.maxsize)
+    result = score(decode_rgb(sharp, max_frames), decode_rgb(blurred, max_frames), restored_frames, picture, count // 2)
+    click.echo(result.table())
+    if picture is not None:
+        click.echo(f"picture: {picture} (blurred | restored | sharp)")
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
 
 
 def _parse_size(size: str) -> tuple[int, int]:

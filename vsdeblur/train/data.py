@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,22 +44,27 @@ def read_image(path: Path) -> np.ndarray:
         raise UsageError(f"cannot read image {path}: {exc}") from None
 
 
-def read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
-    """Decode a video's frames (up to max_frames) as uint8 T x H x W x 3 RGB."""
-    frames = []
+def decode_rgb(path: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Decode a video's frames (up to max_frames) one at a time as uint8 H x W x 3 RGB."""
+    count = 0
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames and len(frames) >= max_frames:
-                    break
+                yield frame.to_ndarray(format="rgb24")
+                count += 1
+                if max_frames and count >= max_frames:
+                    return
     except (av.FFmpegError, IndexError) as exc:
         raise UsageError(f"cannot read video {path}: {exc}") from None
-    if not frames:
+    if not count:
         raise UsageError(f"{path} holds no video frames")
-    return np.stack(frames)
+
+
+def read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
+    """Decode a video's frames (up to max_frames) as uint8 T x H x W x 3 RGB."""
+    return np.stack(list(decode_rgb(path, max_frames)))
 
 
 def _files(root: Path, suffixes: set[str]) -> list[Path]:

@@ -16,6 +16,7 @@ Frames are float32 H x W x 3 arrays in [0, 1].
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -172,3 +173,22 @@ def jpeg_roundtrip(image: np.ndarray, qscale: int) -> np.ndarray:
     result = image.copy()
     result[: codec.height, : codec.width] = out
     return result
+
+
+class ShakeBlur:
+    """Blur a clip frame by frame with camera shake: each frame gets its own kernel, drawn from
+    (seed, frame index), so a clip blurs the same way every time. Shaped like the engine
+    (`.frames(iterable)` in, same shapes and dtypes out), so it runs anywhere the engine does."""
+
+    def __init__(self, shake: ShakeSpec = ShakeSpec(), noise: float = 0.0, seed: int = 0, linear: bool = True) -> None:
+        self.shake, self.noise, self.seed, self.linear = shake, noise, seed, linear
+
+    def frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for index, frame in enumerate(frames):
+            rng = np.random.default_rng([self.seed, index])
+            white = 1.0 if frame.dtype.kind == "f" else float(np.iinfo(frame.dtype).max)
+            image = convolve(frame.astype(np.float32) / white, shake_kernel(rng, self.shake), self.linear)
+            if self.noise > 0:
+                # the noisy sensor was shaken: noise is added after the blur, never blurred
+                image = add_extras(image, rng, ExtrasSpec(max_noise=self.noise, compress_probability=0.0))
+            yield image if frame.dtype.kind == "f" else (image * white + 0.5).astype(frame.dtype)

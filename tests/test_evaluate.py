@@ -1,0 +1,121 @@
+"""Blur synthesis for whole clips (ShakeBlur) and `vsdeblur eval`, on real encoded files."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from vsdeblur.cli import main
+from vsdeblur.engine import Deblurrer
+from vsdeblur.errors import UsageError
+from vsdeblur.evaluate import PANEL_GAP, evaluate
+from vsdeblur.train.data import dead_leaves, decode_rgb
+from vsdeblur.train.metrics import psnr
+from vsdeblur.train.synth import ShakeBlur, ShakeSpec
+
+
+def sharp_clip(count: int = 4, size: int = 96) -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    big = (dead_leaves(rng, size + 4 * count) * 255 + 0.5).astype(np.uint8)
+    # a slow pan across a dead-leaves picture: neighbouring frames are alike but not equal
+    return [np.ascontiguousarray(big[2 * t : 2 * t + size, 3 * t : 3 * t + size]) for t in range(count)]
+
+
+def write_lossless(path, frames: list[np.ndarray]) -> None:
+    """An FFV1 (RGB, lossless) file: decoding gives back exactly these frames."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+
+
+def test_shake_blur_is_deterministic_keeps_dtype_and_blurs():
+    frames = sharp_clip()
+    spec = ShakeSpec(min_length=8, max_length=12)
+    first = list(ShakeBlur(spec, seed=3).frames(frames))
+    again = list(ShakeBlur(spec, seed=3).frames(frames))
+    other = list(ShakeBlur(spec, seed=4).frames(frames))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], other[0])
+    assert all(f.dtype == np.uint8 and f.shape == s.shape for f, s in zip(first, frames))
+    # each frame has its own kernel
+    assert not np.array_equal(ShakeBlur(spec, seed=3).frames([frames[0]]).__next__(), first[1])
+
+    def detail(image: np.ndarray) -> float:
+        return float(np.abs(np.diff(image.astype(np.float64), axis=1)).mean())
+
+    for blurred, sharp in zip(first, frames):
+        assert detail(blurred) < 0.7 * detail(sharp)
+        assert psnr(blurred, sharp) < 30
+        # blur moves light around and keeps its total: the mean in linear light stays
+        light = [np.mean((f / 255.0) ** 2.2) for f in (blurred, sharp)]
+        assert light[0] == pytest.approx(light[1], rel=0.03)
+
+    deep = [(f.astype(np.uint16) * 257) for f in frames[:1]]
+    assert next(ShakeBlur(spec, seed=3).frames(deep)).dtype == np.uint16
+
+
+def test_evaluate_scores_and_rejects_mismatched_clips():
+    sharp = sharp_clip()
+    strong = list(ShakeBlur(ShakeSpec(min_length=10, max_length=12), seed=1).frames(sharp))
+    mild = list(ShakeBlur(ShakeSpec(min_length=2, max_length=3), seed=1).frames(sharp))
+    result = evaluate(sharp, strong, mild)
+    assert result.frames == 4
+    assert result.blurred.psnr == pytest.approx(np.mean([psnr(b, s) for b, s in zip(strong, sharp)]))
+    assert result.gain.psnr > 3 and result.gain.ssim > 0
+    assert [f["frame"] for f in result.per_frame] == [0, 1, 2, 3]
+    assert "gain" in result.table() and f"{result.restored.psnr:.2f}" in result.table()
+
+    with pytest.raises(UsageError, match="the clips differ in length: restored ended after 3 frames"):
+        evaluate(sharp, strong, mild[:3])
+    with pytest.raises(UsageError, match="frame 0: sizes differ"):
+        evaluate(sharp, strong, [f[:64] for f in mild])
+    with pytest.raises(UsageError, match="no frames"):
+        evaluate([], [], [])
+
+
+def test_eval_command_runs_the_model_and_writes_json_and_picture(tmp_path, tiny_weights_stage1):
+    sharp = sharp_clip()
+    blurred = list(ShakeBlur(ShakeSpec(min_length=6, max_length=8), seed=2).frames(sharp))
+    write_lossless(tmp_path / "sharp.mkv", sharp)
+    write_lossless(tmp_path / "blurred.mkv", blurred)
+
+    args = ["eval", str(tmp_path / "sharp.mkv"), str(tmp_path / "blurred.mkv"), "--weights", str(tiny_weights_stage1),
+            "--json", str(tmp_path / "scores.json"), "--picture", str(tmp_path / "compare.png")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "blurred input" in result.output and "restored" in result.output
+
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    restored = list(Deblurrer(weights=tiny_weights_stage1, device="cpu").frames(blurred))
+    expected = evaluate(sharp, blurred, restored)
+    assert scores["frames"] == 4
+    assert scores["restored"]["psnr"] == pytest.approx(expected.restored.psnr, abs=1e-6)
+    assert scores["blurred"]["psnr"] == pytest.approx(expected.blurred.psnr, abs=1e-6)
+
+    picture = next(decode_rgb(tmp_path / "compare.png"))
+    assert picture.shape == (96, 3 * 96 + 2 * PANEL_GAP, 3)
+    assert np.array_equal(picture[:, :96], blurred[2])  # the middle frame, blurred panel first
+    assert np.array_equal(picture[:, -96:], sharp[2])
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_eval_command_errors(tmp_path, tiny_weights_stage1):
+    write_lossless(tmp_path / "a.mkv", sharp_clip(3))
+    write_lossless(tmp_path / "b.mkv", sharp_clip(2))
+    runner = CliRunner()
+    result = runner.invoke(main, ["eval", str(tmp_path / "a.mkv"), str(tmp_path / "missing.mkv"), str(tmp_path / "a.mkv")])
+    assert result.exit_code == 2 and "input not found: " in result.output
+    result = runner.invoke(main, ["eval", str(tmp_path / "a.mkv"), str(tmp_path / "a.mkv"), str(tmp_path / "b.mkv")])
+    assert result.exit_code == 2 and "restored ended after 2 frames" in result.output
+    (tmp_path / "text.mkv").write_text("not a video")
+    result = runner.invoke(main, ["eval", str(tmp_path / "a.mkv"), str(tmp_path / "text.mkv"), str(tmp_path / "a.mkv")])
+    assert result.exit_code == 2 and "cannot read video" in result.output
