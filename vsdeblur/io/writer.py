@@ -222,8 +222,17 @@ class Writer:
         """Encode one frame shown at `pts` (in the source's video time base)."""
         frame = from_rgb(rgb, self.video.colour, self.encoder["pix_fmt"])
         frame.pts = pts
-        frame.time_base = self.stream.time_base
-        self._mux(self.stream.encode(frame))
+        frame.time_base = self.video.time_base
+        self._mux(self._encoded(frame))
+
+    def _encoded(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+        packets = self.stream.encode(frame)
+        # The encoder works in the source's time base; PyAV labels its packets with the
+        # stream's, which the muxer may have changed (MP4 picks its own timescale when a
+        # copied packet writes the header first), so label them again before muxing.
+        for packet in packets:
+            packet.time_base = self.video.time_base
+        return packets
 
     def copy(self, packet: av.Packet) -> None:
         """Mux a packet of one of the source's other streams unchanged (dropped streams: ignored)."""
@@ -243,7 +252,7 @@ class Writer:
         if self._closed:
             return
         try:
-            self._mux(self.stream.encode(None))
+            self._mux(self._encoded(None))
             self.container.close()
             self._closed = True
         except BaseException:
