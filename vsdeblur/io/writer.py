@@ -72,6 +72,9 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any]) -> dict[str,
     else:
         # the source's format if the encoder takes it, else the usual 4:2:0 of the same depth
         wanted = [video.pix_fmt, "yuv420p" if video.bit_depth <= 8 else "yuv420p10le"]
+        if video.width % 2 or video.height % 2:
+            # x264/x265 cannot subsample odd sizes: keep full-resolution chroma instead
+            wanted = ["yuv444p" if video.bit_depth <= 8 else "yuv444p10le", *wanted]
         pix_fmt = next((f for f in wanted if not formats or f in formats), formats[0] if formats else video.pix_fmt)
     options = dict(_parse_options(values["encoder_options"]))
     crf = values["crf"] if values["crf"] is not None else DEFAULT_CRF.get(codec_name)
@@ -79,6 +82,8 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any]) -> dict[str,
         options.setdefault("crf", str(crf))
     if values["encoder_preset"] is not None:
         options.setdefault("preset", values["encoder_preset"])
+    if codec_name == "libx265":  # x265 logs a page of [info] to stderr per run otherwise
+        options.setdefault("x265-params", "log-level=error")
     known = _option_names(codec_name)
     for key in options:
         if key not in known:
@@ -226,7 +231,14 @@ class Writer:
         self._mux(self._encoded(frame))
 
     def _encoded(self, frame: av.VideoFrame | None) -> list[av.Packet]:
-        packets = self.stream.encode(frame)
+        try:
+            packets = self.stream.encode(frame)
+        except av.error.FFmpegError as exc:
+            enc = self.encoder
+            raise UsageError(
+                f"{enc['codec']} failed on {self.video.width}x{self.video.height} {enc['pix_fmt']} "
+                f"with options {enc['options']}: {exc.strerror or exc}"
+            ) from None
         # The encoder works in the source's time base; PyAV labels its packets with the
         # stream's, which the muxer may have changed (MP4 picks its own timescale when a
         # copied packet writes the header first), so label them again before muxing.
