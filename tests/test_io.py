@@ -162,15 +162,14 @@ def test_errors_are_one_line(tmp_path):
 
 
 def test_truncated_stream_names_the_frame(tmp_path):
-    clip = make_clip(tmp_path / "long.mkv", width=160, height=96, frames=30, audio=False, codec="libx264")
+    clip = make_clip(tmp_path / "long.mkv", width=160, height=96, frames=30, audio=False)
     data = clip.read_bytes()
     cut = tmp_path / "cut.mkv"
-    cut.write_bytes(data[: len(data) // 2] + bytes(range(256)) * 64)
-    with Reader(cut) as reader:
-        try:
-            count = sum(1 for _ in reader.frames())
-        except UsageError as exc:
-            assert "frame" in str(exc) and " s" in str(exc)
-        else:
-            # FFmpeg may conceal the damage; then fewer frames come out than went in
-            assert count < 30
+    cut.write_bytes(data[: len(data) // 2])
+    with Reader(cut) as reader, pytest.raises(UsageError, match=r"truncated: it stops after frame \d+ at [\d.]+ s, but the file declares 1.200 s"):
+        for _ in reader.frames():
+            pass
+    mp4 = make_clip(tmp_path / "long.mp4", width=160, height=96, frames=30, audio=False)
+    (tmp_path / "cut.mp4").write_bytes(mp4.read_bytes()[:-3000])
+    with pytest.raises(UsageError, match="truncated or corrupt"):
+        Reader(tmp_path / "cut.mp4")

@@ -50,7 +50,7 @@ class VideoInfo:
     time_base: Fraction
     frame_rate: Fraction | None  # the container's average rate; a hint only, never used for times
     frames: int | None  # frame count the container declares (None when unknown)
-    duration: float | None  # seconds, when known
+    duration: float | None  # where the video ends, in seconds, as the file records it (None: unknown)
     colour: Colour
     rotation: int  # display rotation, degrees counter-clockwise
     codec: str
@@ -81,7 +81,7 @@ def open_input(source: str | Path) -> av.container.InputContainer:
     try:
         return av.open(target, "r")
     except av.error.InvalidDataError:
-        raise UsageError(f"{name} is not a video or audio file FFmpeg can read") from None
+        raise UsageError(f"{name} is not a video file FFmpeg can read (or it is truncated or corrupt)") from None
     except av.error.FFmpegError as exc:
         raise UsageError(f"cannot open {name}: {exc}") from None
 
@@ -115,10 +115,8 @@ class Reader:
         fmt = av.VideoFormat(stream.codec_context.pix_fmt or first.format.name)
         depth = max(c.bits for c in fmt.components)
         rate = stream.average_rate
-        duration = None
-        if stream.duration is not None and stream.time_base:
-            duration = float(stream.duration * stream.time_base)
-        elif self.container.duration is not None:
+        duration = self._declared_end()
+        if duration is None and self.container.duration is not None:
             duration = self.container.duration / av.time_base
         return VideoInfo(
             width=first.width,
@@ -140,23 +138,52 @@ class Reader:
     def _demux_all(self) -> Iterator[av.VideoFrame | av.Packet]:
         """Video frames and other streams' packets, in demux order; the decoder is drained at EOF."""
         decoded = 0
-        position = 0.0
+        end = position = 0.0  # end: where the last decoded frame stops showing
         try:
             for packet in self.container.demux():
-                if packet.stream.type != "video" or packet.stream is not self.stream:
+                if packet.stream is not self.stream:
                     if packet.size:  # empty packets only flush demuxers; never copy them
                         yield packet
                     continue
                 if packet.pts is not None and packet.time_base:
                     position = float(packet.pts * packet.time_base)
                 for frame in packet.decode():
+                    if frame.is_corrupt:
+                        raise UsageError(f"{self.name}: video frame {decoded} (at {float(frame.time or 0):.3f} s) is corrupt")
                     decoded += 1
+                    if frame.pts is not None:
+                        end = max(end, float((frame.pts + (frame.duration or 0)) * frame.time_base))
                     yield frame
         except av.error.FFmpegError as exc:
             raise UsageError(
                 f"{self.name}: the video stream is corrupt or truncated after frame {decoded} "
                 f"(near {position:.3f} s): {exc}"
             ) from None
+        declared = self._declared_end()
+        # a missing tail shows only against what the file declares (MKV and MP4 record it)
+        slack = 2 / float(self.stream.average_rate) if self.stream.average_rate else 0.1
+        if declared is not None and end < declared - slack:
+            raise UsageError(
+                f"{self.name}: the video stream is truncated: it stops after frame {decoded} at "
+                f"{end:.3f} s, but the file declares {declared:.3f} s"
+            )
+
+    def _declared_end(self) -> float | None:
+        """The end time of the video stream as the container records it, if it does."""
+        stream = self.stream
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        tag = stream.metadata.get("DURATION")  # Matroska's per-track tag: HH:MM:SS.nnnnnnnnn
+        if tag is not None:
+            try:
+                hours, minutes, seconds = tag.split(":")
+                return start + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            except ValueError:
+                return None
+        # MP4/MOV record each track's own duration; elsewhere FFmpeg fills stream.duration
+        # in from the other streams, which says nothing about the video
+        if stream.duration is not None and {"mov", "mp4"} & set(self.container.format.name.split(",")):
+            return start + float(stream.duration * stream.time_base)
+        return None
 
     def _next_frame(self) -> av.VideoFrame | None:
         for item in self._demux:
