@@ -138,8 +138,9 @@ def resolve_weights(path: str | os.PathLike | None) -> Weights:
     if path is None:
         path = default_weights_path()
         if path is None:
+            expected = resources.files(__package__).joinpath(DEFAULT_WEIGHTS_NAME)
             raise WeightsError(
-                "no trained default weights are shipped in this build of vsdeblur; "
+                f"no trained default weights are shipped in this build of vsdeblur ({expected} is missing); "
                 "pass a weights file (--weights PATH) or train one with `vsdeblur train`"
             )
     return read_weights(path)

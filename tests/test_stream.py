@@ -1,0 +1,166 @@
+"""vsdeblur-stream end to end with the tiny untrained model: timestamps, streams, colour,
+bit depth, pipes, config files, errors and clean-up after SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from media import make_clip, packets, video_times
+from vsdeblur.engine import Deblurrer
+from vsdeblur.io import Reader
+from vsdeblur.stream import main, stream
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_weights) -> Deblurrer:
+    return Deblurrer(weights=tiny_weights, device="cpu", tile=0, scene_threshold=0)
+
+
+def colour_tags(path: Path) -> tuple:
+    with Reader(path) as reader:
+        return reader.info.colour, reader.info.rotation, reader.info.pix_fmt
+
+
+def test_stream_keeps_times_streams_and_colour(engine, tmp_path):
+    times = [0, 40, 90, 100, 180, 260]  # variable frame rate
+    clip = make_clip(tmp_path / "in.mkv", frames=len(times), times_ms=times, subtitles=True, attachment=True,
+                     colour={"colorspace": 1, "color_range": 1, "color_primaries": 1, "color_trc": 1}, rotation=-90)
+    out = tmp_path / "out.mkv"
+    result = stream(clip, out, {"encoder_preset": "ultrafast"}, engine=engine, progress=False)
+    assert result.frames == len(times)
+    assert video_times(out) == video_times(clip)
+    assert packets(out, "audio") == packets(clip, "audio")
+    assert packets(out, "subtitle") == packets(clip, "subtitle")
+    assert colour_tags(out) == colour_tags(clip)
+    with av.open(str(out)) as c:
+        assert len(c.streams.attachments) == 1
+    with Reader(clip) as a, Reader(out) as b:
+        restored = [f.rgb for f in b.frames()]
+        assert len(restored) == len(times)
+        assert sum(not np.array_equal(f.rgb, r) for f, r in zip(a.frames(), restored)) > 0  # the model ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "in.srt", "out.mkv"]
+
+
+def test_ten_bit_hevc_in_ten_bit_out(engine, tmp_path):
+    clip = make_clip(tmp_path / "in.mkv", width=160, height=96, frames=3, codec="libx265", pix_fmt="yuv420p10le", audio=False)
+    out = tmp_path / "out.mkv"
+    stream(clip, out, {"encoder_preset": "ultrafast"}, engine=engine, progress=False)
+    with Reader(out) as reader:
+        assert (reader.info.pix_fmt, reader.info.bit_depth, reader.info.codec) == ("yuv420p10le", 10, "hevc")
+    assert video_times(out) == video_times(clip)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p10le"])
+def test_odd_size(engine, tmp_path, pix_fmt):
+    clip = make_clip(tmp_path / "in.mkv", width=333, height=187, frames=2, codec="ffv1", pix_fmt=pix_fmt, audio=False)
+    out = tmp_path / "out.mkv"
+    stream(clip, out, {"encoder_preset": "ultrafast"}, engine=engine, progress=False)
+    with Reader(clip) as a, Reader(out) as b:
+        assert (b.info.width, b.info.height, b.info.bit_depth) == (333, 187, a.info.bit_depth)
+        assert b.info.pix_fmt == ("yuv444p" if a.info.bit_depth == 8 else "yuv444p10le")  # x26x cannot subsample odd sizes
+    assert video_times(out) == video_times(clip)
+
+
+@pytest.mark.slow
+def test_sample_clip_mp4(engine, sample_clip, tmp_path):
+    """The bundled 1280x720 H.264 + AAC clip, trimmed to its first frames by remuxing."""
+    trimmed = tmp_path / "bbb.mp4"
+    with av.open(str(sample_clip)) as src, av.open(str(trimmed), "w") as dst:
+        video, audio = src.streams.video[0], src.streams.audio[0]
+        copies = {video.index: dst.add_stream_from_template(video), audio.index: dst.add_stream_from_template(audio)}
+        kept = 0
+        for p in src.demux(video, audio):
+            if not p.size or p.pts is None or float(p.pts * p.time_base) >= 0.1:
+                continue
+            kept += p.stream is video
+            p.stream = copies[p.stream.index]
+            dst.mux(p)
+    assert kept == 3
+    out = tmp_path / "bbb.mkv"
+    stream(trimmed, out, {"encoder_preset": "ultrafast"}, engine=engine, progress=False)
+    assert [round(t, 3) for t in video_times(out)] == [round(t, 3) for t in video_times(trimmed)]
+    assert [p for p, _ in packets(out, "audio")] == [p for p, _ in packets(trimmed, "audio")]
+    assert colour_tags(out) == colour_tags(trimmed)
+
+
+def test_cli_config_file_flags_and_errors(tiny_weights, tmp_path):
+    clip = make_clip(tmp_path / "in.mkv", frames=2, subtitles=True)
+    job = tmp_path / "job.toml"
+    job.write_text(f'[engine]\nweights = "{tiny_weights}"\ndevice = "cpu"\ntile = 0\n\n[encode]\ncodec = "libx264"\ncrf = 30\nencoder_preset = "ultrafast"\n')
+    runner = CliRunner()
+    out = tmp_path / "out.mp4"
+    result = runner.invoke(main, [str(clip), str(out), "--config", str(job), "--crf", "20", "--drop-incompatible", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "left out stream #2 (subtitle" in result.output
+    assert video_times(out) == video_times(clip)
+
+    def error(*args: str) -> str:
+        r = runner.invoke(main, [str(a) for a in args])
+        assert r.exit_code == 2, r.output
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1, r.output
+        return lines[0]
+
+    assert "output exists" in error(clip, out, "--config", job)
+    assert "input not found" in error(tmp_path / "nope.mkv", tmp_path / "o.mkv", "--config", job)
+    assert "cannot be stored in mp4" in error(clip, tmp_path / "o.mp4", "--config", job)
+    assert "unknown video encoder" in error(clip, tmp_path / "o.mkv", "--config", job, "--codec", "h265x")
+    assert "unknown pixel format" in error(clip, tmp_path / "o.mkv", "--config", job, "--pix-fmt", "yuv9")
+    assert "output directory does not exist" in error(clip, tmp_path / "missing-dir" / "o.mkv", "--config", job)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[encode]\ncrf = 16\nspeed = 3\n")
+    assert "unknown key 'speed'" in error(clip, tmp_path / "o.mkv", "--config", bad)
+    bad.write_text("[encode]\ncrf = 'high'\n")
+    assert "crf must be an integer" in error(clip, tmp_path / "o.mkv", "--config", bad)
+    assert "weights file not found" in error(clip, tmp_path / "o.mkv", "--weights", tmp_path / "none.safetensors")
+    assert "default.safetensors" in error(clip, tmp_path / "o.mkv")
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers == ["bad.toml", "in.mkv", "in.srt", "job.toml", "out.mp4"]
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vsdeblur.stream", *args], env=ENV, capture_output=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_pipes(tiny_weights, tmp_path):
+    """`... | vsdeblur-stream - - | ...`: NUT in, Matroska out, nothing but video on stdout."""
+    clip = make_clip(tmp_path / "in.nut", frames=4, fmt="nut")
+    done = run_cli("-", "-", "--weights", str(tiny_weights), "--device", "cpu", "--encoder-preset", "ultrafast",
+                   input=clip.read_bytes(), timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    out = tmp_path / "out.mkv"
+    out.write_bytes(done.stdout)
+    assert [round(t, 3) for t in video_times(out)] == [round(t, 3) for t in video_times(clip)]
+    assert [p for p, _ in packets(out, "audio")] == [p for p, _ in packets(clip, "audio")]
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_nothing(tiny_weights, tmp_path):
+    clip = make_clip(tmp_path / "in.mkv", width=160, height=96, frames=400, audio=False)
+    out = tmp_path / "out.mkv"
+    proc = subprocess.Popen([sys.executable, "-m", "vsdeblur.stream", str(clip), str(out), "--weights", str(tiny_weights),
+                             "--device", "cpu", "--encoder-preset", "ultrafast"], env=ENV, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".out.*")), "the run never started writing"
+    time.sleep(1.0)  # midway: frames are flowing through all three stages
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()
+    assert "terminated" in err.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
