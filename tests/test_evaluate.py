@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from media import make_clip, packets, video_times
 from vsdeblur.cli import main
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
@@ -119,3 +120,25 @@ def test_eval_command_errors(tmp_path, tiny_weights_stage1):
     (tmp_path / "text.mkv").write_text("not a video")
     result = runner.invoke(main, ["eval", str(tmp_path / "a.mkv"), str(tmp_path / "text.mkv"), str(tmp_path / "a.mkv")])
     assert result.exit_code == 2 and "cannot read video" in result.output
+
+
+def test_synth_command_blurs_a_video_and_keeps_its_streams(tmp_path):
+    source = make_clip(tmp_path / "sharp.mkv", width=96, height=64, frames=5, codec="ffv1", pix_fmt="yuv444p")
+    out = tmp_path / "blurred.mkv"
+    args = ["synth", str(source), str(out), "--min-length", "8", "--max-length", "10", "--seed", "7",
+            "--codec", "ffv1", "--pix-fmt", "yuv444p", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert video_times(out) == video_times(source)
+    assert [p for p, _ in packets(out, "audio")] == [p for p, _ in packets(source, "audio")]
+
+    sharp, blurred = list(decode_rgb(source)), list(decode_rgb(out))
+    # FFV1 4:4:4 is lossless up to the RGB<->YUV rounding: the file holds ShakeBlur's frames
+    expected = ShakeBlur(ShakeSpec(min_length=8, max_length=10), seed=7).frames(sharp)
+    for got, want in zip(blurred, expected, strict=True):
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 3
+
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2 and "exists" in again.output  # never overwritten without --overwrite
+    bad = CliRunner().invoke(main, ["synth", str(source), str(tmp_path / "x.mkv"), "--kernel-size", "8"])
+    assert bad.exit_code == 2 and "kernel size must be odd" in bad.output

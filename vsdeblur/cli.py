@@ -13,8 +13,10 @@ from pathlib import Path
 import click
 
 from vsdeblur import __version__
-from vsdeblur.config import ENGINE, click_options, engine_kwargs, resolve
+from vsdeblur import config
+from vsdeblur.config import ENCODE, ENGINE, click_options, engine_kwargs, resolve
 from vsdeblur.errors import UsageError
+from vsdeblur.train.loop import BLUR
 
 
 class Command(click.Command):
@@ -133,6 +135,41 @@ def train(config_path, steps, output, resume) -> None:
     config = load_config(config_path, {"steps": steps, "output": output})
     weights = Trainer(config).run(resume=resume)
     click.echo(f"weights: {weights}")
+
+
+# `vsdeblur synth` draws kernels from the training recipe's own shake options
+SYNTH = config.Group("synth", (
+    BLUR["min_length"], BLUR["max_length"], BLUR["max_curvature"], BLUR["kernel_size"],
+    config.Option("noise", float, 0.0, "largest read-noise std added after the blur (0..1 scale)", minimum=0.0, maximum=0.2),
+    config.Option("linear", bool, True, "blur in linear light, as a sensor integrates (--no-linear: on code values)"),
+    config.Option("seed", int, 0, "seed of the per-frame kernels: the same seed blurs a clip the same way"),
+))
+
+
+@main.command()
+@click.argument("input", metavar="INPUT")
+@click.argument("output", metavar="OUTPUT")
+@click_options(SYNTH, ENCODE)
+@click.option("--overwrite", is_flag=True, help="replace OUTPUT if it exists")
+@click.option("-q", "--quiet", is_flag=True, help="no progress on stderr")
+def synth(input, output, overwrite, quiet, **flags) -> None:
+    """Blur a sharp video with random camera shake: test material with a known answer.
+
+    Each frame gets its own shake kernel (drawn from --seed and the frame number); timestamps,
+    audio, subtitles and colour are kept as vsdeblur-stream keeps them."""
+    from vsdeblur.stream import stream
+    from vsdeblur.train.synth import ShakeBlur, ShakeSpec
+
+    values = resolve([SYNTH, ENCODE], None, flags)
+    if values["kernel_size"] % 2 == 0:
+        raise UsageError(f"kernel size must be odd; got {values['kernel_size']}")
+    if values["min_length"] > values["max_length"]:
+        raise UsageError(f"min length {values['min_length']} is longer than max length {values['max_length']}")
+    shake = ShakeSpec(values["min_length"], values["max_length"], values["max_curvature"], values["kernel_size"])
+    blur = ShakeBlur(shake, values["noise"], values["seed"], values["linear"])
+    result = stream(input, output, values, engine=blur, overwrite=overwrite, progress=False if quiet else None)
+    if not quiet:
+        click.echo(f"{result.frames} frames blurred -> {output}", err=True)
 
 
 @main.command("eval")
