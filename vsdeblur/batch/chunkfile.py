@@ -28,7 +28,7 @@ def _replace(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_chunk(path: Path, sidecar: Path, frames: Iterable[tuple[np.ndarray, int]], seconds_so_far: float = 0.0) -> int:
+def write_chunk(path: Path, sidecar: Path, frames: Iterable[tuple[np.ndarray, int]]) -> int:
     """Write (rgb, pts) pairs; returns the frame count. `path` appears only when complete."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
     pts: list[int] = []
@@ -51,7 +51,7 @@ def write_chunk(path: Path, sidecar: Path, frames: Iterable[tuple[np.ndarray, in
     if stream is None:  # no frames (the source was shorter than its packet count): empty file
         tmp.write_bytes(b"")
     side_tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.part")
-    side_tmp.write_text(json.dumps({"frames": len(pts), "pts": pts, "seconds": seconds_so_far}))
+    side_tmp.write_text(json.dumps({"frames": len(pts), "pts": pts}))
     _replace(side_tmp, sidecar)
     _replace(tmp, path)
     return len(pts)

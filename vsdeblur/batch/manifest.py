@@ -210,7 +210,7 @@ class Manifest:
         for chunk in self.chunks():
             if chunk.state != "done" and self.chunk_file(chunk).is_file() and self.chunk_pts_file(chunk).is_file():
                 info = json.loads(self.chunk_pts_file(chunk).read_text())
-                self.finish_chunk(chunk.id, info["frames"], info["seconds"])
+                self.finish_chunk(chunk.id, info["frames"], 0.0)  # its time died with the worker
         with self.transaction() as db:
             db.execute("UPDATE chunks SET state = 'pending', error = NULL WHERE state IN ('running', 'failed')")
             db.execute("UPDATE files SET state = 'pending', error = NULL WHERE state IN ('joining', 'failed')")

@@ -139,7 +139,7 @@ def plan_chunks(frames: int, keyframes: list[int], chunk_frames: int, context: i
     keys = sorted(set(keyframes))
     starts = [0]
     slack = chunk_frames // 4
-    while frames - starts[-1] >= chunk_frames + chunk_frames // 2:
+    while frames - starts[-1] >= chunk_frames + (chunk_frames + 1) // 2:
         target = starts[-1] + chunk_frames
         near = [k for k in keys if abs(k - target) <= slack and k > starts[-1]]
         starts.append(min(near, key=lambda k: (abs(k - target), k)) if near else target)
