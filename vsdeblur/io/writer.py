@@ -1,0 +1,297 @@
+"""Encode RGB numpy frames with their source timestamps, and copy every other stream.
+
+    with Reader("in.mkv") as reader, Writer("out.mkv", reader.info, settings, source=reader) as writer:
+        for item in reader.items():
+            if isinstance(item, Frame):
+                writer.write(restored_rgb, item.pts)
+            else:
+                writer.copy(item)        # an audio/subtitle/... packet of the source
+
+`Writer(target, video, settings, source=None, overwrite=False)`:
+- target: a path or "-" (standard output; Matroska unless settings["format"] names another).
+  A path is written to a hidden temporary file beside it (`.NAME.XXXX.part.EXT`), renamed
+  onto the target by `close()`; `abort()` (or leaving the `with` block by an exception)
+  removes it. An existing target is refused unless overwrite=True.
+- video: the source's `VideoInfo`; its time base, colour tags and rotation are reproduced.
+- settings: ENCODE options (`vsdeblur.config.ENCODE`; missing keys take their defaults):
+  codec, crf, pix_fmt, encoder_preset, encoder_options, format, drop_incompatible.
+- source: a `Reader` whose other streams (audio, subtitles, attachments, data, further video
+  streams), chapters and metadata are copied without re-encoding; `copy(packet)` muxes one
+  of its packets. Streams the container cannot carry are an error naming the stream, or are
+  dropped (with a note in `dropped`) when drop_incompatible is set.
+`write(rgb, pts)` takes H x W x 3 uint8/uint16 frames in presentation order; pts is in the
+source's video time base. A writer is not thread-safe: call it from one thread.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from vsdeblur.config import ENCODE
+from vsdeblur.errors import UsageError
+from vsdeblur.io.colour import from_rgb
+from vsdeblur.io.reader import Reader, VideoInfo
+
+__all__ = ["Writer", "encoder_settings"]
+
+DEFAULT_CRF = {"libx264": 16, "libx265": 18}
+# per-stream tags that describe the old encode, not the stream (Matroska statistics)
+STALE_TAGS = {"encoder", "duration", "bps", "number_of_frames", "number_of_bytes"}
+
+
+def encoder_settings(video: VideoInfo, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve the automatic choices for this source: codec, pixel format, CRF and options.
+    Raises UsageError for an unknown codec or pixel format or an option the codec lacks."""
+    values = {**ENCODE.defaults(), **settings}
+    codec_name = values["codec"] or ("libx264" if video.bit_depth <= 8 else "libx265")
+    try:
+        codec = av.Codec(codec_name, "w")
+    except av.error.FFmpegError:
+        codec = None
+    except ValueError:
+        codec = None
+    if codec is None or codec.type != "video":
+        raise UsageError(f"unknown video encoder {codec_name!r} (e.g. libx264, libx265, ffv1, libsvtav1)")
+    formats = [f.name for f in codec.video_formats or ()]
+    if values["pix_fmt"] is not None:
+        try:
+            pix_fmt = av.VideoFormat(values["pix_fmt"]).name
+        except (ValueError, av.error.FFmpegError):
+            raise UsageError(f"unknown pixel format {values['pix_fmt']!r} (e.g. yuv420p, yuv420p10le, yuv444p)") from None
+        if formats and pix_fmt not in formats:
+            raise UsageError(f"{codec_name} cannot encode {pix_fmt}; it takes {', '.join(formats)}")
+    else:
+        # the source's format if the encoder takes it, else the usual 4:2:0 of the same depth
+        wanted = [video.pix_fmt, "yuv420p" if video.bit_depth <= 8 else "yuv420p10le"]
+        pix_fmt = next((f for f in wanted if not formats or f in formats), formats[0] if formats else video.pix_fmt)
+    options = dict(_parse_options(values["encoder_options"]))
+    crf = values["crf"] if values["crf"] is not None else DEFAULT_CRF.get(codec_name)
+    if crf is not None:
+        options.setdefault("crf", str(crf))
+    if values["encoder_preset"] is not None:
+        options.setdefault("preset", values["encoder_preset"])
+    known = _option_names(codec_name)
+    for key in options:
+        if key not in known:
+            raise UsageError(f"{codec_name} has no option {key!r}")
+    return {"codec": codec_name, "pix_fmt": pix_fmt, "options": options}
+
+
+def _parse_options(text: str | None) -> list[tuple[str, str]]:
+    """'tune=film x264-params=aq-mode=3:ref=4' -> [(tune, film), (x264-params, aq-mode=3:ref=4)]"""
+    pairs = []
+    for word in (text or "").split():
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise UsageError(f"encoder option {word!r} must look like key=value")
+        pairs.append((key, value))
+    return pairs
+
+
+def _option_names(codec_name: str) -> set[str]:
+    supported = av.CodecContext.create(codec_name, "w").supported_options
+    return {o.name for o in (*supported.generic, *supported.private)}
+
+
+class Writer:
+    """Encode restored frames into `target`, copying the other streams of `source`."""
+
+    def __init__(
+        self,
+        target: str | Path,
+        video: VideoInfo,
+        settings: Mapping[str, Any] | None = None,
+        source: Reader | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.video = video
+        values = {**ENCODE.defaults(), **(settings or {})}
+        self.encoder = encoder_settings(video, values)
+        self.to_stdout = str(target) == "-"
+        self.target = None if self.to_stdout else Path(target)
+        self.temp: Path | None = None
+        self.dropped: list[str] = []
+        self._copies: dict[int, av.stream.Stream] = {}  # source stream index -> output stream
+        self._closed = False
+        self.container = self._open(values["format"], overwrite)
+        try:
+            self.stream = self._add_video()
+            if source is not None:
+                self._add_copies(source, values["drop_incompatible"])
+        except BaseException:
+            self.abort()
+            raise
+
+    # ---- setup -----------------------------------------------------------------------------
+
+    def _open(self, fmt: str | None, overwrite: bool) -> av.container.OutputContainer:
+        if self.to_stdout:
+            return self._av_open(sys.stdout.buffer, fmt or "matroska", "standard output")
+        target = self.target
+        if target.is_dir():
+            raise UsageError(f"output is a directory: {target}")
+        if target.exists() and not overwrite:
+            raise UsageError(f"output exists: {target} (pass --overwrite to replace it)")
+        if not target.parent.is_dir():
+            raise UsageError(f"output directory does not exist: {target.parent}")
+        # hidden, unique, beside the target (same file system, so the final rename is atomic);
+        # it keeps the target's extension so that FFmpeg can pick the container from it
+        self.temp = target.parent / f".{target.stem}.{secrets.token_hex(4)}.part{target.suffix}"
+        try:
+            self.temp.touch(exist_ok=False)
+        except OSError as exc:
+            self.temp = None
+            raise UsageError(f"cannot write to {target.parent}: {exc.strerror or exc}") from None
+        try:
+            return self._av_open(str(self.temp), fmt, str(target))
+        except BaseException:
+            self._remove_temp()
+            raise
+
+    def _av_open(self, file: Any, fmt: str | None, name: str) -> av.container.OutputContainer:
+        try:
+            options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") or str(name).lower().endswith((".mp4", ".mov", ".m4v")) else {}
+            return av.open(file, "w", format=fmt, options=options)
+        except ValueError as exc:
+            hint = f"unknown container format {fmt!r}" if fmt else f"cannot tell the container format from the name {name!r}; use --format (e.g. matroska)"
+            raise UsageError(f"{hint} ({exc})") from None
+        except av.error.FFmpegError as exc:
+            raise UsageError(f"cannot open {name} for writing: {exc}") from None
+
+    def _add_video(self) -> av.video.stream.VideoStream:
+        video, enc = self.video, self.encoder
+        stream = self.container.add_stream(enc["codec"], rate=video.frame_rate, options=enc["options"])
+        stream.width, stream.height = video.width, video.height
+        stream.pix_fmt = enc["pix_fmt"]
+        # the source's time base, so that every pts is carried over exactly
+        tb = video.time_base
+        stream.time_base = tb
+        stream.codec_context.time_base = tb
+        video.colour.tag(stream.codec_context)
+        if video.rotation:
+            stream.set_display_rotation(video.rotation)
+        return stream
+
+    def _add_copies(self, source: Reader, drop: bool) -> None:
+        out = self.container
+        out.metadata.update(source.container.metadata)
+        self.stream.metadata.update(_fresh_tags(source.stream.metadata))
+        self.stream.disposition = source.stream.disposition
+        for stream in source.container.streams:
+            if stream is source.stream:
+                continue
+            label = _describe(stream)
+            if not self._fits(stream):
+                if drop:
+                    self.dropped.append(label)
+                    continue
+                raise UsageError(
+                    f"{label} of {source.name} cannot be stored in {out.format.name}; "
+                    "write MKV, or pass --drop-incompatible to leave it out"
+                )
+            copy = out.add_stream_from_template(stream)
+            copy.metadata.update(_fresh_tags(stream.metadata))
+            copy.disposition = stream.disposition
+            self._copies[stream.index] = copy
+        chapters = source.container.chapters()
+        if chapters:
+            out.set_chapters(chapters)
+
+    def _fits(self, stream: av.stream.Stream) -> bool:
+        """Whether the output container takes this stream: try a header in memory."""
+        try:
+            with av.open(io.BytesIO(), "w", format=self.container.format.name) as probe:
+                probe.add_stream_from_template(stream)
+                probe.start_encoding()
+            return True
+        except (av.error.FFmpegError, ValueError, NotImplementedError):
+            return False
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def write(self, rgb: np.ndarray, pts: int) -> None:
+        """Encode one frame shown at `pts` (in the source's video time base)."""
+        frame = from_rgb(rgb, self.video.colour, self.encoder["pix_fmt"])
+        frame.pts = pts
+        frame.time_base = self.video.time_base
+        self._mux(self._encoded(frame))
+
+    def _encoded(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+        packets = self.stream.encode(frame)
+        # The encoder works in the source's time base; PyAV labels its packets with the
+        # stream's, which the muxer may have changed (MP4 picks its own timescale when a
+        # copied packet writes the header first), so label them again before muxing.
+        for packet in packets:
+            packet.time_base = self.video.time_base
+        return packets
+
+    def copy(self, packet: av.Packet) -> None:
+        """Mux a packet of one of the source's other streams unchanged (dropped streams: ignored)."""
+        copy = self._copies.get(packet.stream.index)
+        if copy is not None:
+            packet.stream = copy
+            self._mux([packet])
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        try:
+            self.container.mux(packets)
+        except av.error.FFmpegError as exc:
+            raise UsageError(f"writing {self.target or 'standard output'} failed: {exc}") from None
+
+    def close(self) -> None:
+        """Flush the encoder, finish the file and move it onto the target."""
+        if self._closed:
+            return
+        try:
+            self._mux(self._encoded(None))
+            self.container.close()
+            self._closed = True
+        except BaseException:
+            self.abort()
+            raise
+        if self.temp is not None:
+            os.replace(self.temp, self.target)
+            self.temp = None
+
+    def abort(self) -> None:
+        """Stop without a result: close the container and remove the temporary file."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self.container.close()
+            except Exception:  # the file is being thrown away; its trailer does not matter
+                pass
+        self._remove_temp()
+
+    def _remove_temp(self) -> None:
+        if self.temp is not None:
+            self.temp.unlink(missing_ok=True)
+            self.temp = None
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, exc_type: type | None, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _fresh_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k.lower() not in STALE_TAGS and not k.upper().startswith("_STATISTICS")}
+
+
+def _describe(stream: av.stream.Stream) -> str:
+    """'stream #2 (subtitle, subrip)' or 'stream #3 (attachment, font.ttf)'."""
+    what = stream.codec_context.name if stream.codec_context is not None else stream.metadata.get("filename", "data")
+    return f"stream #{stream.index} ({stream.type}, {what})"

@@ -1,0 +1,283 @@
+"""`vsdeblur-stream INPUT OUTPUT`: deblur one video, ffmpeg-style (docs/stream.md).
+
+    source --[reader thread: demux, decode, YUV->RGB]--> bounded queue
+           --[this thread: the engine]--> bounded queue
+           --[writer thread: RGB->YUV, encode, mux, copy other streams]--> output
+
+Decoding and encoding overlap the model (PyAV releases the GIL inside FFmpeg), and the two
+queues keep memory bounded whatever the clip's length. Packets of the other streams travel
+through the same queues in demux order, so the writer muxes them next to the video frames of
+about the same time. Any failure, Ctrl-C or SIGTERM stops all three stages, removes the
+temporary output and exits non-zero.
+
+Public API: `stream(input, output, settings, engine=None, overwrite=False, progress=None)`
+and `main` (the click command).
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vsdeblur.config import ENCODE, ENGINE, click_options, engine_kwargs, resolve
+from vsdeblur.errors import UsageError
+
+QUEUE_FRAMES = 8  # frames per queue: enough to ride out jitter, small enough for 4K in RAM
+_END = object()  # end-of-stream marker in a queue
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the same clean-up as Ctrl-C runs."""
+
+
+class _Cancelled(Exception):
+    """Raised in a stage when another stage failed or the run was interrupted."""
+
+
+class _Channel:
+    """A bounded queue whose blocking calls give up as soon as the run is being stopped."""
+
+    def __init__(self, stop: threading.Event, size: int = QUEUE_FRAMES) -> None:
+        self.queue: queue.Queue = queue.Queue(size)
+        self.stop = stop
+
+    def put(self, item: Any) -> None:
+        while not self.stop.is_set():
+            try:
+                return self.queue.put(item, timeout=0.1)
+            except queue.Full:
+                pass
+        raise _Cancelled
+
+    def get(self) -> Any:
+        while not self.stop.is_set():
+            try:
+                return self.queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        raise _Cancelled
+
+
+class _Stage(threading.Thread):
+    """A pipeline stage in a thread: its first error is kept and stops the whole run."""
+
+    def __init__(self, name: str, work: Callable[[], None], stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self.work, self.stop, self.error = work, stop, None
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # handed to the main thread, which raises it
+            self.error = exc
+            self.stop.set()
+
+
+@dataclass
+class StreamResult:
+    frames: int
+    seconds: float
+    dropped: list[str] = field(default_factory=list)  # streams the container could not hold
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+class Progress:
+    """Frames done, fps and ETA on stderr: a redrawn bar on a terminal, else a plain line
+    every `interval` seconds (easy to parse, and no control characters in log files)."""
+
+    def __init__(self, total: int | None, duration: float | None, stream=None, interval: float = 5.0) -> None:
+        self.total, self.duration = total, duration
+        self.out = stream or sys.stderr
+        self.tty = self.out.isatty()
+        self.interval = 0.25 if self.tty else interval
+        self.start = self.last = time.monotonic()
+        self.done = 0
+
+    def update(self, seconds_into_clip: float) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        self._show(seconds_into_clip, now)
+
+    def _show(self, position: float, now: float) -> None:
+        fps = self.done / max(now - self.start, 1e-9)
+        if self.total:
+            fraction = self.done / self.total
+        elif self.duration:
+            fraction = min(position / self.duration, 1.0)
+        else:
+            fraction = None
+        count = f"{self.done}/{self.total}" if self.total else str(self.done)
+        eta = ""
+        if fraction:
+            eta = f"  ETA {_clock((now - self.start) * (1 - fraction) / fraction)}"
+        if self.tty:
+            bar = "" if fraction is None else "|" + "#" * int(30 * fraction) + " " * (30 - int(30 * fraction)) + f"| {100 * fraction:5.1f}%  "
+            self.out.write(f"\r{bar}frame {count}  {fps:6.2f} fps{eta}\x1b[K")
+        else:
+            percent = "" if fraction is None else f" ({100 * fraction:.1f}%)"
+            self.out.write(f"vsdeblur-stream: frame {count}{percent} {fps:.2f} fps{eta}\n")
+        self.out.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def stream(
+    input: str | Path,
+    output: str | Path,
+    settings: Mapping[str, Any] | None = None,
+    engine: Any | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> StreamResult:
+    """Deblur `input` into `output` (paths, or "-" for stdin/stdout).
+
+    settings: ENGINE and ENCODE option values (missing keys take their defaults).
+    engine: a ready `Deblurrer` to use instead of building one from the ENGINE settings.
+    progress: show progress on stderr; None shows it unless the output is stdout and stderr
+    is not a terminal either.
+    """
+    from vsdeblur.engine import Deblurrer
+    from vsdeblur.io import Frame, Reader, Writer
+
+    values = {**ENGINE.defaults(), **ENCODE.defaults(), **(settings or {})}
+    if str(input) != "-" and str(output) != "-" and Path(output).exists() and Path(input).resolve() == Path(output).resolve():
+        raise UsageError(f"input and output are the same file: {output}")
+    started = time.monotonic()
+    with Reader(input) as reader:
+        if engine is None:
+            engine = Deblurrer(**engine_kwargs(values))
+        info = reader.info
+        writer = Writer(output, info, values, source=reader, overwrite=overwrite)
+        stop = threading.Event()
+        decoded, encoded = _Channel(stop), _Channel(stop)
+        times: collections.deque[int] = collections.deque()  # pts of frames inside the engine
+
+        def read() -> None:
+            for item in reader.items():
+                decoded.put(item)
+            decoded.put(_END)
+
+        def write() -> None:
+            while (item := encoded.get()) is not _END:
+                if isinstance(item, tuple):
+                    writer.write(*item)
+                else:
+                    writer.copy(item)
+
+        def engine_input() -> Iterator:
+            while (item := decoded.get()) is not _END:
+                if isinstance(item, Frame):
+                    times.append(item.pts)
+                    yield item.rgb
+                else:  # another stream's packet: straight on to the writer
+                    encoded.put(item)
+
+        show = progress if progress is not None else (str(output) != "-" or sys.stderr.isatty())
+        meter = Progress(info.frames, info.duration) if show else None
+        stages = [_Stage("vsdeblur-read", read, stop), _Stage("vsdeblur-write", write, stop)]
+        frames = 0
+        try:
+            for stage in stages:
+                stage.start()
+            for rgb in engine.frames(engine_input()):
+                pts = times.popleft()
+                encoded.put((rgb, pts))
+                frames += 1
+                if meter is not None:
+                    meter.update(float(pts * info.time_base))
+            encoded.put(_END)
+            _join(stages)
+            _raise_first(stages)
+            writer.close()
+        except BaseException as exc:
+            # stop every stage before the writer's file goes: a stage may be inside FFmpeg
+            stop.set()
+            _join(stages)
+            writer.abort()
+            if isinstance(exc, _Cancelled):  # another stage failed: its error is the story
+                _raise_first(stages)
+            raise
+        finally:
+            if meter is not None:
+                meter.finish()
+    return StreamResult(frames, time.monotonic() - started, writer.dropped)
+
+
+def _join(stages: list[_Stage]) -> None:
+    """Wait for the stages; each leaves its FFmpeg call within moments once stopped."""
+    for stage in stages:
+        while stage.is_alive():
+            stage.join(0.1)
+
+
+def _raise_first(stages: list[_Stage]) -> None:
+    for stage in stages:
+        if stage.error is not None:
+            raise stage.error
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("input", metavar="INPUT")
+@click.argument("output", metavar="OUTPUT")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="TOML job file ([engine] and [encode] tables); flags override it")
+@click_options(ENGINE, ENCODE)
+@click.option("--overwrite", is_flag=True, help="replace OUTPUT if it exists")
+@click.option("-q", "--quiet", is_flag=True, help="no progress on stderr")
+@click.pass_context
+def main(ctx: click.Context, input: str, output: str, config_path: Path | None, overwrite: bool, quiet: bool, **flags: Any) -> None:
+    """Deblur INPUT into OUTPUT ("-" for a pipe: stdin/stdout, Matroska by default).
+
+    Timestamps, audio, subtitles, attachments, chapters, metadata and colour are kept.
+    """
+    name = ctx.command_path
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        values = resolve([ENGINE, ENCODE], config_path, flags)
+        result = stream(input, output, values, overwrite=overwrite, progress=False if quiet else None)
+    except UsageError as exc:
+        click.echo(f"{name}: error: {exc}", err=True)
+        ctx.exit(2)
+    except Terminated:
+        click.echo(f"{name}: terminated; no output written", err=True)
+        ctx.exit(143)
+    except KeyboardInterrupt:
+        click.echo(f"{name}: interrupted; no output written", err=True)
+        ctx.exit(130)
+    for label in result.dropped:
+        click.echo(f"{name}: note: left out {label} (--drop-incompatible)", err=True)
+    if not quiet:
+        click.echo(f"{name}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps) -> {output}", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
