@@ -20,10 +20,8 @@ import pytest
 from tests.conftest import REPO
 from vsdeblur.batch import resolved_settings, run_batch
 from vsdeblur.batch.plan import Source, discover, output_path, plan_chunks
-from vsdeblur.config import ENCODE
-from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
-from vsdeblur.io import Frame, Reader, Writer
+from vsdeblur.stream import stream
 
 
 def make_clip(path: Path, frames: int = 10, seed: int = 0, width: int = 64, height: int = 48) -> Path:
@@ -53,17 +51,8 @@ def make_clip(path: Path, frames: int = 10, seed: int = 0, width: int = 64, heig
 
 
 def single_pass(source: Path, target: Path, values: dict) -> Path:
-    """What the stream pipeline does with one file: decode, restore, encode, copy streams."""
-    engine = Deblurrer(**{k: values[k] for k in ("weights", "stage", "radius", "device", "precision", "tile", "scene_threshold")})
-    encode = {o.name: values[o.name] for o in ENCODE.options}
-    with Reader(source) as reader, Writer(target, reader.info, encode, source=reader) as writer:
-        items = list(reader.items())
-        frames = [i for i in items if isinstance(i, Frame)]
-        for restored, frame in zip(engine.frames(f.rgb for f in frames), frames, strict=True):
-            writer.write(restored, frame.pts)
-        for item in items:
-            if not isinstance(item, Frame):
-                writer.copy(item)
+    """The single-pass vsdeblur-stream output for one file, the reference batch must equal."""
+    stream(source, target, values, progress=False)
     return target
 
 
