@@ -213,3 +213,12 @@ def test_ray_executor_on_a_local_cluster(tmp_path, settings):
     assert report.ok, report.table()
     assert report.chunks_run == 3  # 0-3, 3-6, 6-8
     assert_same_video(tmp_path / "out" / "r.mkv", single_pass(clip, tmp_path / "ref.mkv", settings()))
+
+
+@pytest.mark.parametrize("name", ["archive-ffv1", "preview"])
+def test_shipped_pipelines_load_and_run(tmp_path, tiny_weights, name):
+    clip = make_clip(tmp_path / "p.mp4", 6, seed=6)
+    values = resolved_settings(REPO / "pipelines" / f"{name}.toml", {"weights": tiny_weights, "device": "cpu", "workers": 1})
+    report = run_batch([str(clip)], tmp_path / "out", values)
+    assert report.ok, report.table()
+    assert Path(report.files[0].output).is_file()
