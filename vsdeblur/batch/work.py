@@ -105,9 +105,9 @@ def _join(manifest: Manifest, file_id: int) -> None:
             restored = zip(frames, pts, strict=True)
             with Writer(record.output, reader.info, settings["encode"], source=reader, overwrite=True) as writer:
                 # every frame first, then the other streams' packets (the video is decoded but
-                # not converted: range [0, 0)). Copying a packet before the first video packet
-                # is muxed gives the video the wrong time base; FFmpeg's interleaver
-                # (max_interleave_delta) bounds what it buffers meanwhile.
+                # not converted: range [0, 0)). With the writer before stream commit 1ddb37d,
+                # a packet copied before the first video packet mislabelled the video time
+                # base; FFmpeg's interleaver (max_interleave_delta) bounds what it buffers.
                 for rgb, frame_pts in restored:
                     writer.write(rgb, frame_pts)
                 for packet in reader.items(0, 0):
