@@ -14,7 +14,7 @@ import click
 
 from vsdeblur import __version__
 from vsdeblur import config
-from vsdeblur.config import ENCODE, ENGINE, click_options, engine_kwargs, resolve
+from vsdeblur.config import BATCH, ENCODE, ENGINE, click_options, engine_kwargs, resolve
 from vsdeblur.errors import UsageError
 from vsdeblur.train.loop import BLUR
 
@@ -205,6 +205,68 @@ def evaluate(sharp, blurred, restored, max_frames, json_path, picture, **engine_
         click.echo(f"picture: {picture} (blurred | restored | sharp)")
     if json_path is not None:
         json_path.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path, file_okay=False), help="output root; the input tree is mirrored below it")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="pipeline definition (TOML), e.g. pipelines/preview.toml")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="keep the finished chunks of an earlier run of this job")
+@click.option("--plan-only", is_flag=True, help="write the manifest and stop; then drive the chunks with `vsdeblur run-chunk`")
+@click_options(BATCH, ENGINE, ENCODE)
+def batch(inputs, output, config_path, resume, plan_only, **flags) -> None:
+    """Deblur many videos: files, folders (recursive) and globs, in resumable chunks.
+
+    Exit status: 0 when every file succeeded, 1 when any failed (see the table and
+    OUTPUT/.vsdeblur/report.json), 2 for a usage error."""
+    from vsdeblur.batch import resolved_settings, run_batch
+
+    values = resolved_settings(config_path, flags)
+    report = run_batch(list(inputs), output, values, resume=resume, plan_only=plan_only,
+                       progress=lambda done, total: click.echo(f"\r{done}/{total} tasks", nl=done == total, err=True))
+    if plan_only:
+        click.echo(f"planned {len(report.files)} files; now run `vsdeblur run-chunk --manifest {output} --index N`")
+        return
+    click.echo(report.table())
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command("run-chunk")
+@click.option("--manifest", "manifest_path", required=True, type=click.Path(path_type=Path), help="the output root of a planned job, or its .vsdeblur/manifest.sqlite")
+@click.option("--index", type=click.IntRange(0), help="chunk number, 0-based over the whole job (e.g. $JOB_COMPLETION_INDEX, $SLURM_ARRAY_TASK_ID)")
+@click.option("--count", is_flag=True, help="print the number of chunks and exit (the size of the array job)")
+def run_chunk(manifest_path, index, count) -> None:
+    """Restore one chunk of a planned batch job (and join its file when it is the last one),
+    so that any scheduler can drive a job: Kubernetes indexed jobs, Slurm arrays.
+
+    Plan the job first with `vsdeblur batch ... --plan-only`; `--count` gives the array size.
+    Run `vsdeblur batch` with the same arguments afterwards for the report (it joins what is left)."""
+    from vsdeblur.batch.manifest import Manifest
+    from vsdeblur.batch.work import run_task
+
+    manifest = Manifest.open_existing(manifest_path)
+    try:
+        chunks = manifest.chunks()
+        root = manifest.root
+    finally:
+        manifest.close()
+    if count:
+        click.echo(len(chunks))
+        return
+    if index is None:
+        raise UsageError("give --index N (or --count)")
+    if index >= len(chunks):
+        raise UsageError(f"the job has {len(chunks)} chunks; index {index} is out of range")
+    run_task(str(root), "chunk", chunks[index].id)
+    manifest = Manifest(root)
+    try:
+        chunk = manifest.chunk(chunks[index].id)
+        record = manifest.file(chunk.file_id)
+    finally:
+        manifest.close()
+    click.echo(f"chunk {index}: {chunk.state}; {record.source.name}: {record.state}")
+    if chunk.state != "done" or record.state == "failed":
+        raise SystemExit(1)
 
 
 def _parse_size(size: str) -> tuple[int, int]:

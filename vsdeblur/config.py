@@ -184,3 +184,20 @@ ENCODE = Group(
         Option("drop_incompatible", bool, False, "leave out the streams the output container cannot hold instead of failing"),
     ),
 )
+
+
+BATCH = Group(
+    "batch",
+    (
+        Option("executor", str, "local", "local: worker processes on this machine; ray: one Ray task per chunk", choices=("local", "ray")),
+        Option("ray_address", str, None, "Ray cluster to join (ray://host:10001 or auto); default: start a local one"),
+        Option("chunk_frames", int, 300, "frames per chunk (boundaries move to a nearby keyframe when one is close)", minimum=1),
+        Option("workers", int, None, "parallel chunk workers; default: one per GPU, else one per 4 CPU cores", minimum=1),
+        Option(
+            "name_template",
+            str,
+            "{dir}/{stem}.mkv",
+            "output path below the output root; fields {dir} (input's folder relative to its root), {stem}, {name}, {ext}",
+        ),
+    ),
+)

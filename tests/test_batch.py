@@ -1,0 +1,224 @@
+"""Batch pipelines: planning, chunked output equal to a single pass, resume after SIGKILL,
+failure isolation, the run-chunk command and the Ray executor. Tiny clips, tiny weights, CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path, PurePosixPath
+
+import av
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from vsdeblur.batch import resolved_settings, run_batch
+from vsdeblur.batch.plan import Source, discover, output_path, plan_chunks
+from vsdeblur.errors import UsageError
+from vsdeblur.stream import stream
+
+
+def make_clip(path: Path, frames: int = 10, seed: int = 0, width: int = 64, height: int = 48) -> Path:
+    """H.264 with a keyframe every 4 frames, uneven timestamps (1/1000 time base) and AAC audio;
+    a brightness jump halfway gives the scene detector a cut."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 200, (height, width, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "g": "4", "keyint_min": "4"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, 1000)
+        sound = out.add_stream("aac", rate=48000, layout="mono")
+        for i in range(frames):
+            rgb = np.roll(base, 2 * i, axis=1) + (55 if i >= frames // 2 else 0)
+            frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = 40 * i + (i % 3), Fraction(1, 1000)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        samples = frames * 48000 // 25
+        tone = (0.2 * np.sin(np.arange(samples) * 0.05)).astype(np.float32)[None]
+        for start in range(0, samples, 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start:start + 1024]), format="fltp", layout="mono")
+            af.sample_rate, af.pts, af.time_base = 48000, start, Fraction(1, 48000)
+            out.mux(sound.encode(af))
+        out.mux(sound.encode(None))
+    return path
+
+
+def single_pass(source: Path, target: Path, values: dict) -> Path:
+    """The single-pass vsdeblur-stream output for one file, the reference batch must equal."""
+    stream(source, target, values, progress=False)
+    return target
+
+
+def decoded(path: Path) -> tuple[list[np.ndarray], list[int], list[tuple[str, int]]]:
+    """Decoded RGB frames, their pts, and (type, packet count) of every other stream."""
+    with av.open(str(path)) as c:
+        frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+    with av.open(str(path)) as c:
+        others = [(s.type, sum(1 for p in c.demux(s) if p.size)) for s in c.streams if s.type != "video"]
+    return [f for _, f in frames], [p for p, _ in frames], others
+
+
+def assert_same_video(a: Path, b: Path) -> None:
+    fa, pa, oa = decoded(a)
+    fb, pb, ob = decoded(b)
+    assert pa == pb
+    assert oa == ob and oa
+    assert len(fa) == len(fb) and all(np.array_equal(x, y) for x, y in zip(fa, fb))
+
+
+@pytest.fixture
+def settings(tiny_weights):
+    def make(**flags):
+        values = resolved_settings(None, {"weights": tiny_weights, "device": "cpu", "workers": 1, "chunk_frames": 3, **flags})
+        return values
+
+    return make
+
+
+# ---- planning ---------------------------------------------------------------------------
+
+
+def test_discover_mirrors_folders_and_globs(tmp_path):
+    (tmp_path / "in" / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.mp4", "a/b/two.mkv", "a/notes.txt", "top.mov"):
+        (tmp_path / "in" / name).write_bytes(b"x")
+    found = discover([str(tmp_path / "in" / "a")])
+    assert [str(s.relative) for s in found] == ["b/two.mkv", "one.mp4"]
+    found = discover([str(tmp_path / "in" / "**" / "*.mov"), str(tmp_path / "in" / "a" / "one.mp4")])
+    assert sorted(str(s.relative) for s in found) == ["one.mp4", "top.mov"]
+    with pytest.raises(UsageError, match="not found"):
+        discover([str(tmp_path / "missing.mp4")])
+
+
+def test_output_names_never_leave_the_root(tmp_path):
+    source = Source(tmp_path / "x.mp4", PurePosixPath("sub/x.mp4"))
+    assert output_path(tmp_path / "out", source, "{dir}/{stem}.mkv") == (tmp_path / "out" / "sub" / "x.mkv").resolve()
+    for template in ("/etc/{stem}.mkv", "../{stem}.mkv", "{dir}/../../{name}", "{nope}"):
+        with pytest.raises(UsageError):
+            output_path(tmp_path / "out", source, template)
+
+
+def test_chunks_cover_the_clip_and_prefer_keyframes():
+    chunks = plan_chunks(100, [0, 22, 41, 77], chunk_frames=20, context=2)
+    assert [c.start for c in chunks] == [0, 22, 41, 61, 77]
+    assert chunks[-1].stop is None and all(c.context == 2 for c in chunks)
+    assert [(c.start, c.stop) for c in plan_chunks(29, [0], 20, 1)] == [(0, None)]
+
+
+# ---- end to end -------------------------------------------------------------------------
+
+
+def test_chunked_output_equals_single_pass_and_rerun_does_nothing(tmp_path, settings):
+    clips = tmp_path / "in"
+    (clips / "sub").mkdir(parents=True)
+    make_clip(clips / "a.mp4", 10, seed=1)
+    make_clip(clips / "sub" / "b.mp4", 7, seed=2)
+    values = settings()
+    report = run_batch([str(clips)], tmp_path / "out", values)
+    assert report.ok, report.table()
+    assert report.chunks_run == 5  # 10 frames: 0, 3, 6-10 (a short tail joins); 7 frames: 0, 3-7
+    for rel in ("a", "sub/b"):
+        expected = single_pass(clips / f"{rel}.mp4", tmp_path / f"{rel.replace('/', '_')}.ref.mkv", values)
+        assert_same_video(tmp_path / "out" / f"{rel}.mkv", expected)
+    again = run_batch([str(clips)], tmp_path / "out", values)
+    assert again.ok and again.chunks_run == 0
+    # the encoder settings change the join only; the engine settings change the chunks
+    assert run_batch([str(clips)], tmp_path / "out", settings(crf=30)).chunks_run == 0
+    assert run_batch([str(clips)], tmp_path / "out", settings(crf=30, scene_threshold=0.0)).chunks_run == 5
+
+
+def batch_cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "vsdeblur.cli", "batch", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_sigkill_then_resume_redoes_no_finished_chunk(tmp_path, tiny_weights, settings):
+    clip = make_clip(tmp_path / "long.mp4", 24, seed=3)
+    args = [str(clip), "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu",
+            "--workers", "1", "--chunk-frames", "4"]
+    db = tmp_path / "out" / ".vsdeblur" / "manifest.sqlite"
+    job = batch_cli(*args)
+    deadline = time.monotonic() + 120
+    done_before: set[int] = set()
+    while time.monotonic() < deadline and len(done_before) < 2:
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as c:
+                    done_before = {r[0] for r in c.execute("SELECT id FROM chunks WHERE state = 'done'")}
+            except sqlite3.OperationalError:
+                pass
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert done_before, "no chunk finished before the kill"
+    with sqlite3.connect(db) as c:
+        total = c.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+    assert len(done_before) < total, "the job finished before it could be killed"
+    rerun = batch_cli(*args)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    with sqlite3.connect(db) as c:
+        attempts = dict(c.execute("SELECT id, attempts FROM chunks"))
+    assert all(attempts[i] == 1 for i in done_before)
+    assert_same_video(tmp_path / "out" / "long.mkv", single_pass(clip, tmp_path / "ref.mkv", settings()))
+
+
+def test_a_corrupt_file_fails_alone_with_its_reason(tmp_path, tiny_weights):
+    clips = tmp_path / "in"
+    clips.mkdir()
+    make_clip(clips / "good.mp4", 5)
+    (clips / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + os.urandom(2000))
+    truncated = make_clip(tmp_path / "full.mp4", 8).read_bytes()
+    (clips / "cut.mkv").write_bytes(truncated[: len(truncated) // 2])
+    job = batch_cli(str(clips), "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu",
+                    "--workers", "1")
+    out, err = job.communicate(timeout=300)
+    assert job.returncode == 1, err
+    report = json.loads((tmp_path / "out" / ".vsdeblur" / "report.json").read_text())
+    states = {Path(f["source"]).name: f for f in report["files"]}
+    assert states["good.mp4"]["state"] == "done" and (tmp_path / "out" / "good.mkv").is_file()
+    assert states["bad.mp4"]["state"] == "failed" and "bad.mp4" in states["bad.mp4"]["error"]
+    assert states["cut.mkv"]["state"] == "failed" and states["cut.mkv"]["error"]
+    assert report["totals"]["failed"] == 2
+    assert "FAILED" in out and "good.mp4" in out
+
+
+def test_run_chunk_drives_a_planned_job(tmp_path, tiny_weights, settings):
+    clip = make_clip(tmp_path / "c.mp4", 8, seed=4)
+    job = batch_cli(str(clip), "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu",
+                    "--chunk-frames", "4", "--plan-only")
+    assert job.wait(timeout=120) == 0, job.stderr.read()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "vsdeblur.cli", "run-chunk", "--manifest", str(tmp_path / "out")]
+    count = subprocess.run([*cmd, "--count"], env=env, capture_output=True, text=True, check=True)
+    assert count.stdout.strip() == "2"
+    for index in (1, 0):  # any order: the last one to finish joins
+        subprocess.run([*cmd, "--index", str(index)], env=env, capture_output=True, text=True, check=True)
+    assert_same_video(tmp_path / "out" / "c.mkv", single_pass(clip, tmp_path / "ref.mkv", settings()))
+
+
+def test_ray_executor_on_a_local_cluster(tmp_path, settings):
+    pytest.importorskip("ray")
+    clip = make_clip(tmp_path / "r.mp4", 8, seed=5)
+    values = settings(executor="ray", workers=2)
+    report = run_batch([str(clip)], tmp_path / "out", values)
+    assert report.ok, report.table()
+    assert report.chunks_run == 3  # 0-3, 3-6, 6-8
+    assert_same_video(tmp_path / "out" / "r.mkv", single_pass(clip, tmp_path / "ref.mkv", settings()))
+
+
+@pytest.mark.parametrize("name", ["archive-ffv1", "preview"])
+def test_shipped_pipelines_load_and_run(tmp_path, tiny_weights, name):
+    clip = make_clip(tmp_path / "p.mp4", 6, seed=6)
+    values = resolved_settings(REPO / "pipelines" / f"{name}.toml", {"weights": tiny_weights, "device": "cpu", "workers": 1})
+    report = run_batch([str(clip)], tmp_path / "out", values)
+    assert report.ok, report.table()
+    assert Path(report.files[0].output).is_file()
