@@ -257,3 +257,10 @@ def test_relative_output_is_relative_to_the_config_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "a" / "b")  # where "../runs/x" would land if taken from here
     assert load_config(path, {"output": None, "steps": None}).output == (tmp_path / "runs" / "x").resolve()
     assert load_config(path, {"output": Path("elsewhere")}).output == Path("elsewhere")
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "pipelines" / "train").glob("*.toml")), ids=lambda p: p.name)
+def test_committed_training_recipes_load(recipe):
+    config = load_config(recipe)
+    assert config.output.is_absolute() and config.output.parent.name == "runs"
+    assert config.train_data and config.val_data  # every shipped recipe validates on held-out data
