@@ -170,3 +170,25 @@ ENGINE = Group(
 def engine_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
     """Deblurrer keyword arguments from resolved option values."""
     return {o.name: values[o.name] for o in ENGINE.options}
+
+
+# Options that only the VapourSynth filter has (core.deblur.Atrous / vsdeblur.atrous).
+VAPOURSYNTH = Group(
+    "vapoursynth",
+    (
+        Option("num_streams", int, 1, "frames in flight at once (CUDA: one stream each); more overlaps copies with compute", minimum=1, maximum=16),
+        Option("scene_props", bool, True, "honour the _SceneChangePrev/_SceneChangeNext frame props: no window crosses a cut"),
+        Option("matrix", int, None, "YUV input: matrix coefficients (VapourSynth _Matrix value) when the clip has no _Matrix prop"),
+        Option("color_range", int, None, "YUV/GRAY input: 0 full, 1 limited (_ColorRange) when the clip has no _ColorRange prop", choices=(0, 1)),
+    ),
+)
+
+# Python type -> VapourSynth argument type; Path travels as a string (data).
+_VS_TYPES = {int: "int", float: "float", str: "data", bool: "int", Path: "data"}
+
+
+def vapoursynth_args(*groups: Group) -> str:
+    """The argument string of core.deblur.Atrous: the clip, then every option, all optional
+    (an omitted argument takes the schema default on the Python side). The C shim is built
+    with this string, so the plugin's signature cannot drift from the schema."""
+    return "clip:vnode;" + "".join(f"{o.name}:{_VS_TYPES[o.type]}:opt;" for g in groups for o in g.options)
