@@ -179,7 +179,7 @@ VAPOURSYNTH = Group(
         Option("num_streams", int, 1, "frames in flight at once (CUDA: one stream each); more overlaps copies with compute", minimum=1, maximum=16),
         Option("scene_props", bool, True, "honour the _SceneChangePrev/_SceneChangeNext frame props: no window crosses a cut"),
         Option("matrix", int, None, "YUV input: matrix coefficients (VapourSynth _Matrix value) when the clip has no _Matrix prop"),
-        Option("color_range", int, None, "YUV/GRAY input: 0 full, 1 limited (_ColorRange) when the clip has no _ColorRange prop", choices=(0, 1)),
+        Option("color_range", str, None, "integer YUV/GRAY input: full or limited, when the clip has no _Range (_ColorRange) prop", choices=("full", "limited")),
     ),
 )
 

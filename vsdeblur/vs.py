@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -52,13 +53,14 @@ def atrous(
     num_streams: int = VAPOURSYNTH["num_streams"].default,
     scene_props: bool = VAPOURSYNTH["scene_props"].default,
     matrix: int | None = VAPOURSYNTH["matrix"].default,
-    color_range: int | None = VAPOURSYNTH["color_range"].default,
+    color_range: str | None = VAPOURSYNTH["color_range"].default,
 ) -> vs.VideoNode:
     """Deblur a clip; the result has the clip's format, length and frame props.
 
     RGBS and RGBH are processed as they are, RGB24 and RGB48 too; other formats (YUV of any
     subsampling and depth, GRAY, other RGB depths) are converted to RGBS and back, using the
-    clip's _Matrix and _ColorRange props (or `matrix` / `color_range` where they are missing).
+    clip's _Matrix and _Range (or older _ColorRange) props, or `matrix` / `color_range` where
+    they are missing.
     Scene cuts: stage-2 windows stop at _SceneChangePrev/_SceneChangeNext; where a frame has
     neither prop, a mean luma change above `scene_threshold` counts as a cut (0 disables).
     The other options are the engine's (see vsdeblur.config). Errors raise vs.Error.
@@ -86,7 +88,7 @@ def _checked(values: dict) -> dict:
 def _atrous(clip: vs.VideoNode, options: dict) -> vs.VideoNode:
     if not isinstance(clip, vs.VideoNode):
         raise UsageError(f"clip must be a video clip, not {type(clip).__name__}")
-    if clip.format is None or clip.width == 0 or clip.height == 0:
+    if clip.format is None or clip.format.id == vs.NONE or clip.width == 0 or clip.height == 0:
         raise UsageError("clips whose format or size changes from frame to frame are not supported")
     work, back = _working_rgb(clip, options["matrix"], options["color_range"])
     engine = _engine({k: options[k] for k in ENGINE.defaults()})
@@ -225,7 +227,19 @@ def _dtype(fmt: vs.VideoFormat) -> np.dtype:
     return np.dtype(np.uint8 if fmt.bits_per_sample == 8 else np.uint16)
 
 
-def _working_rgb(clip: vs.VideoNode, matrix: int | None, color_range: int | None) -> tuple[vs.VideoNode, Callable[[vs.VideoNode], vs.VideoNode]]:
+def _frame_range(props: vs.FrameProps) -> str | None:
+    """The range a frame's props state: _Range (API 4.2+: 1 full, 0 limited) or, from older
+    sources, _ColorRange (0 full, 1 limited), which R81 still reads but deprecates."""
+    if "_Range" in props:
+        return "full" if int(props["_Range"]) == 1 else "limited"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if "_ColorRange" in props:
+            return "full" if int(props["_ColorRange"]) == 0 else "limited"
+    return None
+
+
+def _working_rgb(clip: vs.VideoNode, matrix: int | None, color_range: str | None) -> tuple[vs.VideoNode, Callable[[vs.VideoNode], vs.VideoNode]]:
     """The clip in a format the engine takes, and the way back to the clip's format (with all
     of the clip's frame props restored)."""
     fmt = clip.format
@@ -245,14 +259,14 @@ def _working_rgb(clip: vs.VideoNode, matrix: int | None, color_range: int | None
     range_in: dict[str, str] = {}  # integer YUV/GRAY only: float formats are always full range
     range_out: dict[str, str] = {}
     if not floating:
-        value = color_range if "_ColorRange" not in props else int(props["_ColorRange"])
-        if value is None:
+        name = _frame_range(props) or color_range
+        if name is None:
             raise UsageError(
-                f"{fmt.name} input needs its colour range: the clip has no _ColorRange frame prop; "
-                "pass color_range=0 (full) or 1 (limited), or set the prop with std.SetFrameProps"
+                f"{fmt.name} input needs its colour range: the clip has no _Range (or _ColorRange) frame "
+                'prop; pass color_range="full" or "limited", or set the prop with std.SetFrameProps'
             )
-        range_in = {"range_in_s": "full" if value == 0 else "limited"}
-        range_out = {"range_s": range_in["range_in_s"]}
+        range_in = {"range_in_s": name}
+        range_out = {"range_s": name}
     if family == vs.GRAY:
         gray = clip.resize.Point(format=vs.GRAYS, **range_in)
         rgb = vs.core.std.ShufflePlanes([gray] * 3, [0, 0, 0], vs.RGB)
