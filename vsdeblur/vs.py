@@ -17,6 +17,7 @@ Padding, tiling, precision, ensemble and the window rule all stay in the engine.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import queue
 import sys
 import warnings
@@ -35,6 +36,7 @@ __all__ = ["atrous"]
 
 _PROP_DIFF = "VsdeblurDiffNext"  # on stage-1 frames: mean luma change to the next frame
 _SCENE_PROPS = ("_SceneChangePrev", "_SceneChangeNext")
+_graph_ids = itertools.count()
 
 
 def atrous(
@@ -91,8 +93,15 @@ def _atrous(clip: vs.VideoNode, options: dict) -> vs.VideoNode:
     if clip.format is None or clip.format.id == vs.NONE or clip.width == 0 or clip.height == 0:
         raise UsageError("clips whose format or size changes from frame to frame are not supported")
     work, back = _working_rgb(clip, options["matrix"], options["color_range"])
-    engine = _engine({k: options[k] for k in ENGINE.defaults()})
+    return back(graph(work, _engine({k: options[k] for k in ENGINE.defaults()}), options))
+
+
+def graph(work: vs.VideoNode, engine, options: dict) -> vs.VideoNode:
+    """The deblurring graph over a clip already in the engine's formats (RGBS, RGBH, RGB24,
+    RGB48); `options` holds the VAPOURSYNTH group and scene_threshold. Separate from atrous
+    so that `vsdeblur bench --vapoursynth` can time it with the engine it compares against."""
     slots = _Slots(engine, options["num_streams"])
+    graph_id = next(_graph_ids)  # keys the engine's encoder cache: graphs may share an engine
     like_dtype = _dtype(work.format)
 
     def interleaved(frame: vs.VideoFrame) -> np.ndarray:
@@ -110,7 +119,7 @@ def _atrous(clip: vs.VideoNode, options: dict) -> vs.VideoNode:
             with slots():
                 return write(f, engine.image(interleaved(f)))
 
-        return back(_parallel(work, [work], restore))
+        return _parallel(work, [work], restore)
 
     height, width = engine.padded_size(work.height, work.width)
     blank = work.std.BlankClip(width=width, height=height, format=vs.RGBS, keep=True)
@@ -155,10 +164,11 @@ def _atrous(clip: vs.VideoNode, options: dict) -> vs.VideoNode:
         indices = window_indices(n, r, start, end)
         window = [np.stack([np.asarray(frames[i][p]) for p in range(3)]) for i in indices]
         with slots():
-            result = engine.stage2_padded(window, indices, np.empty((work.height, work.width, 3), like_dtype))
+            keys = [(graph_id, i) for i in indices]
+            result = engine.stage2_padded(window, keys, np.empty((work.height, work.width, 3), like_dtype))
         return write(f[0], result)
 
-    return back(_parallel(work, [work, *shifted], stage2))
+    return _parallel(work, [work, *shifted], stage2)
 
 
 def _engine(settings: dict):
