@@ -126,14 +126,14 @@ def _yuv_clip(fmt: int, count: int = 3) -> vs.VideoNode:
     return rgb.resize.Bicubic(format=fmt, matrix_s="709", range_s="limited")
 
 
-@pytest.mark.parametrize("fmt", [vs.YUV420P8, vs.YUV420P10, vs.RGB24, vs.RGBS, vs.GRAY8])
+@pytest.mark.parametrize("fmt", [vs.YUV420P8, vs.YUV420P10, vs.RGB24, vs.RGBS, vs.RGBH, vs.GRAY8], ids=lambda f: vs.PresetVideoFormat(f).name)
 def test_format_round_trip_keeps_format_and_props(tiny_weights, fmt):
     if fmt in (vs.YUV420P8, vs.YUV420P10):
         clip = _yuv_clip(fmt)
     elif fmt == vs.GRAY8:
         clip = _yuv_clip(vs.YUV420P8).std.ShufflePlanes(0, vs.GRAY)
     else:
-        clip = to_clip(rgb_frames(3, dtype=np.uint8 if fmt == vs.RGB24 else np.float32), fmt)
+        clip = to_clip(rgb_frames(3, dtype={vs.RGB24: np.uint8, vs.RGBH: np.float16}.get(fmt, np.float32)), fmt)
     clip = clip.std.SetFrameProps(Custom=7, _SceneChangeNext=0)
     out = atrous(clip, weights=tiny_weights, scene_threshold=0)
     assert (out.format.id, out.width, out.height, out.num_frames) == (fmt, WIDTH, HEIGHT, 3)
