@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import vapoursynth as vs
@@ -31,6 +32,9 @@ import vapoursynth as vs
 from vsdeblur.config import ENGINE, VAPOURSYNTH, Option
 from vsdeblur.engine.window import window_indices
 from vsdeblur.errors import UsageError
+
+if TYPE_CHECKING:
+    from vsdeblur.engine import Deblurrer
 
 __all__ = ["atrous"]
 
@@ -96,7 +100,7 @@ def _atrous(clip: vs.VideoNode, options: dict) -> vs.VideoNode:
     return back(graph(work, _engine({k: options[k] for k in ENGINE.defaults()}), options))
 
 
-def graph(work: vs.VideoNode, engine, options: dict) -> vs.VideoNode:
+def graph(work: vs.VideoNode, engine: Deblurrer, options: dict) -> vs.VideoNode:
     """The deblurring graph over a clip already in the engine's formats (RGBS, RGBH, RGB24,
     RGB48); `options` holds the VAPOURSYNTH group and scene_threshold. Separate from atrous
     so that `vsdeblur bench --vapoursynth` can time it with the engine it compares against."""
@@ -162,16 +166,16 @@ def graph(work: vs.VideoNode, engine, options: dict) -> vs.VideoNode:
         while end < min(n + r, last) and not cut_between(frames[end].props, frames[end + 1].props):
             end += 1
         indices = window_indices(n, r, start, end)
-        window = [np.stack([np.asarray(frames[i][p]) for p in range(3)]) for i in indices]
+        window = [[np.asarray(frames[i][p]) for p in range(3)] for i in indices]  # views, no copies
+        keys = [(graph_id, i) for i in indices]
         with slots():
-            keys = [(graph_id, i) for i in indices]
             result = engine.stage2_padded(window, keys, np.empty((work.height, work.width, 3), like_dtype))
         return write(f[0], result)
 
     return _parallel(work, [work, *shifted], stage2)
 
 
-def _engine(settings: dict):
+def _engine(settings: dict) -> Deblurrer:
     """The engine, with a clear error for missing default weights and nothing on stdout
     (vspipe writes the video there)."""
     from vsdeblur.engine import Deblurrer  # torch loads with the first filter, not the plugin
@@ -188,7 +192,7 @@ class _Slots:
     """At most `count` frames inside the networks at once; on CUDA each slot owns a stream,
     so that one frame's copies overlap another's compute."""
 
-    def __init__(self, engine, count: int) -> None:
+    def __init__(self, engine: Deblurrer, count: int) -> None:
         import torch
 
         self._torch = torch

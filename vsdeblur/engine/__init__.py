@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -410,11 +410,12 @@ class Deblurrer:
         """A `stage1_padded` output as the final frame: cropped to `like`'s shape, its dtype."""
         return self._to_host(self._from_padded(padded), like).result()
 
-    def stage2_padded(self, window: list[np.ndarray], keys: list[Hashable], like: np.ndarray) -> np.ndarray:
+    def stage2_padded(self, window: list[Sequence[np.ndarray]], keys: list[Hashable], like: np.ndarray) -> np.ndarray:
         """Stage 2 for the centre of a window of `stage1_padded` outputs (clamped to the scene
-        by the caller, see engine.window), as a frame of `like`'s shape and dtype. Each frame's
-        encoder pyramids are cached under its key; safe to call from several threads, each
-        under its own CUDA stream if it likes."""
+        by the caller, see engine.window), as a frame of `like`'s shape and dtype. Each window
+        frame is a 3 x H' x W' array or its three planes (VapourSynth frames are planar); it is
+        read only when its key is not cached yet. The cache holds each frame's encoder
+        pyramids; safe to call from several threads, each under its own CUDA stream."""
         if self.stage != 2:
             raise UsageError("stage2_padded needs an engine built with stage=2")
         if len(window) != 2 * self.radius + 1 or len(keys) != len(window):
@@ -422,14 +423,16 @@ class Deblurrer:
         states = [self._shared_state(frame, key) for frame, key in zip(window, keys)]
         return self._to_host(self._stage2(states), like).result()
 
-    def _from_padded(self, padded: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))
-        if self.device.type == "cuda":
-            x = x.pin_memory()
-        x = x.to(self.device, non_blocking=True)[None].to(self.dtype)
+    def _from_padded(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
+        # one copy per plane straight into a (pinned, on CUDA) staging tensor: planes may be
+        # strided views of someone else's memory
+        host = torch.empty((3, *planes[0].shape), dtype=torch.float32, pin_memory=self.device.type == "cuda")
+        for p in range(3):
+            np.copyto(host[p].numpy(), planes[p])
+        x = host.to(self.device, non_blocking=True)[None].to(self.dtype)
         return x.contiguous(memory_format=self.memory_format)
 
-    def _shared_state(self, padded: np.ndarray, key: Hashable) -> _FrameState:
+    def _shared_state(self, padded: Sequence[np.ndarray], key: Hashable) -> _FrameState:
         with self._shared_lock:
             entry = self._shared.get(key)
             owner = entry is None
