@@ -80,22 +80,23 @@ def test_stage1_once_per_frame_with_threads_and_random_order(tiny_weights, monke
     engines: list[Deblurrer] = []
     make_engine = vsdeblur.vs._engine
     monkeypatch.setattr(vsdeblur.vs, "_engine", lambda settings: engines.append(make_engine(settings)) or engines[-1])
-    frames = rgb_frames(12)
+    count = 24
+    frames = rgb_frames(count)
     out = atrous(to_clip(frames, vs.RGBS), weights=tiny_weights, scene_threshold=0, num_streams=2)
     threads = core.num_threads
-    core.num_threads = 4
-    try:
-        order = list(range(12))
+    core.num_threads = 8
+    try:  # every frame requested at once, in shuffled order
+        order = list(range(count))
         random.Random(1).shuffle(order)
         futures = {n: out.get_frame_async(n) for n in order}
         results = {n: np.stack([np.asarray(futures[n].result()[p]) for p in range(3)], -1) for n in order}
     finally:
         core.num_threads = threads
     (engine,) = engines
-    assert engine.stats.stage1 == 12
-    assert engine.stats.stage2 == 12
+    assert engine.stats.stage1 == count
+    assert engine.stats.stage2 == count
     expected = list(Deblurrer(weights=tiny_weights, scene_threshold=0).frames(frames))
-    assert max_diff([results[n] for n in range(12)], expected) <= FLOAT_TOLERANCE
+    assert max_diff([results[n] for n in range(count)], expected) <= FLOAT_TOLERANCE
 
 
 @pytest.mark.parametrize("prop", ["_SceneChangeNext", "_SceneChangePrev"])

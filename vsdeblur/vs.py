@@ -41,6 +41,7 @@ __all__ = ["atrous"]
 _PROP_DIFF = "VsdeblurDiffNext"  # on stage-1 frames: mean luma change to the next frame
 _SCENE_PROPS = ("_SceneChangePrev", "_SceneChangeNext")
 _graph_ids = itertools.count()
+_STAGE1_CACHE_BYTES = 1 << 30  # stage-1 frames kept (RGBS: 12 bytes a pixel): 40 at 1080p
 
 
 def atrous(
@@ -146,6 +147,10 @@ def graph(work: vs.VideoNode, engine: Deblurrer, options: dict) -> vs.VideoNode:
         return out
 
     s1 = _parallel(blank, sources, stage1)
+    # A fixed cache, so that stage 1 runs once per frame even when frames are requested far
+    # out of order (the core's adaptive cache may drop a frame between two windows' reads).
+    cached = max(4 * (2 * engine.radius + 1), min(work.num_frames, _STAGE1_CACHE_BYTES // (12 * width * height)))
+    vs.core.std.SetVideoCache(s1, mode=1, fixedsize=1, maxsize=cached, maxhistory=cached)
     r, last = engine.radius, work.num_frames - 1
     shifted = [_shift(s1, k) for k in range(-r, r + 1)]
 
