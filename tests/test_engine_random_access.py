@@ -27,8 +27,6 @@ def test_padded_stage1_and_stage2_match_frames(tiny_weights):
         outputs.append(engine.stage2_padded([padded[j] for j in idx], idx, frames[t]))
     expected = list(Deblurrer(weights=tiny_weights, scene_threshold=0).frames(frames))
     assert all(np.array_equal(a, b) for a, b in zip(outputs, expected))
-    stage1 = Deblurrer(weights=tiny_weights, stage=1)
-    assert np.array_equal(stage1.finish_padded(stage1.stage1_padded(frames[0]), frames[0]), stage1.image(frames[0]))
 
 
 def test_concurrent_windows_encode_each_frame_once(tiny_weights):

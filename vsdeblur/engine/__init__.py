@@ -406,10 +406,6 @@ class Deblurrer:
         s1 = self._stage1(self._to_tensor(check_frame(frame)))
         return _HostFrame(s1[0].float()).result()
 
-    def finish_padded(self, padded: np.ndarray, like: np.ndarray) -> np.ndarray:
-        """A `stage1_padded` output as the final frame: cropped to `like`'s shape, its dtype."""
-        return self._to_host(self._from_padded(padded), like).result()
-
     def stage2_padded(self, window: list[Sequence[np.ndarray]], keys: list[Hashable], like: np.ndarray) -> np.ndarray:
         """Stage 2 for the centre of a window of `stage1_padded` outputs (clamped to the scene
         by the caller, see engine.window), as a frame of `like`'s shape and dtype. Each window
