@@ -7,9 +7,9 @@ The graph it builds:
                                     v
            working RGB ----------> stage 2 (one window per frame) -> clip's format and props
 
-Because every stage-2 window reads stage 1 through the core's frame cache, stage 1 runs once
-per frame whatever order frames are requested in; the engine caches the stage-2 encoder per
-frame. Both nodes are FrameEval around a fresh ModifyFrame per frame, so the core runs
+Because every stage-2 window reads stage 1 through the core's frame cache (a fixed one, of
+up to _STAGE1_CACHE_BYTES), stage 1 runs once per frame even when frames are requested out of
+order; the engine caches the stage-2 encoder per frame for the last few windows. Both nodes are FrameEval around a fresh ModifyFrame per frame, so the core runs
 several frames at once (a plain ModifyFrame calls its function for one frame at a time).
 Padding, tiling, precision, ensemble and the window rule all stay in the engine.
 """
