@@ -26,7 +26,7 @@ def test_padded_stage1_and_stage2_match_frames(tiny_weights):
         idx = window_indices(t, engine.radius, 0, 4)
         outputs.append(engine.stage2_padded([padded[j] for j in idx], idx, frames[t]))
     expected = list(Deblurrer(weights=tiny_weights, scene_threshold=0).frames(frames))
-    assert all(np.array_equal(a, b) for a, b in zip(outputs, expected))
+    assert all(np.array_equal(a, b) for a, b in zip(outputs, expected, strict=True))
 
 
 def test_concurrent_windows_encode_each_frame_once(tiny_weights):

@@ -50,7 +50,7 @@ def to_arrays(clip: vs.VideoNode) -> list[np.ndarray]:
 
 def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     assert len(a) == len(b)
-    return max(float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max()) for x, y in zip(a, b))
+    return max(float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max()) for x, y in zip(a, b, strict=True))
 
 
 def test_signatures_follow_the_schema(deblur_plugin):
@@ -148,7 +148,7 @@ def test_rgb24_matches_the_engine_exactly(tiny_weights):
     frames = rgb_frames(4, dtype=np.uint8)
     out = to_arrays(atrous(to_clip(frames, vs.RGB24), weights=tiny_weights, scene_threshold=0))
     expected = list(Deblurrer(weights=tiny_weights, scene_threshold=0).frames(frames))
-    assert all(np.array_equal(a, b) for a, b in zip(out, expected))
+    assert all(np.array_equal(a, b) for a, b in zip(out, expected, strict=True))
 
 
 def test_missing_props_give_clear_errors_and_overrides_work(tiny_weights):

@@ -416,7 +416,7 @@ class Deblurrer:
             raise UsageError("stage2_padded needs an engine built with stage=2")
         if len(window) != 2 * self.radius + 1 or len(keys) != len(window):
             raise UsageError(f"stage 2 needs a window of {2 * self.radius + 1} frames and as many keys")
-        states = [self._shared_state(frame, key) for frame, key in zip(window, keys)]
+        states = [self._shared_state(frame, key) for frame, key in zip(window, keys, strict=True)]
         return self._to_host(self._stage2(states), like).result()
 
     def _from_padded(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
