@@ -9,11 +9,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install train-data clean
 
-$(STAMP): pyproject.toml CMakeLists.txt $(wildcard plugin/*)
+# The editable install builds the VapourSynth shim (plugin/) into .venv's vapoursynth/plugins;
+# its argument list comes from vsdeblur/config.py, so a change there re-installs too.
+# `vapoursynth config` records this Python for vspipe (docs/vapoursynth.md).
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard plugin/*) vsdeblur/config.py
 	@test -n "$(PYTHON)" || { echo "error: Python 3.12 or newer not found (install python3.12)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,train,ray]'
+	$(BIN)/python -m vapoursynth config >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -36,3 +36,38 @@ def tiny_weights_stage1(tmp_path_factory) -> Path:
 def sample_clip() -> Path:
     assert SAMPLE_CLIP.is_file(), "the bundled sample clip is missing"
     return SAMPLE_CLIP
+
+
+@pytest.fixture(scope="session")
+def deblur_plugin(tmp_path_factory) -> dict[str, str]:
+    """Make core.deblur available in this process; return the environment that gives it to
+    subprocesses. An installed vsdeblur (make test, pip install .) is autoloaded; otherwise
+    (editable or no install) the shim is built here with CMake and loaded from that folder,
+    with vsdeblur imported from this checkout.
+    A missing plugin fails the tests that need it: it is part of what is being tested."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import vapoursynth as vs
+
+    env = dict(os.environ)
+    if any(p.namespace == "deblur" for p in vs.core.plugins()):
+        return env
+    if shutil.which("cmake") is None:
+        pytest.fail("core.deblur is not installed and CMake is missing to build it (pip install . installs it)")
+    build = tmp_path_factory.mktemp("plugin-build")
+    for command in (
+        ["cmake", "-S", str(REPO), "-B", str(build), f"-DPython_EXECUTABLE={sys.executable}"],
+        ["cmake", "--build", str(build)],
+    ):
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"building the VapourSynth shim failed:\n{done.stdout}\n{done.stderr}")
+    plugins = build / "plugins"
+    vs.core.std.LoadPlugin(str(plugins / "vsdeblur" / "libvsdeblur.so"))
+    env["VAPOURSYNTH_EXTRA_PLUGIN_PATH"] = str(plugins)
+    # and the shim's Python side from this checkout, for vspipe too
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env

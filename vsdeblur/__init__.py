@@ -9,4 +9,13 @@ from vsdeblur.engine import Deblurrer, EngineStats
 from vsdeblur.errors import UsageError, WeightsError
 from vsdeblur.models import PRESETS, build_model
 
-__all__ = ["Deblurrer", "EngineStats", "PRESETS", "UsageError", "WeightsError", "build_model", "__version__"]
+__all__ = ["Deblurrer", "EngineStats", "PRESETS", "UsageError", "WeightsError", "atrous", "build_model", "__version__"]
+
+
+def __getattr__(name: str):
+    # vsdeblur.atrous, the VapourSynth filter, imports vapoursynth only when asked for
+    if name == "atrous":
+        from vsdeblur.vs import atrous
+
+        return atrous
+    raise AttributeError(f"module 'vsdeblur' has no attribute {name!r}")

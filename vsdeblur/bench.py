@@ -96,3 +96,30 @@ def bare_forward(engine: Deblurrer, frames: list[np.ndarray]) -> Callable[[], No
 def engine_run(engine: Deblurrer, frames: list[np.ndarray]) -> Callable[[], None]:
     """The whole engine: numpy frames in, numpy frames out."""
     return lambda: [None for _ in engine.frames(frames)]
+
+
+def vapoursynth_run(engine: Deblurrer, frames: list[np.ndarray], num_streams: int = 1) -> Callable[[], None]:
+    """The VapourSynth graph of core.deblur.Atrous over the same engine and frames (RGB24, so
+    no format conversion is timed). A fresh graph per run: the core's frame cache and the
+    engine's encoder cache must not carry results over from the previous round."""
+    import vapoursynth as vs
+
+    from vsdeblur.vs import graph
+
+    height, width = frames[0].shape[:2]
+    blank = vs.core.std.BlankClip(width=width, height=height, format=vs.RGB24, length=len(frames), keep=True)
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        out = f.copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), frames[n][..., p])
+        return out
+
+    source = blank.std.ModifyFrame(blank, fill)
+    options = {"num_streams": num_streams, "scene_props": True, "scene_threshold": engine.scene_threshold or 0.0}
+
+    def work() -> None:
+        for _ in graph(source, engine, options).frames():
+            pass
+
+    return work

@@ -98,28 +98,36 @@ def _vapoursynth_status() -> str:
 @click.option("--precision", default=ENGINE["precision"].default, show_default=True, help=ENGINE["precision"].help)
 @click.option("--tile", type=click.IntRange(0), default=None, help=ENGINE["tile"].help)
 @click.option("--compile/--no-compile", default=False, help=ENGINE["compile"].help)
+@click.option("--vapoursynth", is_flag=True, help="also time the core.deblur.Atrous graph (VapourSynth) on the same frames")
+@click.option("--num-streams", type=click.IntRange(1), default=1, show_default=True, help="VapourSynth: frames in flight (see --vapoursynth)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="also write the results as JSON")
-def bench(preset, weights, stage, size, frames, rounds, device, precision, tile, compile, json_path) -> None:
+def bench(preset, weights, stage, size, frames, rounds, device, precision, tile, compile, vapoursynth, num_streams, json_path) -> None:
     """Throughput of the bare networks and of the engine on the same frames."""
-    from vsdeblur.bench import bare_forward, compare, engine_for, engine_run, synthetic_frames
+    from vsdeblur.bench import bare_forward, compare, engine_for, engine_run, synthetic_frames, vapoursynth_run
 
     width, height = _parse_size(size)
     engine = engine_for(preset, weights, int(stage), device=device, precision=precision, tile=tile, compile=compile, scene_threshold=0)
     clip = synthetic_frames(width, height, frames)
     runs = {"bare networks": bare_forward(engine, clip), "engine (numpy in, numpy out)": engine_run(engine, clip)}
-    bare, full = compare(engine.device, runs, frames, rounds)
+    if vapoursynth:
+        runs["vapoursynth (core.deblur graph)"] = vapoursynth_run(engine, clip, num_streams)
+    bare, full, *vs_run = compare(engine.device, runs, frames, rounds)
     overhead = full.seconds / bare.seconds - 1
     header = (f"preset {engine.preset.name}, stage {engine.stage}, {width}x{height}, {frames} frames x {rounds} rounds, "
               f"device {engine.device}, {str(engine.dtype).removeprefix('torch.')}")
     click.echo(header)
     click.echo(f"{'measurement':<32} {'ms/frame':>10} {'fps':>8}")
-    for m in (bare, full):
+    for m in (bare, full, *vs_run):
         click.echo(f"{m.name:<32} {m.ms_per_frame:>10.1f} {m.fps:>8.2f}")
     click.echo(f"engine overhead over the bare networks: {100 * overhead:+.1f} %")
+    if vs_run:
+        click.echo(f"vapoursynth throughput relative to the engine: {100 * full.seconds / vs_run[0].seconds:.1f} %")
     if json_path is not None:
         result = {"config": {"preset": engine.preset.name, "stage": engine.stage, "width": width, "height": height,
                              "frames": frames, "rounds": rounds, "device": str(engine.device), "precision": str(engine.dtype)},
-                  "measurements": [bare.as_dict(), full.as_dict()], "engine_overhead": overhead}
+                  "measurements": [m.as_dict() for m in (bare, full, *vs_run)], "engine_overhead": overhead}
+        if vs_run:
+            result["vapoursynth_relative_throughput"] = full.seconds / vs_run[0].seconds
         json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 

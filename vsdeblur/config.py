@@ -201,3 +201,25 @@ BATCH = Group(
         ),
     ),
 )
+
+
+# Options that only the VapourSynth filter has (core.deblur.Atrous / vsdeblur.atrous).
+VAPOURSYNTH = Group(
+    "vapoursynth",
+    (
+        Option("num_streams", int, 1, "frames in flight at once (CUDA: one stream each); more overlaps copies with compute", minimum=1, maximum=16),
+        Option("scene_props", bool, True, "honour the _SceneChangePrev/_SceneChangeNext frame props: no window crosses a cut"),
+        Option("matrix", int, None, "YUV input: matrix coefficients (VapourSynth _Matrix value) when the clip has no _Matrix prop"),
+        Option("color_range", str, None, "integer YUV/GRAY input: full or limited, when the clip has no _Range (_ColorRange) prop", choices=("full", "limited")),
+    ),
+)
+
+# Python type -> VapourSynth argument type; Path travels as a string (data).
+_VS_TYPES = {int: "int", float: "float", str: "data", bool: "int", Path: "data"}
+
+
+def vapoursynth_args(*groups: Group) -> str:
+    """The argument string of core.deblur.Atrous: the clip, then every option, all optional
+    (an omitted argument takes the schema default on the Python side). The C shim is built
+    with this string, so the plugin's signature cannot drift from the schema."""
+    return "clip:vnode;" + "".join(f"{o.name}:{_VS_TYPES[o.type]}:opt;" for g in groups for o in g.options)

@@ -9,8 +9,10 @@ crop -> clamp -> numpy frame of the input's dtype.
 from __future__ import annotations
 
 import copy
+import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from vsdeblur.engine.tiling import (
     blend,
     pad_to_multiple,
     plan_tiles,
+    round_up,
     transform,
     untransform,
 )
@@ -95,10 +98,17 @@ class _FrameState:
     """What the window keeps per frame: the padded stage-1 output and its encoder pyramids
     (one per tile and ensemble transform)."""
 
-    __slots__ = ("stage1", "pyramids")
+    __slots__ = ("stage1", "pyramids", "ready")
 
     def __init__(self, stage1: torch.Tensor, pyramids: list[list[Pyramid]] | None) -> None:
         self.stage1, self.pyramids = stage1, pyramids
+        self.ready: torch.cuda.Event | None = None  # set when other CUDA streams may read it
+
+    def tensors(self) -> Iterator[torch.Tensor]:
+        yield self.stage1
+        for per_tile in self.pyramids or []:
+            for pyramid in per_tile:
+                yield from pyramid
 
 
 class Deblurrer:
@@ -202,6 +212,10 @@ class Deblurrer:
         self._aggregate = maybe_compiled(stage2.aggregate) if stage2 is not None else None
         self._plans: dict[tuple[int, int], list[Tile]] = {}
         self._lru: OrderedDict[Hashable, _FrameState] = OrderedDict()
+        # the thread-safe cache of stage2_padded; a Future lets concurrent callers that need
+        # the same frame wait for one encoding instead of each running the encoder
+        self._shared: OrderedDict[Hashable, Future[_FrameState]] = OrderedDict()
+        self._shared_lock = threading.Lock()
 
     def _prepare_model(self, model: nn.Module) -> nn.Module:
         model = fold_scales(copy.deepcopy(model)).eval().requires_grad_(False)
@@ -376,3 +390,72 @@ class Deblurrer:
         while len(self._lru) > 4 * (2 * self.radius + 1):
             self._lru.popitem(last=False)
         return self._to_host(self._stage2(states), window[len(window) // 2]).result()
+
+    # ---- padded random access, thread-safe, for front-ends that request frames out of order
+    # and from several threads at once (VapourSynth). Stage-1 outputs travel padded to the
+    # engine's multiple: stage 2 must see the padded stage-1 output itself, as `frames` does,
+    # because re-padding a cropped one changes the pixels near the bottom and right edges.
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the arrays that `stage1_padded` returns for an H x W frame."""
+        return round_up(height, self.multiple), round_up(width, self.multiple)
+
+    def stage1_padded(self, frame: np.ndarray) -> np.ndarray:
+        """Stage 1 of one H x W x 3 frame as float32 3 x H' x W' in [-1, 1]: exactly the
+        tensor that `frames` keeps (float32 holds fp16/bf16 values exactly)."""
+        s1 = self._stage1(self._to_tensor(check_frame(frame)))
+        return _HostFrame(s1[0].float()).result()
+
+    def stage2_padded(self, window: list[Sequence[np.ndarray]], keys: list[Hashable], like: np.ndarray) -> np.ndarray:
+        """Stage 2 for the centre of a window of `stage1_padded` outputs (clamped to the scene
+        by the caller, see engine.window), as a frame of `like`'s shape and dtype. Each window
+        frame is a 3 x H' x W' array or its three planes (VapourSynth frames are planar); it is
+        read only when its key is not cached yet. The cache holds each frame's encoder
+        pyramids; safe to call from several threads, each under its own CUDA stream."""
+        if self.stage != 2:
+            raise UsageError("stage2_padded needs an engine built with stage=2")
+        if len(window) != 2 * self.radius + 1 or len(keys) != len(window):
+            raise UsageError(f"stage 2 needs a window of {2 * self.radius + 1} frames and as many keys")
+        states = [self._shared_state(frame, key) for frame, key in zip(window, keys, strict=True)]
+        return self._to_host(self._stage2(states), like).result()
+
+    def _from_padded(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
+        # one copy per plane straight into a (pinned, on CUDA) staging tensor: planes may be
+        # strided views of someone else's memory
+        host = torch.empty((3, *planes[0].shape), dtype=torch.float32, pin_memory=self.device.type == "cuda")
+        for p in range(3):
+            np.copyto(host[p].numpy(), planes[p])
+        x = host.to(self.device, non_blocking=True)[None].to(self.dtype)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def _shared_state(self, padded: Sequence[np.ndarray], key: Hashable) -> _FrameState:
+        with self._shared_lock:
+            entry = self._shared.get(key)
+            owner = entry is None
+            if owner:
+                entry = self._shared[key] = Future()
+            self._shared.move_to_end(key)
+            while len(self._shared) > 4 * (2 * self.radius + 1):
+                self._shared.popitem(last=False)  # waiters keep their own reference
+        if owner:
+            try:
+                state = self._encoded(self._from_padded(padded))
+            except BaseException as exc:
+                with self._shared_lock:
+                    if self._shared.get(key) is entry:
+                        del self._shared[key]
+                entry.set_exception(exc)
+                raise
+            if self.device.type == "cuda":
+                state.ready = torch.cuda.Event()
+                state.ready.record()
+            entry.set_result(state)
+        state = entry.result()
+        if state.ready is not None:
+            # the encoding may have been queued on another thread's stream: wait for it on
+            # ours, and keep the allocator from reusing its memory before ours is done
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(state.ready)
+            for tensor in state.tensors():
+                tensor.record_stream(stream)
+        return state
