@@ -96,6 +96,15 @@ def test_sample_clip_mp4(engine, sample_clip, tmp_path):
     assert colour_tags(out) == colour_tags(trimmed)
 
 
+def test_y4m_output_is_raw_and_constant_rate(engine, tmp_path):
+    clip = make_clip(tmp_path / "in.mkv", frames=3)
+    out = tmp_path / "out.y4m"
+    result = stream(clip, out, {"drop_incompatible": True}, engine=engine, progress=False)
+    assert result.dropped == ["stream #1 (audio, aac)"]
+    assert out.read_bytes().startswith(b"YUV4MPEG2 W64 H48 F25:1")
+    assert video_times(out) == video_times(clip)
+
+
 def test_cli_config_file_flags_and_errors(tiny_weights, tmp_path):
     clip = make_clip(tmp_path / "in.mkv", frames=2, subtitles=True)
     job = tmp_path / "job.toml"

@@ -4,6 +4,7 @@ same frames, so that the engine's own cost (conversion, padding, windowing, copi
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -96,3 +97,35 @@ def bare_forward(engine: Deblurrer, frames: list[np.ndarray]) -> Callable[[], No
 def engine_run(engine: Deblurrer, frames: list[np.ndarray]) -> Callable[[], None]:
     """The whole engine: numpy frames in, numpy frames out."""
     return lambda: [None for _ in engine.frames(frames)]
+
+
+def stream_runs(engine: Deblurrer, frames: list[np.ndarray], workdir: Path) -> dict[str, Callable[[], None]]:
+    """vsdeblur-stream against the engine alone on the same decoded frames: the frames are
+    encoded losslessly (FFV1) into a clip; the stream run decodes it, restores and encodes
+    with the default encoder settings, so the ratio shows what decode and encode cost on top
+    of the model when they run in their own threads."""
+    from vsdeblur.io import Reader, Writer
+    from vsdeblur.stream import stream
+
+    clip = workdir / "bench.mkv"
+    with Writer(clip, _video_info(frames), {"codec": "ffv1", "pix_fmt": "yuv420p"}, overwrite=True) as writer:
+        for i, frame in enumerate(frames):
+            writer.write(frame, i)
+    with Reader(clip) as reader:
+        decoded = [f.rgb for f in reader.frames()]
+    target = workdir / "out.mkv"
+    return {
+        "engine on the decoded frames": engine_run(engine, decoded),
+        "stream (decode + engine + encode)": lambda: stream(clip, target, engine=engine, overwrite=True, progress=False),
+    }
+
+
+def _video_info(frames: list[np.ndarray]):
+    """A 25 fps, BT.709 limited-range 8-bit stream description for synthetic frames."""
+    from fractions import Fraction
+
+    from vsdeblur.io import Colour, VideoInfo
+
+    h, w = frames[0].shape[:2]
+    return VideoInfo(w, h, "yuv420p", 8, "rgb24", Fraction(1, 25), Fraction(25), len(frames), len(frames) / 25,
+                     Colour(1, 1, 1, 1), 0, "rawvideo")

@@ -97,7 +97,8 @@ def _vapoursynth_status() -> str:
 @click.option("--tile", type=click.IntRange(0), default=None, help=ENGINE["tile"].help)
 @click.option("--compile/--no-compile", default=False, help=ENGINE["compile"].help)
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="also write the results as JSON")
-def bench(preset, weights, stage, size, frames, rounds, device, precision, tile, compile, json_path) -> None:
+@click.option("--stream", "with_stream", is_flag=True, help="also time vsdeblur-stream (decode + engine + encode) against the engine alone on the same decoded frames")
+def bench(preset, weights, stage, size, frames, rounds, device, precision, tile, compile, json_path, with_stream) -> None:
     """Throughput of the bare networks and of the engine on the same frames."""
     from vsdeblur.bench import bare_forward, compare, engine_for, engine_run, synthetic_frames
 
@@ -114,10 +115,23 @@ def bench(preset, weights, stage, size, frames, rounds, device, precision, tile,
     for m in (bare, full):
         click.echo(f"{m.name:<32} {m.ms_per_frame:>10.1f} {m.fps:>8.2f}")
     click.echo(f"engine overhead over the bare networks: {100 * overhead:+.1f} %")
+    streamed = []
+    if with_stream:
+        import tempfile
+
+        from vsdeblur.bench import stream_runs
+
+        with tempfile.TemporaryDirectory() as workdir:
+            streamed = compare(engine.device, stream_runs(engine, clip, Path(workdir)), frames, rounds)
+        for m in streamed:
+            click.echo(f"{m.name:<32} {m.ms_per_frame:>10.1f} {m.fps:>8.2f}")
+        click.echo(f"stream fps / engine-only fps: {100 * streamed[1].fps / streamed[0].fps:.1f} %")
     if json_path is not None:
         result = {"config": {"preset": engine.preset.name, "stage": engine.stage, "width": width, "height": height,
                              "frames": frames, "rounds": rounds, "device": str(engine.device), "precision": str(engine.dtype)},
-                  "measurements": [bare.as_dict(), full.as_dict()], "engine_overhead": overhead}
+                  "measurements": [m.as_dict() for m in (bare, full, *streamed)], "engine_overhead": overhead}
+        if streamed:
+            result["stream_ratio"] = streamed[1].fps / streamed[0].fps
         json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -260,7 +260,7 @@ def main(ctx: click.Context, input: str, output: str, config_path: Path | None, 
     Timestamps, audio, subtitles, attachments, chapters, metadata and colour are kept.
     """
     name = ctx.command_path
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         values = resolve([ENGINE, ENCODE], config_path, flags)
         result = stream(input, output, values, overwrite=overwrite, progress=False if quiet else None)
@@ -273,6 +273,8 @@ def main(ctx: click.Context, input: str, output: str, config_path: Path | None, 
     except KeyboardInterrupt:
         click.echo(f"{name}: interrupted; no output written", err=True)
         ctx.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for label in result.dropped:
         click.echo(f"{name}: note: left out {label} (--drop-incompatible)", err=True)
     if not quiet:
