@@ -173,3 +173,26 @@ def test_truncated_stream_names_the_frame(tmp_path):
     (tmp_path / "cut.mp4").write_bytes(mp4.read_bytes()[:-3000])
     with pytest.raises(UsageError, match="truncated or corrupt"):
         Reader(tmp_path / "cut.mp4")
+
+
+def test_frame_ranges_seek_exactly(tmp_path):
+    """Chunks of a clip with B-frames and short GOPs equal the same frames of a full decode."""
+    clip = tmp_path / "gop.mkv"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"g": "6", "bf": "2", "preset": "ultrafast", "sc_threshold": "0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(pattern(64, 48, i), format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with Reader(clip) as reader:
+        full = list(reader.frames())
+        assert reader.timestamps() == [f.pts for f in full]
+    for start, stop in [(0, 3), (7, 8), (13, 25), (35, None), (39, 40), (45, 50)]:
+        with Reader(clip) as reader:
+            chunk = list(reader.frames(start, stop))
+        expected = full[start:stop]
+        assert [f.index for f in chunk] == [f.index for f in expected]
+        assert [f.pts for f in chunk] == [f.pts for f in expected]
+        assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(chunk, expected))

@@ -21,6 +21,7 @@ at once and `info` holds what only a decoded frame tells (colour, rotation).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import sys
 from collections.abc import Iterator
@@ -91,6 +92,8 @@ class Reader:
 
     def __init__(self, source: str | Path, threads: bool = True) -> None:
         self.name = "standard input" if str(source) == "-" else str(source)
+        self.source = str(source)
+        self._index: list[int] | None = None
         self.container = open_input(source)
         try:
             if not self.container.streams.video:
@@ -222,12 +225,46 @@ class Reader:
             index += 1
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[Frame]:
-        """Frames with index in [start, stop), in presentation order."""
-        for item in self.items(start, stop):
-            if isinstance(item, Frame):
-                yield item
-                if stop is not None and item.index + 1 >= stop:
-                    return
+        """Frames with index in [start, stop), in presentation order. From a file, a range
+        that starts later than frame 0 seeks to the keyframe before it and decodes from there;
+        indices stay those of a decode from the start (they come from `timestamps()`)."""
+        index = self.timestamps() if start > 0 and self.source != "-" else None
+        if index is None:  # from the start, or a pipe, or a file without usable pts
+            for item in self.items(start, stop):
+                if isinstance(item, Frame):
+                    yield item
+                    if stop is not None and item.index + 1 >= stop:
+                        return
+            return
+        if self._started:
+            raise RuntimeError("a Reader can be iterated once; open another for a second pass")
+        self._started = True
+        if start >= len(index):
+            return
+        self._first = None
+        self.container.seek(index[start], backward=True, any_frame=False, stream=self.stream)
+        self._demux = self._demux_all()
+        for item in self._demux:
+            if not isinstance(item, av.VideoFrame):
+                continue
+            position = bisect.bisect_left(index, item.pts)
+            if position >= len(index) or index[position] != item.pts:
+                raise UsageError(f"{self.name}: a decoded frame has pts {item.pts}, which no packet has; cannot decode by range")
+            if stop is not None and position >= stop:
+                return
+            if position >= start:
+                yield Frame(position, item.pts, to_rgb(item, self.info.colour, self.info.rgb_format))
+
+    def timestamps(self) -> list[int] | None:
+        """The pts of every video frame in presentation order, from one pass over the packets
+        (no decoding), or None when a packet lacks a pts or two share one. Files only."""
+        if self._index is None:
+            with av.open(self.source) as container:
+                stream = container.streams[self.stream.index]
+                pts = [p.pts for p in container.demux(stream) if p.size]
+            ok = pts and None not in pts and len(set(pts)) == len(pts)
+            self._index = sorted(pts) if ok else []
+        return self._index or None
 
     def close(self) -> None:
         self.container.close()
