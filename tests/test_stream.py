@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from media import make_clip, packets, video_times
 from vsdeblur.engine import Deblurrer
 from vsdeblur.io import Reader
-from vsdeblur.stream import main, stream
+from vsdeblur.stream import Progress, main, stream
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -173,3 +173,30 @@ def test_sigterm_leaves_nothing(tiny_weights, tmp_path):
     assert proc.returncode == 143, err.decode()
     assert "terminated" in err.decode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+
+
+class _Log:
+    """A stderr stand-in that is not a terminal."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_lines_when_not_a_terminal():
+    log = _Log()
+    meter = Progress(total=4, duration=None, stream=log, interval=0)
+    for i in range(4):
+        meter.update(i * 0.04)
+    meter.finish()
+    lines = log.text.splitlines()
+    assert len(lines) == 4 and "\r" not in log.text and "\x1b" not in log.text
+    assert lines[-1].startswith("vsdeblur-stream: frame 4/4 (100.0%)") and "fps" in lines[-1] and "ETA 0:00:00" in lines[-1]
