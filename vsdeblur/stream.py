@@ -22,15 +22,18 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from vsdeblur.config import ENCODE, ENGINE, click_options, engine_kwargs, resolve
 from vsdeblur.errors import UsageError
+
+if TYPE_CHECKING:
+    from vsdeblur.engine import Deblurrer
 
 QUEUE_FRAMES = 8  # frames per queue: enough to ride out jitter, small enough for 4K in RAM
 _END = object()  # end-of-stream marker in a queue
@@ -151,7 +154,7 @@ def stream(
     input: str | Path,
     output: str | Path,
     settings: Mapping[str, Any] | None = None,
-    engine: Any | None = None,
+    engine: Deblurrer | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> StreamResult:
