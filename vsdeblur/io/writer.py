@@ -21,6 +21,9 @@
   dropped (with a note in `dropped`) when drop_incompatible is set.
 `write(rgb, pts)` takes H x W x 3 uint8/uint16 frames in presentation order; pts is in the
 source's video time base. A writer is not thread-safe: call it from one thread.
+`writer.encoder` holds the resolved codec, pix_fmt and options (`encoder_settings(video,
+settings, container_format)` computes them without opening anything); `writer.time_base` is
+the output video's time base: the source's, except for Y4M, which has no timestamps (1/rate).
 """
 
 from __future__ import annotations
