@@ -11,8 +11,10 @@ converts every frame to packed RGB with the source's matrix and range (`colour.t
 uint8 for 8-bit sources, uint16 for deeper ones. Timestamps are the decoder's, never derived
 from a frame rate, so variable-frame-rate sources keep their exact times.
 
-`frames(start, stop)` yields frames with index in [start, stop) (a chunk of the clip);
-`items()` yields the same frames interleaved, in demux order, with the packets of every
+`frames(start, stop)` yields frames with index in [start, stop) (a chunk of the clip); from
+a file, a later start seeks to the keyframe before it (exact: indices and pixels equal a
+decode from the start). `timestamps()` lists every frame's pts from a packet-only pass, for
+planning chunks. `items(start, stop)` yields the same frames interleaved, in demux order, with the packets of every
 other stream (`packet.stream` is the source stream), for front-ends that copy those streams.
 A truncated or corrupt stream raises UsageError naming the frame and time where it broke.
 The first frame is decoded when the reader opens, so a file without decodable video fails
@@ -203,7 +205,6 @@ class Reader:
         self._started = True
         yield from self._pending
         self._pending = []
-        info = self.info
         index = 0
         first, self._first = self._first, None
         for item in itertools.chain([first], self._demux):
@@ -214,15 +215,19 @@ class Reader:
                 index += 1
                 continue
             if index >= start:
-                if item.pts is None:
-                    raise UsageError(f"{self.name}: frame {index} has no timestamp; remux the file (e.g. to MKV) first")
-                if (item.width, item.height) != (info.width, info.height):
-                    raise UsageError(
-                        f"{self.name}: frame {index} is {item.width}x{item.height} but the stream started "
-                        f"at {info.width}x{info.height}; size changes are not supported"
-                    )
-                yield Frame(index, item.pts, to_rgb(item, info.colour, info.rgb_format))
+                yield self._converted(index, item)
             index += 1
+
+    def _converted(self, index: int, frame: av.VideoFrame) -> Frame:
+        info = self.info
+        if frame.pts is None:
+            raise UsageError(f"{self.name}: frame {index} has no timestamp; remux the file (e.g. to MKV) first")
+        if (frame.width, frame.height) != (info.width, info.height):
+            raise UsageError(
+                f"{self.name}: frame {index} is {frame.width}x{frame.height} but the stream started "
+                f"at {info.width}x{info.height}; size changes are not supported"
+            )
+        return Frame(index, frame.pts, to_rgb(frame, info.colour, info.rgb_format))
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[Frame]:
         """Frames with index in [start, stop), in presentation order. From a file, a range
@@ -253,7 +258,7 @@ class Reader:
             if stop is not None and position >= stop:
                 return
             if position >= start:
-                yield Frame(position, item.pts, to_rgb(item, self.info.colour, self.info.rgb_format))
+                yield self._converted(position, item)
 
     def timestamps(self) -> list[int] | None:
         """The pts of every video frame in presentation order, from one pass over the packets
