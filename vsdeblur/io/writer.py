@@ -48,7 +48,8 @@ __all__ = ["Writer", "encoder_settings"]
 
 DEFAULT_CRF = {"libx264": 16, "libx265": 18}
 CONSTANT_RATE_FORMATS = {"yuv4mpegpipe"}  # containers without timestamps
-# per-stream tags that describe the old encode, not the stream (Matroska statistics)
+# tags that describe the old file or encode rather than the content (Matroska statistics,
+# the old muxer or encoder): the new muxer writes its own
 STALE_TAGS = {"encoder", "duration", "bps", "number_of_frames", "number_of_bytes"}
 
 
@@ -200,7 +201,7 @@ class Writer:
 
     def _add_copies(self, source: Reader, drop: bool) -> None:
         out = self.container
-        out.metadata.update(source.container.metadata)
+        out.metadata.update(_fresh_tags(source.container.metadata))
         self.stream.metadata.update(_fresh_tags(source.stream.metadata))
         self.stream.disposition = source.stream.disposition
         for stream in source.container.streams:
