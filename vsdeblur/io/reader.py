@@ -233,7 +233,7 @@ class Reader:
         """Frames with index in [start, stop), in presentation order. From a file, a range
         that starts later than frame 0 seeks to the keyframe before it and decodes from there;
         indices stay those of a decode from the start (they come from `timestamps()`)."""
-        index = self.timestamps() if start > 0 and self.source != "-" else None
+        index = self.timestamps() if start > 0 else None
         if index is None:  # from the start, or a pipe, or a file without usable pts
             for item in self.items(start, stop):
                 if isinstance(item, Frame):
@@ -262,7 +262,10 @@ class Reader:
 
     def timestamps(self) -> list[int] | None:
         """The pts of every video frame in presentation order, from one pass over the packets
-        (no decoding), or None when a packet lacks a pts or two share one. Files only."""
+        (no decoding), or None when a packet lacks a pts or two share one, or for a pipe
+        (which cannot be read twice)."""
+        if self.source == "-":
+            return None
         if self._index is None:
             with av.open(self.source) as container:
                 stream = container.streams[self.stream.index]
