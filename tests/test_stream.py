@@ -201,3 +201,42 @@ def test_progress_lines_when_not_a_terminal():
     lines = log.text.splitlines()
     assert len(lines) == 4 and "\r" not in log.text and "\x1b" not in log.text
     assert lines[-1].startswith("vsdeblur-stream: frame 4/4 (100.0%)") and "fps" in lines[-1] and "ETA 0:00:00" in lines[-1]
+
+
+def test_pipeline_stays_bounded(tmp_path, monkeypatch):
+    """Decoding runs at most a queue ahead of the model, and the model a queue ahead of the
+    encoder, whatever the clip's length."""
+    import vsdeblur.io.reader as reader_module
+    from vsdeblur.io import Writer
+    from vsdeblur.stream import QUEUE_FRAMES
+
+    counts = {"decoded": 0, "written": 0}
+    convert, write = reader_module.to_rgb, Writer.write
+
+    def counted_convert(*args):
+        counts["decoded"] += 1
+        return convert(*args)
+
+    def counted_write(self, *args):
+        counts["written"] += 1
+        return write(self, *args)
+
+    monkeypatch.setattr(reader_module, "to_rgb", counted_convert)
+    monkeypatch.setattr(Writer, "write", counted_write)
+    ahead, behind = [], []
+
+    class SlowIdentity:
+        def frames(self, frames):
+            for i, frame in enumerate(frames):
+                time.sleep(0.005)
+                ahead.append(counts["decoded"] - (i + 1))
+                behind.append(i - counts["written"])
+                yield frame
+
+    clip = make_clip(tmp_path / "in.mkv", frames=150, audio=True)
+    result = stream(clip, tmp_path / "out.mkv", {"encoder_preset": "ultrafast"}, engine=SlowIdentity(), progress=False)
+    assert result.frames == 150 == counts["written"]
+    # one queue, plus the frame in each thread's hands
+    assert max(ahead) <= QUEUE_FRAMES + 2
+    assert max(behind) <= QUEUE_FRAMES + 2
+    assert video_times(tmp_path / "out.mkv") == video_times(clip)
