@@ -149,6 +149,8 @@ class Writer:
 
     def _open(self, fmt: str | None, overwrite: bool) -> av.container.OutputContainer:
         if self.to_stdout:
+            if sys.stdout.isatty():
+                raise UsageError("standard output is a terminal; send the video into a pipe or a file")
             return self._av_open(sys.stdout.buffer, fmt or "matroska", "standard output")
         target = self.target
         if target.is_dir():
