@@ -110,9 +110,11 @@ class Progress:
         self.interval = 0.25 if self.tty else interval
         self.start = self.last = time.monotonic()
         self.done = 0
+        self.position = 0.0
 
     def update(self, seconds_into_clip: float) -> None:
         self.done += 1
+        self.position = seconds_into_clip
         now = time.monotonic()
         if now - self.last < self.interval:
             return
@@ -140,7 +142,8 @@ class Progress:
         self.out.flush()
 
     def finish(self) -> None:
-        if self.tty:
+        if self.tty and self.done:
+            self._show(self.duration or self.position, time.monotonic())  # done: the whole clip
             self.out.write("\n")
             self.out.flush()
 
