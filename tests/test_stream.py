@@ -129,6 +129,8 @@ def test_cli_config_file_flags_and_errors(tiny_weights, tmp_path):
     assert "unknown video encoder" in error(clip, tmp_path / "o.mkv", "--config", job, "--codec", "h265x")
     assert "unknown pixel format" in error(clip, tmp_path / "o.mkv", "--config", job, "--pix-fmt", "yuv9")
     assert "output directory does not exist" in error(clip, tmp_path / "missing-dir" / "o.mkv", "--config", job)
+    assert "cannot tell the container format" in error(clip, tmp_path / "o.xyz", "--config", job)
+    assert "unknown container format 'nosuch'" in error(clip, tmp_path / "o.mkv", "--config", job, "--format", "nosuch")
     bad = tmp_path / "bad.toml"
     bad.write_text("[encode]\ncrf = 16\nspeed = 3\n")
     assert "unknown key 'speed'" in error(clip, tmp_path / "o.mkv", "--config", bad)
