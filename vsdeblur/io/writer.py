@@ -90,8 +90,9 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
         options.setdefault("crf", str(crf))
     if values["encoder_preset"] is not None:
         options.setdefault("preset", values["encoder_preset"])
-    if codec_name == "libx265":  # x265 logs a page of [info] to stderr per run otherwise
-        options.setdefault("x265-params", "log-level=error")
+    params = options.get("x265-params", "")
+    if codec_name == "libx265" and "log-level" not in params:  # else a page of [info] on stderr
+        options["x265-params"] = ":".join(filter(None, [params, "log-level=error"]))
     known = _option_names(codec_name)
     for key in options:
         if key not in known:
