@@ -4,15 +4,18 @@ same frames, so that the engine's own cost (conversion, padding, windowing, copi
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from vsdeblur.engine import Deblurrer
+from vsdeblur.io import Colour, Reader, VideoInfo, Writer
 from vsdeblur.models import build_model, get_preset
+from vsdeblur.stream import stream
 
 
 @dataclass
@@ -104,9 +107,6 @@ def stream_runs(engine: Deblurrer, frames: list[np.ndarray], workdir: Path) -> d
     encoded losslessly (FFV1) into a clip; the stream run decodes it, restores and encodes
     with the default encoder settings, so the ratio shows what decode and encode cost on top
     of the model when they run in their own threads."""
-    from vsdeblur.io import Reader, Writer
-    from vsdeblur.stream import stream
-
     clip = workdir / "bench.mkv"
     with Writer(clip, _video_info(frames), {"codec": "ffv1", "pix_fmt": "yuv420p"}, overwrite=True) as writer:
         for i, frame in enumerate(frames):
@@ -120,12 +120,8 @@ def stream_runs(engine: Deblurrer, frames: list[np.ndarray], workdir: Path) -> d
     }
 
 
-def _video_info(frames: list[np.ndarray]):
+def _video_info(frames: list[np.ndarray]) -> VideoInfo:
     """A 25 fps, BT.709 limited-range 8-bit stream description for synthetic frames."""
-    from fractions import Fraction
-
-    from vsdeblur.io import Colour, VideoInfo
-
     h, w = frames[0].shape[:2]
     return VideoInfo(w, h, "yuv420p", 8, "rgb24", Fraction(1, 25), Fraction(25), len(frames), len(frames) / 25,
                      Colour(1, 1, 1, 1), 0, "rawvideo")
