@@ -3,6 +3,7 @@ bit depth, pipes, config files, errors and clean-up after SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -242,3 +243,14 @@ def test_pipeline_stays_bounded(tmp_path, monkeypatch):
     assert max(ahead) <= QUEUE_FRAMES + 2
     assert max(behind) <= QUEUE_FRAMES + 2
     assert video_times(tmp_path / "out.mkv") == video_times(clip)
+
+
+def test_bench_stream_measurement(tmp_path):
+    from vsdeblur.cli import main as vsdeblur_main
+
+    report = tmp_path / "bench.json"
+    result = CliRunner().invoke(vsdeblur_main, ["bench", "--preset", "tiny", "--size", "64x48", "--frames", "3", "--rounds", "1",
+                                                "--device", "cpu", "--stream", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "stream fps / engine-only fps" in result.output
+    assert 0 < json.loads(report.read_text())["stream_ratio"]
