@@ -3,6 +3,7 @@ temporary files and error messages. No model involved: frames go through unchang
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -173,3 +174,57 @@ def test_truncated_stream_names_the_frame(tmp_path):
     (tmp_path / "cut.mp4").write_bytes(mp4.read_bytes()[:-3000])
     with pytest.raises(UsageError, match="truncated or corrupt"):
         Reader(tmp_path / "cut.mp4")
+
+
+def test_frame_ranges_seek_exactly(tmp_path):
+    """Chunks of a clip with B-frames and short GOPs equal the same frames of a full decode."""
+    clip = tmp_path / "gop.mkv"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"g": "6", "bf": "2", "preset": "ultrafast", "sc_threshold": "0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(pattern(64, 48, i), format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with Reader(clip) as reader:
+        full = list(reader.frames())
+        assert reader.timestamps() == [f.pts for f in full]
+    for start, stop in [(0, 3), (7, 8), (13, 25), (35, None), (39, 40), (45, 50)]:
+        with Reader(clip) as reader:
+            chunk = list(reader.frames(start, stop))
+        expected = full[start:stop]
+        assert [f.index for f in chunk] == [f.index for f in expected]
+        assert [f.pts for f in chunk] == [f.pts for f in expected]
+        assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(chunk, expected))
+
+
+def test_second_audio_track_chapters_and_metadata(tmp_path):
+    clip = make_clip(tmp_path / "a.mkv", frames=4)
+    rich = tmp_path / "rich.mkv"
+    # the same clip plus a second audio track (a copy of the first), chapters and titles
+    with av.open(str(clip)) as src, av.open(str(rich), "w") as dst:
+        video, audio = src.streams.video[0], src.streams.audio[0]
+        out = [dst.add_stream_from_template(video), dst.add_stream_from_template(audio), dst.add_stream_from_template(audio)]
+        out[2].metadata.update({"language": "fra", "title": "commentary"})
+        dst.metadata["title"] = "a title"
+        dst.set_chapters([{"id": 1, "start": 0, "end": 80, "time_base": Fraction(1, 1000), "metadata": {"title": "One"}},
+                          {"id": 2, "start": 80, "end": 160, "time_base": Fraction(1, 1000), "metadata": {"title": "Two"}}])
+        for p in src.demux(video, audio):
+            if p.size:
+                targets = [out[0]] if p.stream is video else out[1:]
+                for target in targets:
+                    copy = av.Packet(bytes(p))
+                    copy.pts, copy.dts, copy.duration, copy.time_base = p.pts, p.dts, p.duration, p.time_base
+                    copy.is_keyframe = p.is_keyframe
+                    copy.stream = target
+                    dst.mux(copy)
+    target = tmp_path / "out.mkv"
+    copy_through(rich, target)
+    with av.open(str(rich)) as a, av.open(str(target)) as b:
+        assert len(b.streams.audio) == 2
+        assert b.streams.audio[1].metadata["title"] == "commentary" and b.streams.audio[1].language == "fra"
+        assert b.metadata["title"] == "a title"
+        assert [(c["metadata"]["title"], float(c["start"] * c["time_base"])) for c in b.chapters()] == [("One", 0.0), ("Two", 0.08)]
+        assert len(a.chapters()) == 2
+    assert packets(target, "audio") == packets(rich, "audio")

@@ -3,6 +3,7 @@ bit depth, pipes, config files, errors and clean-up after SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 from media import make_clip, packets, video_times
 from vsdeblur.engine import Deblurrer
 from vsdeblur.io import Reader
-from vsdeblur.stream import main, stream
+from vsdeblur.stream import Progress, main, stream
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -96,6 +97,15 @@ def test_sample_clip_mp4(engine, sample_clip, tmp_path):
     assert colour_tags(out) == colour_tags(trimmed)
 
 
+def test_y4m_output_is_raw_and_constant_rate(engine, tmp_path):
+    clip = make_clip(tmp_path / "in.mkv", frames=3)
+    out = tmp_path / "out.y4m"
+    result = stream(clip, out, {"drop_incompatible": True}, engine=engine, progress=False)
+    assert result.dropped == ["stream #1 (audio, aac)"]
+    assert out.read_bytes().startswith(b"YUV4MPEG2 W64 H48 F25:1")
+    assert video_times(out) == video_times(clip)
+
+
 def test_cli_config_file_flags_and_errors(tiny_weights, tmp_path):
     clip = make_clip(tmp_path / "in.mkv", frames=2, subtitles=True)
     job = tmp_path / "job.toml"
@@ -120,6 +130,8 @@ def test_cli_config_file_flags_and_errors(tiny_weights, tmp_path):
     assert "unknown video encoder" in error(clip, tmp_path / "o.mkv", "--config", job, "--codec", "h265x")
     assert "unknown pixel format" in error(clip, tmp_path / "o.mkv", "--config", job, "--pix-fmt", "yuv9")
     assert "output directory does not exist" in error(clip, tmp_path / "missing-dir" / "o.mkv", "--config", job)
+    assert "cannot tell the container format" in error(clip, tmp_path / "o.xyz", "--config", job)
+    assert "unknown container format 'nosuch'" in error(clip, tmp_path / "o.mkv", "--config", job, "--format", "nosuch")
     bad = tmp_path / "bad.toml"
     bad.write_text("[encode]\ncrf = 16\nspeed = 3\n")
     assert "unknown key 'speed'" in error(clip, tmp_path / "o.mkv", "--config", bad)
@@ -149,8 +161,9 @@ def test_pipes(tiny_weights, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_leaves_nothing(tiny_weights, tmp_path):
-    clip = make_clip(tmp_path / "in.mkv", width=160, height=96, frames=400, audio=False)
+@pytest.mark.parametrize(("signum", "status", "word"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_killed_midway_leaves_nothing(tiny_weights, tmp_path, signum, status, word):
+    clip = make_clip(tmp_path / "in.mkv", width=160, height=96, frames=1000, audio=False)
     out = tmp_path / "out.mkv"
     proc = subprocess.Popen([sys.executable, "-m", "vsdeblur.stream", str(clip), str(out), "--weights", str(tiny_weights),
                              "--device", "cpu", "--encoder-preset", "ultrafast"], env=ENV, stderr=subprocess.PIPE)
@@ -158,9 +171,86 @@ def test_sigterm_leaves_nothing(tiny_weights, tmp_path):
     while not list(tmp_path.glob(".out.*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert list(tmp_path.glob(".out.*")), "the run never started writing"
-    time.sleep(1.0)  # midway: frames are flowing through all three stages
-    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # midway: frames are flowing through all three stages
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err.decode()
-    assert "terminated" in err.decode()
+    assert proc.returncode == status, err.decode()
+    assert word in err.decode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+
+
+class _Log:
+    """A stderr stand-in that is not a terminal."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_lines_when_not_a_terminal():
+    log = _Log()
+    meter = Progress(total=4, duration=None, stream=log, interval=0)
+    for i in range(4):
+        meter.update(i * 0.04)
+    meter.finish()
+    lines = log.text.splitlines()
+    assert len(lines) == 4 and "\r" not in log.text and "\x1b" not in log.text
+    assert lines[-1].startswith("vsdeblur-stream: frame 4/4 (100.0%)") and "fps" in lines[-1] and "ETA 0:00:00" in lines[-1]
+
+
+def test_pipeline_stays_bounded(tmp_path, monkeypatch):
+    """Decoding runs at most a queue ahead of the model, and the model a queue ahead of the
+    encoder, whatever the clip's length."""
+    import vsdeblur.io.reader as reader_module
+    from vsdeblur.io import Writer
+    from vsdeblur.stream import QUEUE_FRAMES
+
+    counts = {"decoded": 0, "written": 0}
+    convert, write = reader_module.to_rgb, Writer.write
+
+    def counted_convert(*args):
+        counts["decoded"] += 1
+        return convert(*args)
+
+    def counted_write(self, *args):
+        counts["written"] += 1
+        return write(self, *args)
+
+    monkeypatch.setattr(reader_module, "to_rgb", counted_convert)
+    monkeypatch.setattr(Writer, "write", counted_write)
+    ahead, behind = [], []
+
+    class SlowIdentity:
+        def frames(self, frames):
+            for i, frame in enumerate(frames):
+                time.sleep(0.005)
+                ahead.append(counts["decoded"] - (i + 1))
+                behind.append(i - counts["written"])
+                yield frame
+
+    clip = make_clip(tmp_path / "in.mkv", frames=150, audio=True)
+    result = stream(clip, tmp_path / "out.mkv", {"encoder_preset": "ultrafast"}, engine=SlowIdentity(), progress=False)
+    assert result.frames == 150 == counts["written"]
+    # one queue, plus the frame in each thread's hands
+    assert max(ahead) <= QUEUE_FRAMES + 2
+    assert max(behind) <= QUEUE_FRAMES + 2
+    assert video_times(tmp_path / "out.mkv") == video_times(clip)
+
+
+def test_bench_stream_measurement(tmp_path):
+    from vsdeblur.cli import main as vsdeblur_main
+
+    report = tmp_path / "bench.json"
+    result = CliRunner().invoke(vsdeblur_main, ["bench", "--preset", "tiny", "--size", "64x48", "--frames", "3", "--rounds", "1",
+                                                "--device", "cpu", "--stream", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "stream fps / engine-only fps" in result.output
+    assert 0 < json.loads(report.read_text())["stream_ratio"]

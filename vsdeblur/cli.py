@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -101,9 +102,11 @@ def _vapoursynth_status() -> str:
 @click.option("--vapoursynth", is_flag=True, help="also time the core.deblur.Atrous graph (VapourSynth) on the same frames")
 @click.option("--num-streams", type=click.IntRange(1), default=1, show_default=True, help="VapourSynth: frames in flight (see --vapoursynth)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="also write the results as JSON")
-def bench(preset, weights, stage, size, frames, rounds, device, precision, tile, compile, vapoursynth, num_streams, json_path) -> None:
-    """Throughput of the bare networks and of the engine on the same frames."""
-    from vsdeblur.bench import bare_forward, compare, engine_for, engine_run, synthetic_frames, vapoursynth_run
+@click.option("--stream", "with_stream", is_flag=True, help="also time vsdeblur-stream (decode + engine + encode) against the engine alone on the same decoded frames")
+def bench(preset, weights, stage, size, frames, rounds, device, precision, tile, compile, vapoursynth, num_streams, with_stream, json_path) -> None:
+    """Throughput of the bare networks and of the engine on the same frames; optionally of the
+    VapourSynth filter and of vsdeblur-stream, each as a ratio to the engine."""
+    from vsdeblur.bench import bare_forward, compare, engine_for, engine_run, stream_runs, synthetic_frames, vapoursynth_run
 
     width, height = _parse_size(size)
     engine = engine_for(preset, weights, int(stage), device=device, precision=precision, tile=tile, compile=compile, scene_threshold=0)
@@ -112,22 +115,30 @@ def bench(preset, weights, stage, size, frames, rounds, device, precision, tile,
     if vapoursynth:
         runs["vapoursynth (core.deblur graph)"] = vapoursynth_run(engine, clip, num_streams)
     bare, full, *vs_run = compare(engine.device, runs, frames, rounds)
-    overhead = full.seconds / bare.seconds - 1
+    measurements = [bare, full, *vs_run]
+    ratios = {"engine_overhead": full.seconds / bare.seconds - 1}
+    if vs_run:
+        ratios["vapoursynth_relative_throughput"] = full.seconds / vs_run[0].seconds
+    if with_stream:
+        with tempfile.TemporaryDirectory() as workdir:
+            streamed = compare(engine.device, stream_runs(engine, clip, Path(workdir)), frames, rounds)
+        measurements += streamed
+        ratios["stream_ratio"] = streamed[1].fps / streamed[0].fps
     header = (f"preset {engine.preset.name}, stage {engine.stage}, {width}x{height}, {frames} frames x {rounds} rounds, "
               f"device {engine.device}, {str(engine.dtype).removeprefix('torch.')}")
     click.echo(header)
-    click.echo(f"{'measurement':<32} {'ms/frame':>10} {'fps':>8}")
-    for m in (bare, full, *vs_run):
-        click.echo(f"{m.name:<32} {m.ms_per_frame:>10.1f} {m.fps:>8.2f}")
-    click.echo(f"engine overhead over the bare networks: {100 * overhead:+.1f} %")
+    click.echo(f"{'measurement':<34} {'ms/frame':>10} {'fps':>8}")
+    for m in measurements:
+        click.echo(f"{m.name:<34} {m.ms_per_frame:>10.1f} {m.fps:>8.2f}")
+    click.echo(f"engine overhead over the bare networks: {100 * ratios['engine_overhead']:+.1f} %")
     if vs_run:
-        click.echo(f"vapoursynth throughput relative to the engine: {100 * full.seconds / vs_run[0].seconds:.1f} %")
+        click.echo(f"vapoursynth throughput relative to the engine: {100 * ratios['vapoursynth_relative_throughput']:.1f} %")
+    if with_stream:
+        click.echo(f"stream fps / engine-only fps: {100 * ratios['stream_ratio']:.1f} %")
     if json_path is not None:
         result = {"config": {"preset": engine.preset.name, "stage": engine.stage, "width": width, "height": height,
                              "frames": frames, "rounds": rounds, "device": str(engine.device), "precision": str(engine.dtype)},
-                  "measurements": [m.as_dict() for m in (bare, full, *vs_run)], "engine_overhead": overhead}
-        if vs_run:
-            result["vapoursynth_relative_throughput"] = full.seconds / vs_run[0].seconds
+                  "measurements": [m.as_dict() for m in measurements], **ratios}
         json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 

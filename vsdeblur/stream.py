@@ -22,15 +22,18 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from vsdeblur.config import ENCODE, ENGINE, click_options, engine_kwargs, resolve
 from vsdeblur.errors import UsageError
+
+if TYPE_CHECKING:
+    from vsdeblur.engine import Deblurrer
 
 QUEUE_FRAMES = 8  # frames per queue: enough to ride out jitter, small enough for 4K in RAM
 _END = object()  # end-of-stream marker in a queue
@@ -107,9 +110,11 @@ class Progress:
         self.interval = 0.25 if self.tty else interval
         self.start = self.last = time.monotonic()
         self.done = 0
+        self.position = 0.0
 
     def update(self, seconds_into_clip: float) -> None:
         self.done += 1
+        self.position = seconds_into_clip
         now = time.monotonic()
         if now - self.last < self.interval:
             return
@@ -137,7 +142,8 @@ class Progress:
         self.out.flush()
 
     def finish(self) -> None:
-        if self.tty:
+        if self.tty and self.done:
+            self._show(self.duration or self.position, time.monotonic())  # done: the whole clip
             self.out.write("\n")
             self.out.flush()
 
@@ -151,7 +157,7 @@ def stream(
     input: str | Path,
     output: str | Path,
     settings: Mapping[str, Any] | None = None,
-    engine: Any | None = None,
+    engine: Deblurrer | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> StreamResult:
@@ -260,7 +266,7 @@ def main(ctx: click.Context, input: str, output: str, config_path: Path | None, 
     Timestamps, audio, subtitles, attachments, chapters, metadata and colour are kept.
     """
     name = ctx.command_path
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         values = resolve([ENGINE, ENCODE], config_path, flags)
         result = stream(input, output, values, overwrite=overwrite, progress=False if quiet else None)
@@ -273,6 +279,8 @@ def main(ctx: click.Context, input: str, output: str, config_path: Path | None, 
     except KeyboardInterrupt:
         click.echo(f"{name}: interrupted; no output written", err=True)
         ctx.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for label in result.dropped:
         click.echo(f"{name}: note: left out {label} (--drop-incompatible)", err=True)
     if not quiet:

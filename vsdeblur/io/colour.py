@@ -22,6 +22,7 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation
 # FFmpeg's code for "unspecified" in all four enums
 UNSPECIFIED = 2
 RANGE_UNSPECIFIED = 0
+MATRIX_RGB = 0  # AVCOL_SPC_RGB: the matrix code of RGB (gbrp) pixel formats
 
 # Chroma-accurate, correctly rounded conversions (the default BILINEAR without ACCURATE_RND
 # loses up to one code value and smears chroma edges).
@@ -90,6 +91,8 @@ def from_rgb(image: np.ndarray, colour: Colour, pix_fmt: str) -> av.VideoFrame:
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=rgb)
     if av.VideoFormat(pix_fmt).is_rgb:
         out = frame.reformat(format=pix_fmt, interpolation=QUALITY)
+        # no matrix and full range in RGB output; primaries and transfer still hold
+        colour = Colour(MATRIX_RGB, int(ColorRange.JPEG), colour.primaries, colour.transfer)
     else:
         matrix = colour.matrix_for(frame.width, frame.height)
         out = frame.reformat(

@@ -11,8 +11,10 @@ converts every frame to packed RGB with the source's matrix and range (`colour.t
 uint8 for 8-bit sources, uint16 for deeper ones. Timestamps are the decoder's, never derived
 from a frame rate, so variable-frame-rate sources keep their exact times.
 
-`frames(start, stop)` yields frames with index in [start, stop) (a chunk of the clip);
-`items()` yields the same frames interleaved, in demux order, with the packets of every
+`frames(start, stop)` yields frames with index in [start, stop) (a chunk of the clip); from
+a file, a later start seeks to the keyframe before it (exact: indices and pixels equal a
+decode from the start). `timestamps()` lists every frame's pts from a packet-only pass, for
+planning chunks. `items(start, stop)` yields the same frames interleaved, in demux order, with the packets of every
 other stream (`packet.stream` is the source stream), for front-ends that copy those streams.
 A truncated or corrupt stream raises UsageError naming the frame and time where it broke.
 The first frame is decoded when the reader opens, so a file without decodable video fails
@@ -21,6 +23,7 @@ at once and `info` holds what only a decoded frame tells (colour, rotation).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import sys
 from collections.abc import Iterator
@@ -91,6 +94,8 @@ class Reader:
 
     def __init__(self, source: str | Path, threads: bool = True) -> None:
         self.name = "standard input" if str(source) == "-" else str(source)
+        self.source = str(source)
+        self._index: list[int] | None = None
         self.container = open_input(source)
         try:
             if not self.container.streams.video:
@@ -200,7 +205,6 @@ class Reader:
         self._started = True
         yield from self._pending
         self._pending = []
-        info = self.info
         index = 0
         first, self._first = self._first, None
         for item in itertools.chain([first], self._demux):
@@ -211,23 +215,64 @@ class Reader:
                 index += 1
                 continue
             if index >= start:
-                if item.pts is None:
-                    raise UsageError(f"{self.name}: frame {index} has no timestamp; remux the file (e.g. to MKV) first")
-                if (item.width, item.height) != (info.width, info.height):
-                    raise UsageError(
-                        f"{self.name}: frame {index} is {item.width}x{item.height} but the stream started "
-                        f"at {info.width}x{info.height}; size changes are not supported"
-                    )
-                yield Frame(index, item.pts, to_rgb(item, info.colour, info.rgb_format))
+                yield self._converted(index, item)
             index += 1
 
+    def _converted(self, index: int, frame: av.VideoFrame) -> Frame:
+        info = self.info
+        if frame.pts is None:
+            raise UsageError(f"{self.name}: frame {index} has no timestamp; remux the file (e.g. to MKV) first")
+        if (frame.width, frame.height) != (info.width, info.height):
+            raise UsageError(
+                f"{self.name}: frame {index} is {frame.width}x{frame.height} but the stream started "
+                f"at {info.width}x{info.height}; size changes are not supported"
+            )
+        return Frame(index, frame.pts, to_rgb(frame, info.colour, info.rgb_format))
+
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[Frame]:
-        """Frames with index in [start, stop), in presentation order."""
-        for item in self.items(start, stop):
-            if isinstance(item, Frame):
-                yield item
-                if stop is not None and item.index + 1 >= stop:
-                    return
+        """Frames with index in [start, stop), in presentation order. From a file, a range
+        that starts later than frame 0 seeks to the keyframe before it and decodes from there;
+        indices stay those of a decode from the start (they come from `timestamps()`)."""
+        index = self.timestamps() if start > 0 else None
+        if index is None:  # from the start, or a pipe, or a file without usable pts
+            for item in self.items(start, stop):
+                if isinstance(item, Frame):
+                    yield item
+                    if stop is not None and item.index + 1 >= stop:
+                        return
+            return
+        if self._started:
+            raise RuntimeError("a Reader can be iterated once; open another for a second pass")
+        self._started = True
+        if start >= len(index):
+            return
+        self._first = None
+        self.container.seek(index[start], backward=True, any_frame=False, stream=self.stream)
+        self._demux = self._demux_all()
+        for item in self._demux:
+            if not isinstance(item, av.VideoFrame):
+                continue
+            position = bisect.bisect_left(index, item.pts)
+            if position >= len(index) or index[position] != item.pts:
+                raise UsageError(f"{self.name}: a decoded frame has pts {item.pts}, which no packet has; cannot decode by range")
+            if stop is not None and position >= stop:
+                return
+            if position >= start:
+                yield self._converted(position, item)
+
+    def timestamps(self) -> list[int] | None:
+        """The pts of every video frame in presentation order, from one pass over the packets
+        (no decoding), or None when a packet lacks a pts or two share one, or for a pipe
+        (which cannot be read twice)."""
+        if self.source == "-":
+            return None
+        if self._index is None:
+            with av.open(self.source) as container:
+                stream = container.streams[self.stream.index]
+                pts = [p.pts for p in container.demux(stream) if p.size]
+            ok = pts and None not in pts and len(set(pts)) == len(pts)
+            self._index = sorted(pts) if ok else []
+        return self._index or None
 
     def close(self) -> None:
         self.container.close()

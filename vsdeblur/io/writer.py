@@ -21,6 +21,9 @@
   dropped (with a note in `dropped`) when drop_incompatible is set.
 `write(rgb, pts)` takes H x W x 3 uint8/uint16 frames in presentation order; pts is in the
 source's video time base. A writer is not thread-safe: call it from one thread.
+`writer.encoder` holds the resolved codec, pix_fmt and options (`encoder_settings(video,
+settings, container_format)` computes them without opening anything); `writer.time_base` is
+the output video's time base: the source's, except for Y4M, which has no timestamps (1/rate).
 """
 
 from __future__ import annotations
@@ -44,15 +47,20 @@ from vsdeblur.io.reader import Reader, VideoInfo
 __all__ = ["Writer", "encoder_settings"]
 
 DEFAULT_CRF = {"libx264": 16, "libx265": 18}
-# per-stream tags that describe the old encode, not the stream (Matroska statistics)
+CONSTANT_RATE_FORMATS = {"yuv4mpegpipe"}  # containers without timestamps
+# tags that describe the old file or encode rather than the content (Matroska statistics,
+# the old muxer or encoder): the new muxer writes its own
 STALE_TAGS = {"encoder", "duration", "bps", "number_of_frames", "number_of_bytes"}
 
 
-def encoder_settings(video: VideoInfo, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Resolve the automatic choices for this source: codec, pixel format, CRF and options.
-    Raises UsageError for an unknown codec or pixel format or an option the codec lacks."""
+def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_format: str | None = None) -> dict[str, Any]:
+    """Resolve the automatic choices for this source (and output container): codec, pixel
+    format, CRF and options. Raises UsageError for an unknown codec or pixel format or an
+    option the codec lacks."""
     values = {**ENCODE.defaults(), **settings}
     codec_name = values["codec"] or ("libx264" if video.bit_depth <= 8 else "libx265")
+    if values["codec"] is None and container_format == "yuv4mpegpipe":
+        codec_name = "rawvideo"  # Y4M holds raw frames only
     try:
         codec = av.Codec(codec_name, "w")
     except av.error.FFmpegError:
@@ -82,8 +90,9 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any]) -> dict[str,
         options.setdefault("crf", str(crf))
     if values["encoder_preset"] is not None:
         options.setdefault("preset", values["encoder_preset"])
-    if codec_name == "libx265":  # x265 logs a page of [info] to stderr per run otherwise
-        options.setdefault("x265-params", "log-level=error")
+    params = options.get("x265-params", "")
+    if codec_name == "libx265" and "log-level" not in params:  # else a page of [info] on stderr
+        options["x265-params"] = ":".join(filter(None, [params, "log-level=error"]))
     known = _option_names(codec_name)
     for key in options:
         if key not in known:
@@ -120,7 +129,7 @@ class Writer:
     ) -> None:
         self.video = video
         values = {**ENCODE.defaults(), **(settings or {})}
-        self.encoder = encoder_settings(video, values)
+        encoder_settings(video, values)  # bad codec, format or option: fail before any file exists
         self.to_stdout = str(target) == "-"
         self.target = None if self.to_stdout else Path(target)
         self.temp: Path | None = None
@@ -129,6 +138,7 @@ class Writer:
         self._closed = False
         self.container = self._open(values["format"], overwrite)
         try:
+            self.encoder = encoder_settings(video, values, self.container.format.name)
             self.stream = self._add_video()
             if source is not None:
                 self._add_copies(source, values["drop_incompatible"])
@@ -140,6 +150,8 @@ class Writer:
 
     def _open(self, fmt: str | None, overwrite: bool) -> av.container.OutputContainer:
         if self.to_stdout:
+            if sys.stdout.isatty():
+                raise UsageError("standard output is a terminal; send the video into a pipe or a file")
             return self._av_open(sys.stdout.buffer, fmt or "matroska", "standard output")
         target = self.target
         if target.is_dir():
@@ -177,8 +189,12 @@ class Writer:
         stream = self.container.add_stream(enc["codec"], rate=video.frame_rate, options=enc["options"])
         stream.width, stream.height = video.width, video.height
         stream.pix_fmt = enc["pix_fmt"]
-        # the source's time base, so that every pts is carried over exactly
+        # the source's time base, so that every pts is carried over exactly; Y4M knows no
+        # timestamps and reads its frame rate from the time base, so it gets 1/rate
         tb = video.time_base
+        if self.container.format.name in CONSTANT_RATE_FORMATS and video.frame_rate:
+            tb = 1 / video.frame_rate
+        self.time_base = tb
         stream.time_base = tb
         stream.codec_context.time_base = tb
         video.colour.tag(stream.codec_context)
@@ -188,7 +204,7 @@ class Writer:
 
     def _add_copies(self, source: Reader, drop: bool) -> None:
         out = self.container
-        out.metadata.update(source.container.metadata)
+        out.metadata.update(_fresh_tags(source.container.metadata))
         self.stream.metadata.update(_fresh_tags(source.stream.metadata))
         self.stream.disposition = source.stream.disposition
         for stream in source.container.streams:
@@ -226,8 +242,8 @@ class Writer:
     def write(self, rgb: np.ndarray, pts: int) -> None:
         """Encode one frame shown at `pts` (in the source's video time base)."""
         frame = from_rgb(rgb, self.video.colour, self.encoder["pix_fmt"])
-        frame.pts = pts
-        frame.time_base = self.video.time_base
+        frame.pts = pts if self.time_base == self.video.time_base else round(pts * self.video.time_base / self.time_base)
+        frame.time_base = self.time_base
         self._mux(self._encoded(frame))
 
     def _encoded(self, frame: av.VideoFrame | None) -> list[av.Packet]:
@@ -239,11 +255,11 @@ class Writer:
                 f"{enc['codec']} failed on {self.video.width}x{self.video.height} {enc['pix_fmt']} "
                 f"with options {enc['options']}: {exc.strerror or exc}"
             ) from None
-        # The encoder works in the source's time base; PyAV labels its packets with the
+        # The encoder works in self.time_base; PyAV labels its packets with the
         # stream's, which the muxer may have changed (MP4 picks its own timescale when a
         # copied packet writes the header first), so label them again before muxing.
         for packet in packets:
-            packet.time_base = self.video.time_base
+            packet.time_base = self.time_base
         return packets
 
     def copy(self, packet: av.Packet) -> None:
