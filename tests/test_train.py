@@ -264,3 +264,22 @@ def test_committed_training_recipes_load(recipe):
     config = load_config(recipe)
     assert config.output.is_absolute() and config.output.parent.name == "runs"
     assert config.train_data and config.val_data  # every shipped recipe validates on held-out data
+
+
+def test_budget_schedule_falls_linearly_to_min_lr():
+    from vsdeblur.train.loop import budget_lr
+
+    assert budget_lr(5e-4, 1e-5, 100, 300, 50) == 5e-4
+    assert budget_lr(5e-4, 1e-5, 100, 300, 100) == 5e-4
+    assert budget_lr(5e-4, 1e-5, 100, 300, 200) == pytest.approx((5e-4 + 1e-5) / 2)
+    assert budget_lr(5e-4, 1e-5, 100, 300, 300) == pytest.approx(1e-5)
+    assert budget_lr(5e-4, 1e-5, 100, 300, 400) == pytest.approx(1e-5)
+
+
+def test_decay_start_sets_the_rate_of_every_step(tmp_path):
+    config = load_config(write_config(tmp_path), {"output": tmp_path / "run", "steps": 4, "decay_start": 2})
+    trainer = Trainer(config, out=io.StringIO())
+    trainer.run(resume=False)
+    rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "lr" in r]
+    # log line n holds the rate step n ran with; the line ends at min_lr when the budget ends
+    assert rates == pytest.approx([2e-3, 2e-3, 2e-3, (2e-3 + config.min_lr) / 2])

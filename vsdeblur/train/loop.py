@@ -49,6 +49,7 @@ TRAIN = Group(
         Option("lr_factor", float, 0.1, "learning-rate factor when validation stalls", minimum=0.0, maximum=1.0),
         Option("patience", int, 4, "validations without a new best PSNR before the rate drops", minimum=1),
         Option("min_lr", float, 1e-6, "the rate never drops below this", minimum=0.0),
+        Option("decay_start", int, None, "from this step on, the rate falls linearly from lr to min_lr at the last step (a fixed budget; plateau drops stop)", minimum=0),
         Option("seed", int, 0, "seed of every random draw"),
         Option("validate_every", int, 1000, "steps between validations", minimum=1),
         Option("checkpoint_every", int, 1000, "steps between checkpoints", minimum=1),
@@ -146,6 +147,14 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise UsageError(f"{path}: no [[train_data]] sources")
     get_preset(values["preset"])
     return TrainConfig(values, BLUR.defaults() | check_keys(blur, [BLUR], f"{path} [blur]"), train_data, val_data)
+
+
+def budget_lr(lr: float, min_lr: float, decay_start: int, steps: int, step: int) -> float:
+    """The learning rate of `step` (counted from 0) on a fixed budget: lr until decay_start,
+    then a straight line that reaches min_lr where the budget ends, at `steps`. A function of
+    the step alone, so resuming is exact."""
+    fraction = min(max(step - decay_start, 0) / max(steps - decay_start, 1), 1.0)
+    return lr + (min_lr - lr) * fraction
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -299,7 +308,8 @@ class Trainer:
             self.export_weights(self.output / WEIGHTS_NAME, scores)
         else:
             self.stale += 1
-            if self.stale >= self.config.patience and self.lr > self.config.min_lr:
+            decaying = self.config.decay_start is not None and self.step >= self.config.decay_start
+            if self.stale >= self.config.patience and self.lr > self.config.min_lr and not decaying:
                 self._set_lr(max(self.lr * self.config.lr_factor, self.config.min_lr))
                 self.stale = 0
                 self._print(f"validation stalled: learning rate now {self.lr:.2e}")
@@ -326,6 +336,8 @@ class Trainer:
         started, timed_from = time.monotonic(), self.step
         try:
             for blurred, sharp in self._batches(self.step, c.steps):
+                if c.decay_start is not None and self.step >= c.decay_start:
+                    self._set_lr(budget_lr(c.lr, c.min_lr, c.decay_start, c.steps, self.step))
                 t0 = time.monotonic()
                 losses.append(self.train_step(blurred, sharp))
                 self.train_seconds += time.monotonic() - t0
