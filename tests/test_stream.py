@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import vsdeblur.weights
 from media import make_clip, packets, video_times
 from vsdeblur.engine import Deblurrer
 from vsdeblur.io import Reader
@@ -138,7 +139,9 @@ def test_cli_config_file_flags_and_errors(tiny_weights, tmp_path):
     bad.write_text("[encode]\ncrf = 'high'\n")
     assert "crf must be an integer" in error(clip, tmp_path / "o.mkv", "--config", bad)
     assert "weights file not found" in error(clip, tmp_path / "o.mkv", "--weights", tmp_path / "none.safetensors")
-    assert "default.safetensors" in error(clip, tmp_path / "o.mkv")
+    with pytest.MonkeyPatch.context() as patch:  # as on an installation without the shipped model
+        patch.setattr(vsdeblur.weights, "default_weights_path", lambda: None)
+        assert "default.safetensors" in error(clip, tmp_path / "o.mkv")
     leftovers = sorted(p.name for p in tmp_path.iterdir())
     assert leftovers == ["bad.toml", "in.mkv", "in.srt", "job.toml", "out.mp4"]
 

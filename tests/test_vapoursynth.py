@@ -13,6 +13,7 @@ import torch
 import vapoursynth as vs
 
 import vsdeblur.vs
+import vsdeblur.weights
 from vsdeblur.config import ENGINE, VAPOURSYNTH, vapoursynth_args
 from vsdeblur.engine import Deblurrer
 from vsdeblur.vs import atrous
@@ -161,13 +162,15 @@ def test_missing_props_give_clear_errors_and_overrides_work(tiny_weights):
     assert out.format.id == vs.YUV420P8 and out.get_frame(1).props.get("_Matrix") is None
 
 
-def test_errors_are_vs_errors_a_script_author_understands(tiny_weights, tmp_path):
+def test_errors_are_vs_errors_a_script_author_understands(tiny_weights, tmp_path, monkeypatch):
     clip = to_clip(rgb_frames(2), vs.RGBS)
     missing = tmp_path / "nowhere.safetensors"
     with pytest.raises(vs.Error, match="nowhere.safetensors"):
         atrous(clip, weights=missing)
-    with pytest.raises(vs.Error, match=r"default\.safetensors"):
-        atrous(clip)
+    with monkeypatch.context() as patch:  # as on an installation without the shipped model
+        patch.setattr(vsdeblur.weights, "default_weights_path", lambda: None)
+        with pytest.raises(vs.Error, match=r"default\.safetensors"):
+            atrous(clip)
     with pytest.raises(vs.Error, match="stage must be one of"):
         atrous(clip, weights=tiny_weights, stage=3)
     varying = core.std.Splice([clip, core.std.BlankClip(clip, format=vs.RGBH)], mismatch=True)
