@@ -129,7 +129,7 @@ def bench(preset, weights, stage, size, frames, rounds, device, precision, tile,
         measurements += streamed
         ratios["stream_ratio"] = streamed[1].fps / streamed[0].fps
     if with_batch:
-        batched = _bench_batch(engine, clip, batch_files, weights, {"preset": preset, "stage": int(stage), **options}, rounds)
+        batched = _bench_batch(engine, clip, batch_files, weights or preset, {"stage": int(stage), **options}, rounds)
         measurements += batched
         ratios["batch_local_ratio"] = batched[1].fps / batched[0].fps
         ratios["batch_ray_cost"] = batched[2].seconds / batched[1].seconds - 1
@@ -155,13 +155,14 @@ def bench(preset, weights, stage, size, frames, rounds, device, precision, tile,
         json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 
-def _bench_batch(engine, clip, files: int, weights: Path | None, engine_options: dict, rounds: int) -> list:
+def _bench_batch(engine, clip, files: int, weights: Path | str, engine_options: dict, rounds: int) -> list:
     """Stream one file after another, batch local and batch Ray on `files` copies of the clip.
-    Batch workers load weights by path: the engine's own are saved when it has no file."""
+    Batch workers load weights by path: given a preset name instead, its untrained networks
+    (the engine's) are saved to a file."""
     from vsdeblur.bench import batch_runs, batch_settings, compare, local_ray, saved_weights
 
     with tempfile.TemporaryDirectory() as workdir, local_ray(cpus=2):
-        path = weights or saved_weights(engine_options["preset"], engine_options["stage"], Path(workdir) / "weights.safetensors")
+        path = weights if isinstance(weights, Path) else saved_weights(weights, engine_options["stage"], Path(workdir) / "weights.safetensors")
         runs = batch_runs(engine, clip, files, Path(workdir), batch_settings(path, **engine_options))
         return compare(engine.device, runs, files * len(clip), rounds)
 
