@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -35,6 +37,21 @@ def test_bench_prints_a_table_and_writes_json(tmp_path):
     assert [m["frames"] for m in data["measurements"]] == [3, 3]
     assert all(m["fps"] > 0 for m in data["measurements"])
     assert isinstance(data["engine_overhead"], float)
+
+
+def test_bench_batch_reports_local_and_ray_ratios(tmp_path, tiny_weights_stage1):
+    pytest.importorskip("ray")
+    out = tmp_path / "bench.json"
+    result = run("bench", "--weights", str(tiny_weights_stage1), "--size", "64x48", "--frames", "2", "--rounds", "1",
+                 "--batch", "--batch-files", "2", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "batch local fps / stream one after another fps" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["config"]["batch_files"] == 2
+    batch = {m["name"]: m for m in data["measurements"][2:]}
+    assert list(batch) == ["stream, one file after another", "batch, local executor", "batch, ray executor"]
+    assert all(m["frames"] == 4 and m["fps"] > 0 for m in batch.values())
+    assert data["batch_local_ratio"] > 0 and data["batch_ray_cost"] > -1
 
 
 def test_bad_arguments_give_one_line_and_exit_2():

@@ -3,8 +3,10 @@ same frames, so that the engine's own cost (conversion, padding, windowing, copi
 
 from __future__ import annotations
 
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -12,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vsdeblur.batch import resolved_settings, run_batch
 from vsdeblur.engine import Deblurrer
 from vsdeblur.io import Colour, Reader, VideoInfo, Writer
 from vsdeblur.models import build_model, get_preset
 from vsdeblur.stream import stream
+from vsdeblur.weights import save_weights
 
 
 @dataclass
@@ -72,10 +76,14 @@ def engine_for(preset: str, weights: str | None, stage: int, **options) -> Deblu
     not depend on the values)."""
     if weights is not None:
         return Deblurrer(weights=weights, stage=stage, **options)
+    return Deblurrer.from_models(get_preset(preset), untrained_models(preset, stage), **options)
+
+
+def untrained_models(preset: str, stage: int) -> dict[int, torch.nn.Module]:
+    """The preset's networks up to `stage`, initialised from seed 0: the same every call."""
     cfg = get_preset(preset)
     torch.manual_seed(0)
-    models = {s: build_model(cfg, s) for s in range(1, stage + 1)}
-    return Deblurrer.from_models(cfg, models, **options)
+    return {s: build_model(cfg, s) for s in range(1, stage + 1)}
 
 
 def bare_forward(engine: Deblurrer, frames: list[np.ndarray]) -> Callable[[], None]:
@@ -134,10 +142,7 @@ def stream_runs(engine: Deblurrer, frames: list[np.ndarray], workdir: Path) -> d
     encoded losslessly (FFV1) into a clip; the stream run decodes it, restores and encodes
     with the default encoder settings, so the ratio shows what decode and encode cost on top
     of the model when they run in their own threads."""
-    clip = workdir / "bench.mkv"
-    with Writer(clip, _video_info(frames), {"codec": "ffv1", "pix_fmt": "yuv420p"}, overwrite=True) as writer:
-        for i, frame in enumerate(frames):
-            writer.write(frame, i)
+    clip = _write_clip(workdir / "bench.mkv", frames)
     with Reader(clip) as reader:
         decoded = [f.rgb for f in reader.frames()]
     target = workdir / "out.mkv"
@@ -145,6 +150,70 @@ def stream_runs(engine: Deblurrer, frames: list[np.ndarray], workdir: Path) -> d
         "engine on the decoded frames": engine_run(engine, decoded),
         "stream (decode + engine + encode)": lambda: stream(clip, target, engine=engine, overwrite=True, progress=False),
     }
+
+
+def batch_runs(engine: Deblurrer, frames: list[np.ndarray], files: int, workdir: Path, settings: dict) -> dict[str, Callable[[], None]]:
+    """`files` short clips (the same frames, each its own file) restored three ways with the
+    same engine settings and the default encoder: vsdeblur-stream on one file after another
+    (one engine), and `vsdeblur batch` with the local and with the Ray executor, each into a
+    fresh output folder without resuming. `settings` are the batch job's values (ENGINE,
+    ENCODE, BATCH); its weights must be the engine's, saved to a file (see `saved_weights`).
+    The Ray executor needs a cluster already started (`local_ray`), so that its start-up is
+    not timed."""
+    clips = workdir / "clips"
+    clips.mkdir()
+    sources = [_write_clip(clips / f"clip{i}.mkv", frames) for i in range(files)]
+    streamed = workdir / "stream"
+    streamed.mkdir()
+
+    def one_after_another() -> None:
+        for source in sources:
+            stream(source, streamed / source.name, engine=engine, overwrite=True, progress=False)
+
+    def batch(executor: str) -> Callable[[], None]:
+        output = workdir / executor
+
+        def work() -> None:
+            shutil.rmtree(output, ignore_errors=True)
+            report = run_batch([str(clips)], output, {**settings, "executor": executor}, resume=False)
+            if not report.ok:
+                raise RuntimeError(f"batch ({executor}) failed: {report.table()}")
+
+        return work
+
+    return {"stream, one file after another": one_after_another, "batch, local executor": batch("local"),
+            "batch, ray executor": batch("ray")}
+
+
+def saved_weights(preset: str, stage: int, path: Path) -> Path:
+    """`engine_for`'s untrained networks as a weights file, for runs that load weights by path
+    (batch workers); the engine's own modules are already prepared for inference."""
+    return save_weights(path, get_preset(preset), untrained_models(preset, stage), recipe={"note": "untrained, for benchmarks"})
+
+
+def batch_settings(weights: Path, **engine_options) -> dict:
+    """A batch job's values: the defaults with these weights and engine options."""
+    return resolved_settings(None, {"weights": weights, **engine_options})
+
+
+@contextmanager
+def local_ray(cpus: int) -> Iterator[None]:
+    """A local Ray cluster for the duration, without the dashboard (it only costs start-up)."""
+    import ray
+
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _write_clip(path: Path, frames: list[np.ndarray]) -> Path:
+    """The frames as a lossless (FFV1) 25 fps clip."""
+    with Writer(path, _video_info(frames), {"codec": "ffv1", "pix_fmt": "yuv420p"}, overwrite=True) as writer:
+        for i, frame in enumerate(frames):
+            writer.write(frame, i)
+    return path
 
 
 def _video_info(frames: list[np.ndarray]) -> VideoInfo:

@@ -103,13 +103,17 @@ def _vapoursynth_status() -> str:
 @click.option("--num-streams", type=click.IntRange(1), default=1, show_default=True, help="VapourSynth: frames in flight (see --vapoursynth)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="also write the results as JSON")
 @click.option("--stream", "with_stream", is_flag=True, help="also time vsdeblur-stream (decode + engine + encode) against the engine alone on the same decoded frames")
-def bench(preset, weights, stage, size, frames, rounds, device, precision, tile, compile, vapoursynth, num_streams, with_stream, json_path) -> None:
+@click.option("--batch", "with_batch", is_flag=True, help="also time vsdeblur batch (local and Ray executors) against vsdeblur-stream on one short file after another")
+@click.option("--batch-files", type=click.IntRange(1), default=4, show_default=True, help="--batch: files of --frames frames each")
+def bench(preset, weights, stage, size, frames, rounds, device, precision, tile, compile, vapoursynth, num_streams, with_stream, with_batch, batch_files, json_path) -> None:
     """Throughput of the bare networks and of the engine on the same frames; optionally of the
-    VapourSynth filter and of vsdeblur-stream, each as a ratio to the engine."""
+    VapourSynth filter and of vsdeblur-stream, each as a ratio to the engine, and of batch jobs
+    as a ratio to vsdeblur-stream."""
     from vsdeblur.bench import bare_forward, compare, engine_for, engine_run, stream_runs, synthetic_frames, vapoursynth_run
 
     width, height = _parse_size(size)
-    engine = engine_for(preset, weights, int(stage), device=device, precision=precision, tile=tile, compile=compile, scene_threshold=0)
+    options = {"device": device, "precision": precision, "tile": tile, "compile": compile, "scene_threshold": 0}
+    engine = engine_for(preset, weights, int(stage), **options)
     clip = synthetic_frames(width, height, frames)
     runs = {"bare networks": bare_forward(engine, clip), "engine (numpy in, numpy out)": engine_run(engine, clip)}
     if vapoursynth:
@@ -124,6 +128,11 @@ def bench(preset, weights, stage, size, frames, rounds, device, precision, tile,
             streamed = compare(engine.device, stream_runs(engine, clip, Path(workdir)), frames, rounds)
         measurements += streamed
         ratios["stream_ratio"] = streamed[1].fps / streamed[0].fps
+    if with_batch:
+        batched = _bench_batch(engine, clip, batch_files, weights or preset, {"stage": int(stage), **options}, rounds)
+        measurements += batched
+        ratios["batch_local_ratio"] = batched[1].fps / batched[0].fps
+        ratios["batch_ray_cost"] = batched[2].seconds / batched[1].seconds - 1
     header = (f"preset {engine.preset.name}, stage {engine.stage}, {width}x{height}, {frames} frames x {rounds} rounds, "
               f"device {engine.device}, {str(engine.dtype).removeprefix('torch.')}")
     click.echo(header)
@@ -135,11 +144,27 @@ def bench(preset, weights, stage, size, frames, rounds, device, precision, tile,
         click.echo(f"vapoursynth throughput relative to the engine: {100 * ratios['vapoursynth_relative_throughput']:.1f} %")
     if with_stream:
         click.echo(f"stream fps / engine-only fps: {100 * ratios['stream_ratio']:.1f} %")
+    if with_batch:
+        click.echo(f"batch local fps / stream one after another fps: {100 * ratios['batch_local_ratio']:.1f} %")
+        click.echo(f"batch ray time over batch local time: {100 * ratios['batch_ray_cost']:+.1f} %")
     if json_path is not None:
         result = {"config": {"preset": engine.preset.name, "stage": engine.stage, "width": width, "height": height,
-                             "frames": frames, "rounds": rounds, "device": str(engine.device), "precision": str(engine.dtype)},
+                             "frames": frames, "rounds": rounds, "device": str(engine.device), "precision": str(engine.dtype),
+                             **({"batch_files": batch_files} if with_batch else {})},
                   "measurements": [m.as_dict() for m in measurements], **ratios}
         json_path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _bench_batch(engine, clip, files: int, weights: Path | str, engine_options: dict, rounds: int) -> list:
+    """Stream one file after another, batch local and batch Ray on `files` copies of the clip.
+    Batch workers load weights by path: given a preset name instead, its untrained networks
+    (the engine's) are saved to a file."""
+    from vsdeblur.bench import batch_runs, batch_settings, compare, local_ray, saved_weights
+
+    with tempfile.TemporaryDirectory() as workdir, local_ray(cpus=2):
+        path = weights if isinstance(weights, Path) else saved_weights(weights, engine_options["stage"], Path(workdir) / "weights.safetensors")
+        runs = batch_runs(engine, clip, files, Path(workdir), batch_settings(path, **engine_options))
+        return compare(engine.device, runs, files * len(clip), rounds)
 
 
 @main.command()

@@ -22,7 +22,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -233,6 +234,36 @@ def stream(
             if meter is not None:
                 meter.finish()
     return StreamResult(frames, time.monotonic() - started, writer.dropped)
+
+
+@contextmanager
+def background(items: Iterable[Any], name: str = "vsdeblur-background") -> Iterator[Iterator[Any]]:
+    """`items` produced in a thread of their own, up to QUEUE_FRAMES ahead of the consumer, so
+    that decoding, the engine and encoding (FFmpeg and torch release the GIL) overlap as in
+    `stream`. The producer's error is raised in the consumer; leaving the block stops it."""
+    stop = threading.Event()
+    channel = _Channel(stop)
+
+    def produce() -> None:
+        for item in items:
+            channel.put(item)
+        channel.put(_END)
+
+    def consume() -> Iterator[Any]:
+        try:
+            while (item := channel.get()) is not _END:
+                yield item
+        except _Cancelled:
+            _raise_first([stage])
+            raise
+
+    stage = _Stage(name, produce, stop)
+    stage.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        _join([stage])
 
 
 def _join(stages: list[_Stage]) -> None:

@@ -24,6 +24,7 @@ from vsdeblur.batch.manifest import ChunkRow, Manifest
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
 from vsdeblur.io import Frame, Reader, Writer
+from vsdeblur.stream import background
 
 # One engine per worker process and setting: loading weights once serves every chunk.
 _ENGINES: dict[str, Deblurrer] = {}
@@ -75,19 +76,21 @@ def _restore(manifest: Manifest, chunk: ChunkRow) -> int:
     stop = None if chunk.stop is None else chunk.stop + chunk.context
     pending: deque[Frame] = deque()  # inputs whose outputs have not come out yet (1:1, in order)
 
-    def inputs() -> Iterator[np.ndarray]:
-        for frame in reader.frames(first, stop):
+    def inputs(decoded: Iterator[Frame]) -> Iterator[np.ndarray]:
+        for frame in decoded:
             pending.append(frame)
             yield frame.rgb
 
-    def owned() -> Iterator[tuple[np.ndarray, int]]:
-        for restored in engine.frames(inputs()):
+    def owned(decoded: Iterator[Frame]) -> Iterator[tuple[np.ndarray, int]]:
+        for restored in engine.frames(inputs(decoded)):
             frame = pending.popleft()
             if frame.index >= chunk.start and (chunk.stop is None or frame.index < chunk.stop):
                 yield restored, frame.pts
 
-    with Reader(source) as reader:
-        return write_chunk(manifest.chunk_file(chunk), manifest.chunk_pts_file(chunk), owned())
+    # decode, engine and the FFV1 encode each in a thread of their own, as vsdeblur-stream runs
+    with Reader(source) as reader, background(reader.frames(first, stop), "vsdeblur-decode") as decoded, \
+            background(owned(decoded), "vsdeblur-engine") as restored:
+        return write_chunk(manifest.chunk_file(chunk), manifest.chunk_pts_file(chunk), restored)
 
 
 def _join(manifest: Manifest, file_id: int) -> None:
@@ -102,8 +105,10 @@ def _join(manifest: Manifest, file_id: int) -> None:
         with Reader(record.source) as reader:
             dtype = np.uint8 if reader.info.rgb_format == "rgb24" else np.uint16
             frames = chain.from_iterable(read_chunk(manifest.chunk_file(c), dtype) for c in chunks)
-            restored = zip(frames, pts, strict=True)
-            with Writer(record.output, reader.info, settings["encode"], source=reader, overwrite=True) as writer:
+            # the chunk files decode in a thread of their own while the frames are encoded
+            with background(frames, "vsdeblur-decode") as decoded, \
+                    Writer(record.output, reader.info, settings["encode"], source=reader, overwrite=True) as writer:
+                restored = zip(decoded, pts, strict=True)
                 # every frame first, then the other streams' packets (the video is decoded but
                 # not converted: range [0, 0)). With the writer before stream commit 1ddb37d,
                 # a packet copied before the first video packet mislabelled the video time
