@@ -156,6 +156,26 @@ def test_psnr_and_ssim_conventions():
     assert 0 < metrics.ssim(soft, image) < 0.9
 
 
+def test_ssim_equals_the_textbook_formula_in_float64():
+    # Wang et al. 2004 written out directly: 11x11 Gaussian (sigma 1.5) over every valid window
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    values = []
+    for c in range(3):
+        x, y = a[..., c].astype(np.float64), b[..., c].astype(np.float64)
+        for i in range(20 - 10):
+            for j in range(24 - 10):
+                px, py = x[i : i + 11, j : j + 11], y[i : i + 11, j : j + 11]
+                mx, my = (w * px).sum(), (w * py).sum()
+                vx, vy, cxy = (w * px * px).sum() - mx**2, (w * py * py).sum() - my**2, (w * px * py).sum() - mx * my
+                values.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
+    assert metrics.ssim(a, b) == pytest.approx(np.mean(values), abs=1e-6)
+
+
 # ---- the loop --------------------------------------------------------------------------------
 
 
