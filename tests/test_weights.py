@@ -9,17 +9,9 @@ import torch
 from safetensors.torch import save_file
 
 from tests.conftest import make_weights
-from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import WeightsError
-from vsdeblur.io import Reader
 from vsdeblur.models import build_model, get_preset
-from vsdeblur.train.metrics import psnr
-from vsdeblur.train.synth import ShakeBlur, ShakeSpec
-from vsdeblur.weights import default_weights_path, read_weights, resolve_weights, save_weights
-
-# The shipped model measured +0.37 dB on this frame with 12-24 px shake (docs/training.md);
-# the floor leaves room for BLAS rounding, not for a model that stops deblurring.
-SHIPPED_MODEL_MIN_GAIN_DB = 0.2
+from vsdeblur.weights import read_weights, resolve_weights, save_weights
 
 
 def test_round_trip_keeps_every_tensor_and_the_header(tmp_path):
@@ -113,18 +105,3 @@ def test_save_is_atomic_and_replaces(tmp_path):
     assert path.read_bytes() != first
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
 
-
-def test_the_shipped_default_model_deblurs(sample_clip):
-    # The model vsdeblur ships: its header says how it was made, and it deblurs a frame it never
-    # saw in training (the bundled clip) blurred with strong camera shake. It is weak: on mild
-    # shake (2-6 px) it loses PSNR (docs/training.md), which this test does not hide or check.
-    path = default_weights_path()
-    assert path is not None, "vsdeblur/weights/default.safetensors is not shipped"
-    shipped = read_weights(path)
-    assert shipped.preset.name == "small" and shipped.stages == (1,)
-    assert shipped.recipe["train"]["stage"] == 1 and shipped.info["steps"] > 0 and "val_psnr" in shipped.info
-    with Reader(sample_clip) as reader:
-        frame = next(reader.frames(60, 61)).rgb[200:456, 300:684]
-    blurred = next(ShakeBlur(ShakeSpec(min_length=12, max_length=24), seed=0).frames([frame]))
-    restored = Deblurrer(device="cpu").image(blurred)
-    assert psnr(restored, frame) > psnr(blurred, frame) + SHIPPED_MODEL_MIN_GAIN_DB
