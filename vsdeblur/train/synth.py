@@ -149,7 +149,10 @@ def add_extras(image: np.ndarray, rng: np.random.Generator, spec: ExtrasSpec = E
     """Signal-dependent noise, then (sometimes) a lossy JPEG round trip."""
     sigma = rng.uniform(0, spec.max_noise)
     if sigma > 0:
-        variance = sigma**2 + sigma * 0.5 * image  # read noise plus shot noise
+        # read noise plus shot noise, which grows with the signal: at white the std is twice
+        # sigma (a variance of sigma * image would make mid-grey several times noisier than
+        # any camera's video, and teach a model to smooth clean footage)
+        variance = sigma**2 * (1 + 3 * image)
         image = image + rng.normal(size=image.shape).astype(np.float32) * np.sqrt(variance).astype(np.float32)
     image = np.clip(image, 0, 1).astype(np.float32)
     if rng.random() < spec.compress_probability:
