@@ -69,6 +69,7 @@ BLUR = Group(
         Option("max_length", float, synth.ShakeSpec.max_length, "longest camera-shake path, pixels", minimum=0.0),
         Option("max_curvature", float, synth.ShakeSpec.max_curvature, "0: straight paths .. 1: curved, jerky", minimum=0.0),
         Option("kernel_size", int, synth.ShakeSpec.kernel_size, "kernel side (odd)", minimum=3),
+        Option("log_lengths", bool, synth.ShakeSpec.log_lengths, "draw shake lengths log-uniformly (every octave equally likely: more mild blur) instead of uniformly"),
         Option("max_noise", float, synth.ExtrasSpec.max_noise, "largest read-noise std (0..1 scale)", minimum=0.0),
         Option("compress_probability", float, synth.ExtrasSpec.compress_probability, "share of inputs sent through JPEG", minimum=0.0, maximum=1.0),
         Option("subframe_probability", float, BlurRecipe.subframe_probability, "share blurred along their own global motion", minimum=0.0, maximum=1.0),
@@ -97,7 +98,7 @@ class TrainConfig:
     def recipe(self) -> BlurRecipe:
         b = self.blur
         return BlurRecipe(
-            shake=synth.ShakeSpec(b["min_length"], b["max_length"], b["max_curvature"], b["kernel_size"]),
+            shake=synth.ShakeSpec(b["min_length"], b["max_length"], b["max_curvature"], b["kernel_size"], b["log_lengths"]),
             extras=synth.ExtrasSpec(b["max_noise"], b["compress_probability"]),
             subframe_probability=b["subframe_probability"],
             sharp_probability=b["sharp_probability"],

@@ -36,6 +36,7 @@ class ShakeSpec:
     max_length: float = 24.0
     max_curvature: float = 1.0  # 0: straight lines; 1: strongly curved, jerky paths
     kernel_size: int = 33  # odd; trajectories are scaled down to fit
+    log_lengths: bool = False  # lengths log-uniform: each octave (2-4, 4-8, ...) equally likely
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,10 @@ def rasterise(path: np.ndarray, size: int) -> np.ndarray:
 
 
 def shake_kernel(rng: np.random.Generator, spec: ShakeSpec = ShakeSpec()) -> np.ndarray:
-    length = rng.uniform(spec.min_length, spec.max_length)
+    if spec.log_lengths:
+        length = float(np.exp(rng.uniform(np.log(max(spec.min_length, 0.5)), np.log(max(spec.max_length, 0.5)))))
+    else:
+        length = rng.uniform(spec.min_length, spec.max_length)
     curvature = rng.uniform(0.0, spec.max_curvature)
     return rasterise(shake_trajectory(rng, length, curvature), spec.kernel_size)
 
