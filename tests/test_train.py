@@ -71,6 +71,27 @@ def test_convolution_with_a_delta_is_the_identity_and_blur_blurs():
     assert np.abs(np.diff(blurred, axis=1)).mean() < 0.5 * np.abs(np.diff(image, axis=1)).mean()
 
 
+def test_soften_blurs_every_frame_alike_and_leaves_flat_colour_alone():
+    rng = np.random.default_rng(6)
+    clip = np.repeat(rng.random((1, 48, 64, 3), dtype=np.float32), 3, axis=0)
+    detail = lambda x: np.abs(np.diff(x, axis=2)).mean()
+    for seed in range(6):  # whole-frame and masked softening both occur in six draws
+        soft = synth.soften(clip, np.random.default_rng(seed))
+        assert soft.shape == clip.shape and soft.dtype == np.float32
+        assert detail(soft) < 0.9 * detail(clip)
+        assert np.array_equal(soft[0], soft[2])  # the same focus in every frame of the clip
+    flat = np.full((1, 32, 32, 3), 0.25, np.float32)
+    assert np.allclose(synth.soften(flat, np.random.default_rng(0)), flat, atol=1e-6)
+
+
+def test_log_uniform_lengths_favour_mild_blur():
+    spec = synth.ShakeSpec(min_length=2.0, max_length=32.0, log_lengths=True)
+    rng = np.random.default_rng(7)
+    extents = [np.ptp(np.argwhere(synth.shake_kernel(rng, spec) > 0), axis=0).max() for _ in range(200)]
+    # each octave is equally likely: about half the paths are under 8 px (a uniform draw: 20 %)
+    assert 0.35 < np.mean(np.array(extents) < 8) < 0.65
+
+
 def test_frame_averaging_and_subframe_shifts():
     frame = np.random.default_rng(4).random((64, 80, 3), dtype=np.float32)
     assert np.allclose(synth.average_frames([frame, frame, frame]), frame, atol=1e-5)

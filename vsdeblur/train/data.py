@@ -350,6 +350,7 @@ class BlurRecipe:
     subframe_probability: float = 0.2  # blur along the clip's own global motion
     sharp_probability: float = 0.03  # leave a few inputs sharp: the model must not over-sharpen
     gamma_probability: float = 0.3  # blur code values instead of linear light, as many datasets do
+    soft_probability: float = 0.0  # put part of the sharp reference out of focus first (synth.soften)
 
 
 def make_pair(clip: Clip, rng: np.random.Generator, recipe: BlurRecipe) -> tuple[np.ndarray, np.ndarray]:
@@ -364,6 +365,8 @@ def make_pair(clip: Clip, rng: np.random.Generator, recipe: BlurRecipe) -> tuple
     if clip.blurred is not None:
         return inner(clip.blurred), inner(clip.sharp)
     sharp = clip.sharp
+    if rng.random() < recipe.soft_probability:
+        sharp = synth.soften(sharp, rng)
     leave_sharp = rng.random() < recipe.sharp_probability
     blurred = [sharp[0]]
     for t in range(1, len(sharp) - 1):

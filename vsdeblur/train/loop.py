@@ -75,6 +75,7 @@ BLUR = Group(
         Option("subframe_probability", float, BlurRecipe.subframe_probability, "share blurred along their own global motion", minimum=0.0, maximum=1.0),
         Option("sharp_probability", float, BlurRecipe.sharp_probability, "share left sharp", minimum=0.0, maximum=1.0),
         Option("gamma_probability", float, BlurRecipe.gamma_probability, "share blurred on code values, not linear light", minimum=0.0, maximum=1.0),
+        Option("soft_probability", float, BlurRecipe.soft_probability, "share whose sharp reference is first put partly out of focus (soft content is not motion blur)", minimum=0.0, maximum=1.0),
     ),
 )
 
@@ -103,6 +104,7 @@ class TrainConfig:
             subframe_probability=b["subframe_probability"],
             sharp_probability=b["sharp_probability"],
             gamma_probability=b["gamma_probability"],
+            soft_probability=b["soft_probability"],
         )
 
     def describe(self) -> dict:

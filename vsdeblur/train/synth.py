@@ -149,6 +149,31 @@ def subframe_blur(previous: np.ndarray, frame: np.ndarray, following: np.ndarray
     return convolve(frame, rasterise(path, size))
 
 
+SOFT_SIGMA = (0.5, 3.0)  # Gaussian std of the out-of-focus softening, pixels
+
+
+def soften(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Put part of a sharp T x H x W x 3 clip out of focus, the same way in every frame: a
+    Gaussian blur blended in through a smooth random mask (the whole frame, one time in three).
+    Real footage is full of soft content (depth of field, soft-focus sources) that must be left
+    alone; trained only on crisp references a model takes all softness for motion blur."""
+    sigma = rng.uniform(*SOFT_SIGMA)
+    radius = int(np.ceil(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+    taps /= taps.sum()
+    t, h, w, c = frames.shape
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).reshape(t * c, 1, h, w)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), taps.view(1, 1, -1, 1))
+    soft = x.reshape(t, c, h, w).permute(0, 2, 3, 1).numpy()
+    if rng.random() < 1 / 3:
+        return soft.astype(np.float32)
+    coarse = torch.from_numpy(rng.random((1, 1, 3, 3), dtype=np.float32))
+    mask = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)[0, 0].numpy()
+    mask = np.clip((mask - 0.35) / 0.3, 0, 1)[None, :, :, None]
+    return (frames * (1 - mask) + soft * mask).astype(np.float32)
+
+
 def add_extras(image: np.ndarray, rng: np.random.Generator, spec: ExtrasSpec = ExtrasSpec()) -> np.ndarray:
     """Signal-dependent noise, then (sometimes) a lossy JPEG round trip."""
     sigma = rng.uniform(0, spec.max_noise)
