@@ -149,25 +149,32 @@ def subframe_blur(previous: np.ndarray, frame: np.ndarray, following: np.ndarray
     return convolve(frame, rasterise(path, size))
 
 
-SOFT_SIGMA = (0.5, 3.0)  # Gaussian std of the out-of-focus softening, pixels
+SOFT_SIGMA = (0.5, 3.0)  # Gaussian std along the softest direction, pixels
+
+
+def soft_kernel(rng: np.random.Generator) -> np.ndarray:
+    """A random elliptical Gaussian: soft edges in real footage (defocus, shadows, gradients)
+    are often soft in one direction only, which is what motion blur looks like locally."""
+    major = rng.uniform(*SOFT_SIGMA)
+    minor = major * rng.uniform(0.3, 1.0)
+    angle = rng.uniform(0, np.pi)
+    radius = int(np.ceil(3 * major))
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1].astype(np.float64)
+    u, v = x * np.cos(angle) + y * np.sin(angle), -x * np.sin(angle) + y * np.cos(angle)
+    kernel = np.exp(-0.5 * ((u / major) ** 2 + (v / minor) ** 2))
+    return (kernel / kernel.sum()).astype(np.float32)
 
 
 def soften(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Put part of a sharp T x H x W x 3 clip out of focus, the same way in every frame: a
-    Gaussian blur blended in through a smooth random mask (the whole frame, one time in three).
-    Real footage is full of soft content (depth of field, soft-focus sources) that must be left
-    alone; trained only on crisp references a model takes all softness for motion blur."""
-    sigma = rng.uniform(*SOFT_SIGMA)
-    radius = int(np.ceil(3 * sigma))
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
-    taps /= taps.sum()
-    t, h, w, c = frames.shape
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).reshape(t * c, 1, h, w)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), taps.view(1, 1, -1, 1))
-    soft = x.reshape(t, c, h, w).permute(0, 2, 3, 1).numpy()
+    """Put part of a sharp T x H x W x 3 clip out of focus, the same way in every frame: an
+    elliptical Gaussian blur blended in through a smooth random mask (the whole frame, one time
+    in three). Real footage is full of soft content that must be left alone; trained only on
+    crisp references a model takes all softness for motion blur."""
+    kernel = soft_kernel(rng)
+    soft = np.stack([convolve(frame, kernel, linear=False) for frame in frames])
     if rng.random() < 1 / 3:
-        return soft.astype(np.float32)
+        return soft
+    h, w = frames.shape[1:3]
     coarse = torch.from_numpy(rng.random((1, 1, 3, 3), dtype=np.float32))
     mask = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)[0, 0].numpy()
     mask = np.clip((mask - 0.35) / 0.3, 0, 1)[None, :, :, None]
