@@ -179,11 +179,6 @@ class Trainer:
         # compiled CUDA graphs); numerically it is the same network
         self.memory_format = torch.channels_last
         self.model = build_model(self.preset, config.stage).to(self.device, memory_format=self.memory_format)
-        with torch.no_grad():
-            # Start training from the identity (the output layer's gain at zero): every step
-            # then has to earn its change to the input, and early training cannot lose detail
-            # that the blurred frame still had.
-            self.model.out.scale.zero_()
         self.stage1 = None
         if config.stage == 2:
             weights = read_weights(config.stage1_weights)
