@@ -169,7 +169,10 @@ def test_killed_midway_leaves_nothing(tiny_weights, tmp_path, signum, status, wo
     clip = make_clip(tmp_path / "in.mkv", width=160, height=96, frames=1000, audio=False)
     out = tmp_path / "out.mkv"
     proc = subprocess.Popen([sys.executable, "-m", "vsdeblur.stream", str(clip), str(out), "--weights", str(tiny_weights),
-                             "--device", "cpu", "--encoder-preset", "ultrafast"], env=ENV, stderr=subprocess.PIPE)
+                             "--device", "cpu", "--encoder-preset", "ultrafast"], env=ENV, stderr=subprocess.PIPE,
+                            # a shell that starts the tests in the background ignores SIGINT, and
+                            # Python keeps an ignored SIGINT ignored: give the child the default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".out.*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
