@@ -104,4 +104,3 @@ def test_save_is_atomic_and_replaces(tmp_path):
     make_weights(path, stages=(1,), seed=2)
     assert path.read_bytes() != first
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
-
