@@ -15,9 +15,7 @@ import json
 import math
 import os
 import platform
-import queue
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +53,7 @@ TRAIN = Group(
         Option("checkpoint_every", int, 1000, "steps between checkpoints", minimum=1),
         Option("log_every", int, 50, "steps between progress lines", minimum=1),
         Option("threads", int, 0, "CPU threads for torch (0: torch's default)", minimum=0),
+        Option("workers", int, 1, "processes drawing and blurring batches ahead of the optimiser (0: in the training process itself; a GPU needs many)", minimum=0),
         Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
         Option("stage1_weights", Path, None, "stage 2 only: the trained stage-1 weights it refines"),
         Option("val_frames", int, 8, "consecutive frames taken from each validation video", minimum=1),
@@ -165,6 +164,18 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 1, 4, 2, 3).mul(2).sub(1).contiguous()
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Item s is the batch of training step s as tensors: a pure function of (seed, s), so
+    any number of worker processes deliver exactly the batches a single process would."""
+
+    def __init__(self, mixture: Mixture, seed: int, batch: int, crop: int, frames: int) -> None:
+        self.mixture, self.seed, self.batch, self.crop, self.frames = mixture, seed, batch, crop, frames
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        blurred, sharp = self.mixture.batch(self.seed, step, self.batch, self.crop, self.frames)
+        return _to_tensor(blurred), _to_tensor(sharp)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, *, out=sys.stderr) -> None:
         self.config, self.out = config, out
@@ -268,7 +279,7 @@ class Trainer:
 
     def train_step(self, blurred: torch.Tensor, sharp: torch.Tensor) -> float:
         self.model.train()
-        blurred, sharp = blurred.to(self.device), sharp.to(self.device)
+        blurred, sharp = blurred.to(self.device, non_blocking=True), sharp.to(self.device, non_blocking=True)
         centre = blurred.shape[1] // 2
         frames = [blurred[:, t].contiguous(memory_format=self.memory_format) for t in range(blurred.shape[1])]
         if self.config.stage == 1:
@@ -283,25 +294,17 @@ class Trainer:
         self.optimizer.step()
         return loss.item()
 
-    def _batches(self, start: int, stop: int):
-        """Batches for steps start..stop-1, drawn one step ahead in a background thread."""
+    def _batches(self, start: int, stop: int) -> torch.utils.data.DataLoader:
+        """Batches for steps start..stop-1, drawn ahead in `workers` processes, in step order."""
         c = self.config
         frames = 1 if c.stage == 1 else 2 * self.preset.stage2.radius + 1
-        ready: queue.Queue = queue.Queue(maxsize=2)
-
-        def produce() -> None:
-            try:
-                for step in range(start, stop):
-                    ready.put(self.mixture.batch(c.seed, step, c.batch, c.crop, frames))
-            except BaseException as exc:  # surfaced in the consumer
-                ready.put(exc)
-
-        threading.Thread(target=produce, daemon=True).start()
-        for _ in range(start, stop):
-            item = ready.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield _to_tensor(item[0]), _to_tensor(item[1])
+        return torch.utils.data.DataLoader(
+            StepBatches(self.mixture, c.seed, c.batch, c.crop, frames), batch_size=None, sampler=range(start, stop),
+            num_workers=c.workers, pin_memory=self.device.type == "cuda",
+            # spawned, not forked: a child forked while FFmpeg held a lock in another thread
+            # deadlocks in its first JPEG round trip
+            multiprocessing_context="spawn" if c.workers else None,
+        )
 
     def validate(self) -> dict:
         scores = self.validation.score(self.preset, self._models_for_engine(), self.device)
