@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -125,6 +126,18 @@ def test_pairs_are_aligned_and_deterministic():
     assert b.shape == s.shape == (1, 32, 32, 3) and np.allclose(b, s, atol=1e-3)
 
 
+def test_reference_extras_put_grain_in_the_answer_too():
+    clean = np.full((3, 40, 40, 3), 0.5, np.float32)
+    base = BlurRecipe(shake=synth.ShakeSpec(0.0, 0.0, 0.0, 9), extras=synth.ExtrasSpec(0.02, 0.0), subframe_probability=0.0, sharp_probability=1.0)
+    _, untouched = make_pair(Clip(clean), np.random.default_rng(1), base)
+    assert np.array_equal(untouched, clean[1:2, 4:-4, 4:-4])
+    blurred, grainy = make_pair(Clip(clean), np.random.default_rng(1), dataclasses.replace(base, reference_extras_probability=1.0))
+    grain = (grainy - 0.5).std()
+    assert 0.002 < grain < 0.05
+    # the input carries the reference's grain and fresh grain on top of it: more than either
+    assert (blurred - 0.5).std() > grain and np.corrcoef((blurred - 0.5).ravel(), (grainy - 0.5).ravel())[0, 1] > 0.3
+
+
 # ---- data sources ----------------------------------------------------------------------------
 
 
@@ -150,6 +163,20 @@ def test_image_video_and_paired_sources(tmp_path):
         PairedSource(tmp_path / "images", "reds")
     with pytest.raises(UsageError, match="training data path not found"):
         ImageSource(tmp_path / "missing")
+
+
+def test_image_scales_above_one_soften_the_detail(tmp_path):
+    noise = np.random.default_rng(2).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    write_png(tmp_path / "noise.png", noise)
+
+    def detail(scales) -> float:
+        clip = ImageSource(tmp_path, scales=scales).sample(np.random.default_rng(3), 48, 1)
+        return float(np.abs(np.diff(clip.sharp, axis=2)).mean())
+
+    native, softer = detail((1.0, 1.0)), detail((1.8, 1.8))
+    assert softer < 0.6 * native
+    with pytest.raises(UsageError, match="scales must be"):
+        ImageSource(tmp_path, scales=(1.0, 0.5))
 
 
 def test_decord_reader_matches_pyav(tmp_path):
@@ -248,6 +275,18 @@ def test_checkpoint_resumes_exactly(tmp_path):
             assert torch.equal(tensor, resumed.optimizer.state_dict()["state"][k][name])
     log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == list(range(1, 7))
+
+
+def test_worker_processes_deliver_the_batches_of_a_single_process(tmp_path):
+    batches = {}
+    for workers in (0, 2):
+        config = load_config(write_config(tmp_path), {"output": tmp_path / f"w{workers}", "workers": workers})
+        batches[workers] = list(Trainer(config, out=io.StringIO())._batches(2, 5))
+    assert len(batches[0]) == len(batches[2]) == 3
+    for (b0, s0), (b2, s2) in zip(batches[0], batches[2]):
+        # the same draws; only the FFT's rounding differs, as workers run it on one thread
+        torch.testing.assert_close(b0, b2, atol=1e-6, rtol=0)
+        torch.testing.assert_close(s0, s2, atol=1e-6, rtol=0)
 
 
 def test_validation_exports_weights_with_recipe(tmp_path, tiny_weights):

@@ -106,9 +106,9 @@ def _as_float(frames: np.ndarray) -> np.ndarray:
 class ImageSource:
     """A folder (or file) of sharp images. Sequences are made by panning across an image."""
 
-    def __init__(self, path: str | Path, max_side: int = 2048) -> None:
+    def __init__(self, path: str | Path, max_side: int = 2048, scales: Sequence[float] = (0.5, 1.0)) -> None:
         self.paths = _files(Path(path), IMAGE_SUFFIXES)
-        self.max_side = max_side
+        self.max_side, self.scales = max_side, _check_scales(scales)
         self._cache: dict[Path, np.ndarray] = {}
 
     def _image(self, path: Path) -> np.ndarray:
@@ -121,17 +121,24 @@ class ImageSource:
 
     def sample(self, rng: np.random.Generator, size: int, frames: int) -> Clip:
         image = self._image(self.paths[rng.integers(len(self.paths))])
-        return Clip(_pan(_scaled_region(image, rng, size + 8 * frames + 2), rng, size, frames))
+        return Clip(_pan(_scaled_region(image, rng, size + 8 * frames + 2, self.scales), rng, size, frames))
 
 
-def _scaled_region(image: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
-    """A random region of `image`, downscaled by a random factor in [0.5, 1] (varying the scale
-    of detail) to at least size x size, as float32."""
-    scale = rng.uniform(0.5, 1.0)
+def _check_scales(scales: Sequence[float]) -> tuple[float, float]:
+    if len(scales) != 2 or not 0 < scales[0] <= scales[1]:
+        raise UsageError(f"scales must be [smallest, largest] factors above 0; got {list(scales)}")
+    return float(scales[0]), float(scales[1])
+
+
+def _scaled_region(image: np.ndarray, rng: np.random.Generator, size: int, scales: tuple[float, float]) -> np.ndarray:
+    """A random region of `image`, rescaled by a random factor in `scales` to at least size x
+    size, as float32. Below 1 the detail gets finer and crisper; above 1 it gets softer, as in
+    video that was shot or stored below its display size."""
+    scale = rng.uniform(*scales)
     region = min(int(size / scale) + 1, *image.shape[:2])
     scale = max(scale, size / region)
     crop = _random_crop(image[None], rng, region)
-    return _resize(crop, scale)[0] if scale < 0.999 else _as_float(crop[0])
+    return _resize(crop, scale)[0] if abs(scale - 1) > 1e-3 else _as_float(crop[0])
 
 
 def _pan(image: np.ndarray, rng: np.random.Generator, size: int, frames: int) -> np.ndarray:
@@ -231,8 +238,8 @@ class DeadLeavesSource:
     "dead leaves" model, whose statistics resemble natural images), textured and coloured.
     A fixed pool of large images (the same for every seed) is drawn lazily and cropped."""
 
-    def __init__(self, pool: int = 256, side: int = 384) -> None:
-        self.side = side
+    def __init__(self, pool: int = 256, side: int = 384, scales: Sequence[float] = (0.5, 1.0)) -> None:
+        self.side, self.scales = side, _check_scales(scales)
         self.pool: list[np.ndarray | None] = [None] * pool
 
     def sample(self, rng: np.random.Generator, size: int, frames: int) -> Clip:
@@ -240,7 +247,7 @@ class DeadLeavesSource:
         if self.pool[index] is None:
             image = dead_leaves(np.random.default_rng([1234, index]), self.side, shapes=2000)
             self.pool[index] = (image * 255 + 0.5).astype(np.uint8)
-        return Clip(_pan(_scaled_region(self.pool[index], rng, size + 8 * frames + 2), rng, size, frames))
+        return Clip(_pan(_scaled_region(self.pool[index], rng, size + 8 * frames + 2, self.scales), rng, size, frames))
 
 
 def dead_leaves(rng: np.random.Generator, size: int, shapes: int = 600, r_min: float = 1.5, alpha: float = 3.0) -> np.ndarray:
@@ -351,6 +358,7 @@ class BlurRecipe:
     sharp_probability: float = 0.03  # leave a few inputs sharp: the model must not over-sharpen
     gamma_probability: float = 0.3  # blur code values instead of linear light, as many datasets do
     soft_probability: float = 0.0  # put part of the sharp reference out of focus first (synth.soften)
+    reference_extras_probability: float = 0.0  # give the sharp reference itself noise and compression
 
 
 def make_pair(clip: Clip, rng: np.random.Generator, recipe: BlurRecipe) -> tuple[np.ndarray, np.ndarray]:
@@ -367,6 +375,11 @@ def make_pair(clip: Clip, rng: np.random.Generator, recipe: BlurRecipe) -> tuple
     sharp = clip.sharp
     if rng.random() < recipe.soft_probability:
         sharp = synth.soften(sharp, rng)
+    if rng.random() < recipe.reference_extras_probability:
+        # every frame of real video already carries grain and codec artifacts: they are part
+        # of the answer, and a model that only ever sees them added to its input learns to
+        # scrub them off sharp footage
+        sharp = np.stack([synth.add_extras(frame, rng, recipe.extras) for frame in sharp])
     leave_sharp = rng.random() < recipe.sharp_probability
     blurred = [sharp[0]]
     for t in range(1, len(sharp) - 1):

@@ -75,6 +75,7 @@ BLUR = Group(
         Option("sharp_probability", float, BlurRecipe.sharp_probability, "share left sharp", minimum=0.0, maximum=1.0),
         Option("gamma_probability", float, BlurRecipe.gamma_probability, "share blurred on code values, not linear light", minimum=0.0, maximum=1.0),
         Option("soft_probability", float, BlurRecipe.soft_probability, "share whose sharp reference is first put partly out of focus (soft content is not motion blur)", minimum=0.0, maximum=1.0),
+        Option("reference_extras_probability", float, BlurRecipe.reference_extras_probability, "share whose sharp reference already carries noise and compression, as real video frames do", minimum=0.0, maximum=1.0),
     ),
 )
 
@@ -104,6 +105,7 @@ class TrainConfig:
             sharp_probability=b["sharp_probability"],
             gamma_probability=b["gamma_probability"],
             soft_probability=b["soft_probability"],
+            reference_extras_probability=b["reference_extras_probability"],
         )
 
     def describe(self) -> dict:
