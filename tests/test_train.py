@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -318,6 +320,19 @@ def test_bad_training_configs(tmp_path):
         load_config(_write(tmp_path, "stage = 1\n"))
     with pytest.raises(UsageError, match="unknown data source kind 'photos'"):
         Trainer(load_config(_write(tmp_path, '[[train_data]]\nkind = "photos"\n')))
+
+
+def test_an_unreadable_training_image_stops_the_run_with_one_line(tmp_path):
+    images = tmp_path / "images"
+    write_png(images / "good.png", np.random.default_rng(1).integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    (images / "broken.png").write_bytes(b"not a picture")
+    config = tmp_path / "train.toml"
+    config.write_text(f'preset = "tiny"\nsteps = 20\nbatch = 2\ncrop = 32\n[blur]\nkernel_size = 9\n[[train_data]]\nkind = "images"\npath = "{images}"\n')
+    done = subprocess.run([sys.executable, "-m", "vsdeblur", "train", "--config", str(config), "--output", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot read image" in lines[0] and "broken.png" in lines[0], done.stderr
 
 
 def _write(tmp_path, text: str):

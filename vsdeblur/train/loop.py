@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,13 @@ class StepBatches(torch.utils.data.Dataset):
     def __init__(self, mixture: Mixture, seed: int, batch: int, crop: int, frames: int) -> None:
         self.mixture, self.seed, self.batch, self.crop, self.frames = mixture, seed, batch, crop, frames
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        blurred, sharp = self.mixture.batch(self.seed, step, self.batch, self.crop, self.frames)
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor] | UsageError:
+        try:
+            blurred, sharp = self.mixture.batch(self.seed, step, self.batch, self.crop, self.frames)
+        except UsageError as exc:
+            # handed back, not raised: a DataLoader wraps what its workers raise in a traceback,
+            # and bad training data (an unreadable image) deserves its one-line message
+            return exc
         return _to_tensor(blurred), _to_tensor(sharp)
 
 
@@ -296,17 +302,21 @@ class Trainer:
         self.optimizer.step()
         return loss.item()
 
-    def _batches(self, start: int, stop: int) -> torch.utils.data.DataLoader:
+    def _batches(self, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches for steps start..stop-1, drawn ahead in `workers` processes, in step order."""
         c = self.config
         frames = 1 if c.stage == 1 else 2 * self.preset.stage2.radius + 1
-        return torch.utils.data.DataLoader(
+        loader = torch.utils.data.DataLoader(
             StepBatches(self.mixture, c.seed, c.batch, c.crop, frames), batch_size=None, sampler=range(start, stop),
             num_workers=c.workers, pin_memory=self.device.type == "cuda",
             # spawned, not forked: a child forked while FFmpeg held a lock in another thread
             # deadlocks in its first JPEG round trip
             multiprocessing_context="spawn" if c.workers else None,
         )
+        for item in loader:
+            if isinstance(item, UsageError):
+                raise item
+            yield item
 
     def validate(self) -> dict:
         scores = self.validation.score(self.preset, self._models_for_engine(), self.device)
