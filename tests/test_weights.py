@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-import vsdeblur
 from tests.conftest import make_weights
 from vsdeblur.errors import WeightsError
 from vsdeblur.models import build_model, get_preset
@@ -111,11 +109,9 @@ def test_save_is_atomic_and_replaces(tmp_path):
 
 # ---- the shipped model ---------------------------------------------------------------------------
 
-SAMPLE = Path(vsdeblur.__file__).parent / "data" / "bigbuckbunny.mp4"
-
-
 @pytest.fixture(scope="module")
 def sample_crop() -> np.ndarray:
+    from vsdeblur.demo import SAMPLE
     from vsdeblur.train.data import decode_rgb
 
     frame = list(decode_rgb(SAMPLE, max_frames=61))[60]

@@ -10,6 +10,7 @@ start=$(date +%s)
 here=$(cd "$(dirname "$0")" && pwd)
 recipe="$here/small-stage1-gpu.toml"
 probe=$(mktemp -d)
+trap 'rm -rf "$probe"' EXIT
 
 python3 -m vsdeblur train --config "$recipe" --steps 400 --output "$probe" --no-resume 2>&1 | tee "$probe/stderr"
 steps=$(python3 - "$probe/stderr" "$start" "$budget" <<'PY'
