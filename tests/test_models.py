@@ -90,6 +90,17 @@ def test_stage2_output_is_centre_stage1_image_plus_residual():
     assert torch.equal(net(frames), frames[1])
 
 
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_an_untrained_stage2_starts_close_to_its_centre_input(preset):
+    # Stage 2 trains on top of a trained stage 1: starting far from its input would throw that
+    # work away first (its weight-normalised output layer once started at full gain, 0.3 off).
+    torch.manual_seed(0)
+    net = build_model(preset, 2).eval()
+    frames = [torch.rand(1, 3, 64, 64) * 2 - 1 for _ in range(3)]
+    with torch.no_grad():
+        assert (net(frames) - frames[1]).abs().mean() < 0.1
+
+
 def test_similarity_weighting_suppresses_dissimilar_neighbours():
     centre = torch.rand(1, 4, 8, 8) + 0.1
     same, opposite = centre.clone(), -centre

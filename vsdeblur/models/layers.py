@@ -41,8 +41,12 @@ class ScaledConv(nn.Module):
         nn.init.kaiming_normal_(self.weight, a=LEAKY_SLOPE if activation else 1.0)
         if not activation:
             # The linear output layers predict residuals: start them near zero so that an
-            # untrained network is close to the identity.
-            self.weight.data.mul_(0.1)
+            # untrained network is close to the identity. Weight normalisation would undo a
+            # smaller weight, so there the gain starts small instead.
+            if weight_norm:
+                self.scale.data.fill_(0.1)
+            else:
+                self.weight.data.mul_(0.1)
 
     def effective_weight(self) -> torch.Tensor:
         """The conv weight with scale (and weight normalisation) applied: what a fold uses."""
