@@ -1,6 +1,6 @@
 """The `vsdeblur` command: info, bench, and the training/evaluation tools.
 
-Every command turns a UsageError into one line on stderr and exit status 2; Ctrl-C exits 130.
+Every command turns a UsageError into one line on stderr and exit status 2 (errors.Command).
 """
 
 from __future__ import annotations
@@ -16,20 +16,8 @@ import click
 from vsdeblur import __version__
 from vsdeblur import config
 from vsdeblur.config import BATCH, ENCODE, ENGINE, click_options, engine_kwargs, resolve
-from vsdeblur.errors import UsageError
+from vsdeblur.errors import Command, UsageError
 from vsdeblur.train.loop import BLUR
-
-
-class Command(click.Command):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except UsageError as exc:
-            click.echo(f"{ctx.command_path}: error: {exc}", err=True)
-            ctx.exit(2)
-        except KeyboardInterrupt:
-            click.echo(f"{ctx.command_path}: interrupted", err=True)
-            ctx.exit(130)
 
 
 class Group(click.Group):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import queue
-import signal
 import sys
 import threading
 import time
@@ -31,17 +30,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from vsdeblur.config import ENCODE, ENGINE, click_options, engine_kwargs, resolve
-from vsdeblur.errors import UsageError
+from vsdeblur.errors import Command, UsageError
 
 if TYPE_CHECKING:
     from vsdeblur.engine import Deblurrer
 
 QUEUE_FRAMES = 8  # frames per queue: enough to ride out jitter, small enough for 4K in RAM
 _END = object()  # end-of-stream marker in a queue
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that the same clean-up as Ctrl-C runs."""
 
 
 class _Cancelled(Exception):
@@ -279,11 +274,7 @@ def _raise_first(stages: list[_Stage]) -> None:
             raise stage.error
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("input", metavar="INPUT")
 @click.argument("output", metavar="OUTPUT")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="TOML job file ([engine] and [encode] tables); flags override it")
@@ -297,21 +288,8 @@ def main(ctx: click.Context, input: str, output: str, config_path: Path | None, 
     Timestamps, audio, subtitles, attachments, chapters, metadata and colour are kept.
     """
     name = ctx.command_path
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        values = resolve([ENGINE, ENCODE], config_path, flags)
-        result = stream(input, output, values, overwrite=overwrite, progress=False if quiet else None)
-    except UsageError as exc:
-        click.echo(f"{name}: error: {exc}", err=True)
-        ctx.exit(2)
-    except Terminated:
-        click.echo(f"{name}: terminated; no output written", err=True)
-        ctx.exit(143)
-    except KeyboardInterrupt:
-        click.echo(f"{name}: interrupted; no output written", err=True)
-        ctx.exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    values = resolve([ENGINE, ENCODE], config_path, flags)
+    result = stream(input, output, values, overwrite=overwrite, progress=False if quiet else None)
     for label in result.dropped:
         click.echo(f"{name}: note: left out {label} (--drop-incompatible)", err=True)
     if not quiet:
