@@ -181,6 +181,23 @@ def test_image_scales_above_one_soften_the_detail(tmp_path):
         ImageSource(tmp_path, scales=(1.0, 0.5))
 
 
+def test_pan_sets_how_far_image_sequences_move_between_frames(tmp_path):
+    write_png(tmp_path / "noise.png", np.random.default_rng(2).integers(0, 256, (256, 256, 3), dtype=np.uint8))
+
+    def shift(pan: float, seed: int) -> tuple[int, int]:
+        """The whole-pixel motion from frame 0 to frame 1, found by exhaustive search."""
+        a, b = ImageSource(tmp_path, scales=(1.0, 1.0), pan=pan).sample(np.random.default_rng(seed), 64, 3).sharp[:2]
+        errors = {(dy, dx): np.abs(a[20 + dy : 44 + dy, 20 + dx : 44 + dx] - b[20:44, 20:44]).mean()
+                  for dy in range(-18, 19) for dx in range(-18, 19)}
+        return min(errors, key=errors.get)
+
+    assert {shift(0.0, seed) for seed in range(3)} == {(0, 0)}
+    wide = [max(map(abs, shift(16.0, seed))) for seed in range(6)]
+    assert max(wide) > 4 and max(wide) <= 16
+    with pytest.raises(UsageError, match="pan must be"):
+        ImageSource(tmp_path, pan=-1.0)
+
+
 def test_decord_reader_matches_pyav(tmp_path):
     pytest.importorskip("decord")
     frames = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(4)]

@@ -106,9 +106,9 @@ def _as_float(frames: np.ndarray) -> np.ndarray:
 class ImageSource:
     """A folder (or file) of sharp images. Sequences are made by panning across an image."""
 
-    def __init__(self, path: str | Path, max_side: int = 2048, scales: Sequence[float] = (0.5, 1.0)) -> None:
+    def __init__(self, path: str | Path, max_side: int = 2048, scales: Sequence[float] = (0.5, 1.0), pan: float = 4.0) -> None:
         self.paths = _files(Path(path), IMAGE_SUFFIXES)
-        self.max_side, self.scales = max_side, _check_scales(scales)
+        self.max_side, self.scales, self.pan = max_side, _check_scales(scales), _check_pan(pan)
         self._cache: dict[Path, np.ndarray] = {}
 
     def _image(self, path: Path) -> np.ndarray:
@@ -121,7 +121,7 @@ class ImageSource:
 
     def sample(self, rng: np.random.Generator, size: int, frames: int) -> Clip:
         image = self._image(self.paths[rng.integers(len(self.paths))])
-        return Clip(_pan(_scaled_region(image, rng, size + 8 * frames + 2, self.scales), rng, size, frames))
+        return Clip(_pan(_scaled_region(image, rng, _pan_region(size, frames, self.pan), self.scales), rng, size, frames, self.pan))
 
 
 def _check_scales(scales: Sequence[float]) -> tuple[float, float]:
@@ -141,9 +141,21 @@ def _scaled_region(image: np.ndarray, rng: np.random.Generator, size: int, scale
     return _resize(crop, scale)[0] if abs(scale - 1) > 1e-3 else _as_float(crop[0])
 
 
-def _pan(image: np.ndarray, rng: np.random.Generator, size: int, frames: int) -> np.ndarray:
-    """T crops of one image along a random straight pan (camera motion between frames)."""
-    step = rng.uniform(-4, 4, size=2) if frames > 1 else np.zeros(2)
+def _check_pan(pan: float) -> float:
+    if not pan >= 0:
+        raise UsageError(f"pan must be a non-negative number of pixels per frame; got {pan}")
+    return float(pan)
+
+
+def _pan_region(size: int, frames: int, pan: float) -> int:
+    """The side of the region a pan of T frames of `size` crops moves within."""
+    return size + int(np.ceil(2 * pan)) * frames + 2
+
+
+def _pan(image: np.ndarray, rng: np.random.Generator, size: int, frames: int, pan: float) -> np.ndarray:
+    """T crops of one image along a random straight pan (camera motion between frames) of up
+    to `pan` pixels per frame along each axis."""
+    step = rng.uniform(-pan, pan, size=2) if frames > 1 else np.zeros(2)
     span = np.abs(step) * (frames - 1)
     h, w = image.shape[:2]
     if h < size + span[1] + 1 or w < size + span[0] + 1:
@@ -238,8 +250,8 @@ class DeadLeavesSource:
     "dead leaves" model, whose statistics resemble natural images), textured and coloured.
     A fixed pool of large images (the same for every seed) is drawn lazily and cropped."""
 
-    def __init__(self, pool: int = 256, side: int = 384, scales: Sequence[float] = (0.5, 1.0)) -> None:
-        self.side, self.scales = side, _check_scales(scales)
+    def __init__(self, pool: int = 256, side: int = 384, scales: Sequence[float] = (0.5, 1.0), pan: float = 4.0) -> None:
+        self.side, self.scales, self.pan = side, _check_scales(scales), _check_pan(pan)
         self.pool: list[np.ndarray | None] = [None] * pool
 
     def sample(self, rng: np.random.Generator, size: int, frames: int) -> Clip:
@@ -247,7 +259,7 @@ class DeadLeavesSource:
         if self.pool[index] is None:
             image = dead_leaves(np.random.default_rng([1234, index]), self.side, shapes=2000)
             self.pool[index] = (image * 255 + 0.5).astype(np.uint8)
-        return Clip(_pan(_scaled_region(self.pool[index], rng, size + 8 * frames + 2, self.scales), rng, size, frames))
+        return Clip(_pan(_scaled_region(self.pool[index], rng, _pan_region(size, frames, self.pan), self.scales), rng, size, frames, self.pan))
 
 
 def dead_leaves(rng: np.random.Generator, size: int, shapes: int = 600, r_min: float = 1.5, alpha: float = 3.0) -> np.ndarray:
