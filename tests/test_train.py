@@ -306,6 +306,10 @@ def test_any_number_of_worker_processes_delivers_the_same_batches(tmp_path):
         assert torch.equal(b1, b2) and torch.equal(s1, s2)
 
 
+def last_validation_psnr(run: Path) -> float:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if "val_psnr" in line][-1]["val_psnr"]
+
+
 def test_validation_exports_weights_with_recipe(tmp_path, tiny_weights):
     images = tmp_path / "val"
     write_png(images / "a.png", np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8))
@@ -317,6 +321,8 @@ def test_validation_exports_weights_with_recipe(tmp_path, tiny_weights):
     assert w.preset.name == "tiny" and w.stages == (1,)
     assert w.recipe["train"]["lr"] == 2e-3 and w.recipe["blur"]["kernel_size"] == 9
     assert w.info["steps"] in (3, 6) and "val_psnr" in w.info and "val_blurred_psnr" in w.info
+    final = read_weights(tmp_path / "run" / "final.safetensors")  # the last step, best or not
+    assert final.info["steps"] == 6 and final.info["val_psnr"] == last_validation_psnr(tmp_path / "run")
 
 
 def test_stage2_trains_on_frozen_stage1_outputs(tmp_path, tiny_weights):

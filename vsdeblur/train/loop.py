@@ -81,7 +81,8 @@ BLUR = Group(
 )
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
-WEIGHTS_NAME = "weights.safetensors"
+WEIGHTS_NAME = "weights.safetensors"  # the best validation
+FINAL_NAME = "final.safetensors"  # the last step: the best validation is not always the model to use
 
 
 @dataclass
@@ -382,6 +383,9 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             log.close()
+        last = [r for r in self.history if "val_psnr" in r][-1:]
+        scores = {k[len("val_"):]: v for k, v in (last[0] if last else {}).items() if k.startswith("val_") and k != "val_best"}
+        self.export_weights(self.output / FINAL_NAME, scores)
         if self.validation is None:
             self.export_weights(self.output / WEIGHTS_NAME, {})
         return self.output / WEIGHTS_NAME
