@@ -260,6 +260,11 @@ class Writer:
         # copied packet writes the header first), so label them again before muxing.
         for packet in packets:
             packet.time_base = self.time_base
+            if packet.pts is not None and (packet.dts is None or packet.dts > packet.pts):
+                # libx265 sometimes leaves the DTS of packets that only come out at the final
+                # flush (a clip of 2 frames) uninitialised, and the muxer refuses them; a
+                # packet is never decoded after it is shown, so its PTS is a valid DTS
+                packet.dts = packet.pts
         return packets
 
     def copy(self, packet: av.Packet) -> None:
