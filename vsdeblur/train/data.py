@@ -121,7 +121,7 @@ class ImageSource:
 
     def sample(self, rng: np.random.Generator, size: int, frames: int) -> Clip:
         image = self._image(self.paths[rng.integers(len(self.paths))])
-        return Clip(_pan(_scaled_region(image, rng, _pan_region(size, frames, self.pan), self.scales), rng, size, frames, self.pan))
+        return _panned_clip(image, rng, size, frames, self.scales, self.pan)
 
 
 def _check_scales(scales: Sequence[float]) -> tuple[float, float]:
@@ -147,9 +147,10 @@ def _check_pan(pan: float) -> float:
     return float(pan)
 
 
-def _pan_region(size: int, frames: int, pan: float) -> int:
-    """The side of the region a pan of T frames of `size` crops moves within."""
-    return size + int(np.ceil(2 * pan)) * frames + 2
+def _panned_clip(image: np.ndarray, rng: np.random.Generator, size: int, frames: int, scales: tuple[float, float], pan: float) -> Clip:
+    """A clip of T crops panning across a randomly scaled region of one still image."""
+    region = size + int(np.ceil(2 * pan)) * frames + 2  # room for the pan's whole path
+    return Clip(_pan(_scaled_region(image, rng, region, scales), rng, size, frames, pan))
 
 
 def _pan(image: np.ndarray, rng: np.random.Generator, size: int, frames: int, pan: float) -> np.ndarray:
@@ -259,7 +260,7 @@ class DeadLeavesSource:
         if self.pool[index] is None:
             image = dead_leaves(np.random.default_rng([1234, index]), self.side, shapes=2000)
             self.pool[index] = (image * 255 + 0.5).astype(np.uint8)
-        return Clip(_pan(_scaled_region(self.pool[index], rng, _pan_region(size, frames, self.pan), self.scales), rng, size, frames, self.pan))
+        return _panned_clip(self.pool[index], rng, size, frames, self.scales, self.pan)
 
 
 def dead_leaves(rng: np.random.Generator, size: int, shapes: int = 600, r_min: float = 1.5, alpha: float = 3.0) -> np.ndarray:
