@@ -185,6 +185,22 @@ class StepBatches(torch.utils.data.Dataset):
         return _to_tensor(blurred), _to_tensor(sharp)
 
 
+class StepRange:
+    """The step numbers start..stop-1, drawn lazily (a DataLoader asks for a few ahead of the
+    step it delivers); `end` stops the drawing early."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.next, self.stop = start, stop
+
+    def __iter__(self) -> Iterator[int]:
+        while self.next < self.stop:
+            self.next += 1
+            yield self.next - 1
+
+    def end(self) -> None:
+        self.stop = self.next
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, *, out=sys.stderr) -> None:
         self.config, self.out = config, out
@@ -307,15 +323,23 @@ class Trainer:
         """Batches for steps start..stop-1, drawn ahead in `workers` processes, in step order."""
         c = self.config
         frames = 1 if c.stage == 1 else 2 * self.preset.stage2.radius + 1
+        steps = StepRange(start, stop)
         loader = torch.utils.data.DataLoader(
-            StepBatches(self.mixture, c.seed, c.batch, c.crop, frames), batch_size=None, sampler=range(start, stop),
+            StepBatches(self.mixture, c.seed, c.batch, c.crop, frames), batch_size=None, sampler=steps,
             num_workers=c.workers, pin_memory=self.device.type == "cuda",
             # spawned, not forked: a child forked while FFmpeg held a lock in another thread
             # deadlocks in its first JPEG round trip
             multiprocessing_context="spawn" if c.workers else None,
         )
-        for item in loader:
+        batches = iter(loader)
+        for item in batches:
             if isinstance(item, UsageError):
+                # take the batches the workers are already making before they are shut down: a
+                # worker that exits while its queue thread still hands over a batch aborts inside
+                # torch's storage sharing, and torch adds a page of traceback to the one line
+                steps.end()
+                for _ in batches:
+                    pass
                 raise item
             yield item
 
