@@ -4,6 +4,7 @@ same frames, so that the engine's own cost (conversion, padding, windowing, copi
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -183,6 +184,15 @@ def batch_runs(engine: Deblurrer, frames: list[np.ndarray], files: int, workdir:
 
     return {"stream, one file after another": one_after_another, "batch, local executor": batch("local"),
             "batch, ray executor": batch("ray")}
+
+
+def batch_comparison(engine: Deblurrer, frames: list[np.ndarray], files: int, weights: Path | str, engine_options: dict, rounds: int) -> list[Measurement]:
+    """`batch_runs` timed on a local Ray cluster of 2 CPUs. Batch workers load weights by path:
+    given a preset name instead, its untrained networks (the engine's) are saved to a file."""
+    with tempfile.TemporaryDirectory() as workdir, local_ray(cpus=2):
+        path = weights if isinstance(weights, Path) else saved_weights(weights, engine_options["stage"], Path(workdir) / "weights.safetensors")
+        runs = batch_runs(engine, frames, files, Path(workdir), batch_settings(path, **engine_options))
+        return compare(engine.device, runs, files * len(frames), rounds)
 
 
 def saved_weights(preset: str, stage: int, path: Path) -> Path:

@@ -97,7 +97,7 @@ def bench(preset, weights, stage, size, frames, rounds, device, precision, tile,
     """Throughput of the bare networks and of the engine on the same frames; optionally of the
     VapourSynth filter and of vsdeblur-stream, each as a ratio to the engine, and of batch jobs
     as a ratio to vsdeblur-stream."""
-    from vsdeblur.bench import bare_forward, compare, engine_for, engine_run, stream_runs, synthetic_frames, vapoursynth_run
+    from vsdeblur.bench import bare_forward, batch_comparison, compare, engine_for, engine_run, stream_runs, synthetic_frames, vapoursynth_run
 
     width, height = _parse_size(size)
     options = {"device": device, "precision": precision, "tile": tile, "compile": compile, "scene_threshold": 0}
@@ -117,7 +117,7 @@ def bench(preset, weights, stage, size, frames, rounds, device, precision, tile,
         measurements += streamed
         ratios["stream_ratio"] = streamed[1].fps / streamed[0].fps
     if with_batch:
-        batched = _bench_batch(engine, clip, batch_files, weights or preset, {"stage": int(stage), **options}, rounds)
+        batched = batch_comparison(engine, clip, batch_files, weights or preset, {"stage": int(stage), **options}, rounds)
         measurements += batched
         ratios["batch_local_ratio"] = batched[1].fps / batched[0].fps
         ratios["batch_ray_cost"] = batched[2].seconds / batched[1].seconds - 1
@@ -141,18 +141,6 @@ def bench(preset, weights, stage, size, frames, rounds, device, precision, tile,
                              **({"batch_files": batch_files} if with_batch else {})},
                   "measurements": [m.as_dict() for m in measurements], **ratios}
         json_path.write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _bench_batch(engine, clip, files: int, weights: Path | str, engine_options: dict, rounds: int) -> list:
-    """Stream one file after another, batch local and batch Ray on `files` copies of the clip.
-    Batch workers load weights by path: given a preset name instead, its untrained networks
-    (the engine's) are saved to a file."""
-    from vsdeblur.bench import batch_runs, batch_settings, compare, local_ray, saved_weights
-
-    with tempfile.TemporaryDirectory() as workdir, local_ray(cpus=2):
-        path = weights if isinstance(weights, Path) else saved_weights(weights, engine_options["stage"], Path(workdir) / "weights.safetensors")
-        runs = batch_runs(engine, clip, files, Path(workdir), batch_settings(path, **engine_options))
-        return compare(engine.device, runs, files * len(clip), rounds)
 
 
 @main.command()
