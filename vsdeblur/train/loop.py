@@ -407,8 +407,8 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             log.close()
-        last = [r for r in self.history if "val_psnr" in r][-1:]
-        scores = {k[len("val_"):]: v for k, v in (last[0] if last else {}).items() if k.startswith("val_") and k != "val_best"}
+        last = next((r for r in reversed(self.history) if "val_psnr" in r), {})
+        scores = {k[len("val_"):]: v for k, v in last.items() if k.startswith("val_") and k != "val_best"}
         self.export_weights(self.output / FINAL_NAME, scores)
         if self.validation is None:
             self.export_weights(self.output / WEIGHTS_NAME, {})
