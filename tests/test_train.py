@@ -356,6 +356,7 @@ def test_an_unreadable_training_image_stops_the_run_with_one_line(tmp_path):
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot read image" in lines[0] and "broken.png" in lines[0], done.stderr
+    assert not (tmp_path / "run").exists()  # no output folder, no empty log
 
 
 def _write(tmp_path, text: str):

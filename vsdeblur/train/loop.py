@@ -373,12 +373,14 @@ class Trainer:
                 raise UsageError(f"{self.output} already holds a training run; resume it or choose another output")
             self.load_checkpoint(checkpoint)
             self._print(f"resumed from {checkpoint} at step {self.step}")
-        self.output.mkdir(parents=True, exist_ok=True)
-        log = (self.output / "log.jsonl").open("a", encoding="utf-8")
+        log = None
         losses: list[float] = []
         started, timed_from = time.monotonic(), self.step
         try:
             for blurred, sharp in self._batches(self.step, c.steps):
+                if log is None:  # opened with the first batch: a run whose data is unreadable leaves nothing behind
+                    self.output.mkdir(parents=True, exist_ok=True)
+                    log = (self.output / "log.jsonl").open("a", encoding="utf-8")
                 if c.decay_start is not None and self.step >= c.decay_start:
                     self._set_lr(budget_lr(c.lr, c.min_lr, c.decay_start, c.steps, self.step))
                 t0 = time.monotonic()
@@ -406,7 +408,8 @@ class Trainer:
                 if self.step % c.checkpoint_every == 0 or self.step == c.steps:
                     self.save_checkpoint()
         finally:
-            log.close()
+            if log is not None:
+                log.close()
         last = next((r for r in reversed(self.history) if "val_psnr" in r), {})
         scores = {k[len("val_"):]: v for k, v in last.items() if k.startswith("val_") and k != "val_best"}
         self.export_weights(self.output / FINAL_NAME, scores)
