@@ -220,6 +220,22 @@ def test_bad_options_get_clear_errors(tiny_weights, options, error, message):
         engine.image(clip(1, 200, 200)[0])
 
 
+def test_the_window_follows_the_weights_unless_told(tmp_path, tiny_weights):
+    from vsdeblur.weights import read_weights, save_weights
+
+    loaded = read_weights(tiny_weights)
+    wide = tmp_path / "r2.safetensors"
+    save_weights(wide, loaded.preset.with_radius(2), {1: loaded.build(1), 2: loaded.build(2).widened(2)})
+    engine = Deblurrer(weights=wide)
+    assert engine.radius == 2
+    frames = clip(6)
+    # the outer frames start with no say: the same frames as the radius-1 original
+    for a, b in zip(engine.frames(frames), Deblurrer(weights=tiny_weights).frames(frames)):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    with pytest.raises(UsageError, match="trained with radius 2; radius 1 needs weights trained for it"):
+        Deblurrer(weights=wide, radius=1)
+
+
 def test_corrupt_weights_are_refused(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"garbage")

@@ -101,6 +101,21 @@ def test_an_untrained_stage2_starts_close_to_its_centre_input(preset):
         assert (net(frames) - frames[1]).abs().mean() < 0.1
 
 
+def test_a_widened_stage2_computes_what_the_narrow_one_did():
+    # a longer window is trained from a shorter one: the added outer frames start with no say
+    torch.manual_seed(0)
+    narrow = build_model("tiny", 2).eval()
+    wide = narrow.widened(2).eval()
+    assert wide.frames == 5 and wide.cfg.radius == 2
+    frames = [torch.rand(1, 3, 32, 48) * 2 - 1 for _ in range(5)]
+    with torch.no_grad():
+        assert torch.allclose(wide(frames), narrow(frames[1:4]), atol=1e-6)
+        frames[0], frames[4] = -frames[0], torch.zeros_like(frames[4])  # outer frames ignored
+        assert torch.allclose(wide(frames), narrow(frames[1:4]), atol=1e-6)
+    with pytest.raises(ValueError, match="cannot narrow a stage 2 of radius 2 to 1"):
+        wide.widened(1)
+
+
 def test_similarity_weighting_suppresses_dissimilar_neighbours():
     centre = torch.rand(1, 4, 8, 8) + 0.1
     same, opposite = centre.clone(), -centre

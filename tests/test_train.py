@@ -334,6 +334,21 @@ def test_stage2_trains_on_frozen_stage1_outputs(tmp_path, tiny_weights):
     assert all(torch.equal(before[k], v) for k, v in trainer.stage1.state_dict().items())
 
 
+def test_a_longer_stage2_window_trains_from_a_shorter_ones_weights(tmp_path, tiny_weights):
+    config = load_config(write_config(tmp_path), {"output": tmp_path / "r2", "stage": 2, "stage1_weights": tiny_weights,
+                                                  "init_weights": tiny_weights, "radius": 2, "steps": 2})
+    trainer = Trainer(config, out=io.StringIO())
+    start = read_weights(tiny_weights).build(2).widened(2).state_dict()
+    assert all(torch.equal(v, start[k]) for k, v in trainer.model.state_dict().items())
+    w = read_weights(trainer.run())
+    assert w.preset.stage2.radius == 2 and w.build(2).frames == 5
+    assert w.preset.stage1 == read_weights(tiny_weights).preset.stage1
+    config = load_config(write_config(tmp_path), {"output": tmp_path / "r1", "stage": 2, "stage1_weights": tiny_weights,
+                                                  "init_weights": w.path})
+    with pytest.raises(UsageError, match="holds a stage 2 of radius 2: it cannot start one of radius 1"):
+        Trainer(config, out=io.StringIO())
+
+
 def test_bad_training_configs(tmp_path):
     with pytest.raises(UsageError, match="unknown key 'stepz'"):
         load_config(_write(tmp_path, "stepz = 3\n"))

@@ -155,7 +155,7 @@ ENGINE = Group(
         Option("weights", Path, None, "weights file (.safetensors); default: the model shipped with vsdeblur"),
         Option("preset", str, None, "model preset the weights must match; default: read from the weights file"),
         Option("stage", int, None, "1: per-frame deblurring; 2: refined from neighbouring frames; default: the highest the weights hold", choices=(1, 2)),
-        Option("radius", int, 1, "temporal radius of stage 2 (window of 2r+1 frames); fixed by the weights", minimum=1, maximum=8),
+        Option("radius", int, None, "temporal radius of stage 2 (window of 2r+1 frames); fixed by the weights, default: theirs", minimum=1, maximum=8),
         Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
         Option("precision", str, "auto", "compute precision (auto: fp16 on CUDA, fp32 on CPU)", choices=("auto", "fp32", "fp16", "bf16")),
         Option("tile", int, None, "tile side in pixels (0: never tile); default: chosen from free memory", minimum=0),

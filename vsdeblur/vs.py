@@ -49,7 +49,7 @@ def atrous(
     weights: str | Path | None = ENGINE["weights"].default,
     preset: str | None = ENGINE["preset"].default,
     stage: int | None = ENGINE["stage"].default,
-    radius: int = ENGINE["radius"].default,
+    radius: int | None = ENGINE["radius"].default,
     device: str = ENGINE["device"].default,
     precision: str = ENGINE["precision"].default,
     tile: int | None = ENGINE["tile"].default,

@@ -91,7 +91,7 @@ def _engine_settings(values: dict[str, Any]) -> tuple[dict[str, Any], str, int]:
     content = hashlib.sha256(weights.path.read_bytes()).hexdigest()
     # device and compile change how, not what, frames are computed; precision does change them
     what = {k: v for k, v in settings.items() if k not in ("weights", "device", "compile")}
-    return settings, _digest(what, content), values["radius"] if stage == 2 else 0
+    return settings, _digest(what, content), (values["radius"] or weights.preset.stage2.radius) if stage == 2 else 0
 
 
 def run_batch(

@@ -119,7 +119,8 @@ class Deblurrer:
         weights: a .safetensors weights file; default: the weights shipped with vsdeblur.
         stage: 1 (per-frame) or 2 (per-frame, then refined from neighbours); default: the
             highest stage the weights hold.
-        radius: temporal radius of stage 2 (window of 2*radius+1 frames); fixed by the weights.
+        radius: temporal radius of stage 2 (window of 2*radius+1 frames); fixed by the weights,
+            default: theirs.
         device: "auto", "cpu", "cuda" or "cuda:N".
         precision: "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16" or "bf16".
         tile: tile side in pixels; None chooses from free memory, 0 never tiles.
@@ -135,7 +136,7 @@ class Deblurrer:
         preset: str | None = ENGINE["preset"].default,
         weights: str | Path | None = ENGINE["weights"].default,
         stage: int | None = ENGINE["stage"].default,
-        radius: int = ENGINE["radius"].default,
+        radius: int | None = ENGINE["radius"].default,
         device: str = ENGINE["device"].default,
         precision: str = ENGINE["precision"].default,
         tile: int | None = ENGINE["tile"].default,
@@ -171,7 +172,7 @@ class Deblurrer:
         self,
         preset: Preset,
         models: dict[int, nn.Module],
-        radius: int,
+        radius: int | None,
         device: str,
         precision: str,
         tile: int | None,
@@ -182,6 +183,7 @@ class Deblurrer:
     ) -> None:
         self.preset = preset
         self.stage = max(models)
+        radius = preset.stage2.radius if radius is None else radius
         if self.stage == 2 and radius != preset.stage2.radius:
             raise UsageError(
                 f"the stage-2 weights were trained with radius {preset.stage2.radius}; "

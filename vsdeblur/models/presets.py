@@ -53,6 +53,10 @@ class Preset:
             return 2 ** len(self.stage2.encoder_widths)
         return 2 if self.stage1.downsample else 1
 
+    def with_radius(self, radius: int) -> Preset:
+        """The same networks with stage 2 over a window of 2 * radius + 1 frames."""
+        return dataclasses.replace(self, stage2=dataclasses.replace(self.stage2, radius=radius))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

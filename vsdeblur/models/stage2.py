@@ -14,6 +14,8 @@ No optical flow and no warping: the similarity weights decide what a neighbour c
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,6 +100,24 @@ class MLFA(nn.Module):
             for feat, width, up in zip(reversed(fine_to_coarse), widths, up_widths)
         )
         self.out = _conv(cfg.head_width, 3, 3, activation=False)
+
+    def widened(self, radius: int) -> MLFA:
+        """This network over a window of 2 * radius + 1 frames, computing exactly what it did:
+        the fusion weights of the added outer frames start at zero (they have no say until
+        training gives them one), so a longer window can be trained from a shorter one."""
+        if radius < self.cfg.radius:
+            raise ValueError(f"cannot narrow a stage 2 of radius {self.cfg.radius} to {radius}")
+        wide = MLFA(dataclasses.replace(self.cfg, radius=radius))
+        state = self.state_dict()
+        added = radius - self.cfg.radius  # frames added on each side
+        for i, level in enumerate(wide.decoder):
+            key = f"decoder.{i}.fuse.weight"  # input channels: the window's features, frame by frame
+            features = state[key].shape[1] // self.frames
+            weight = torch.zeros_like(level.fuse.weight)
+            weight[:, added * features : (added + self.frames) * features] = state[key]
+            state[key] = weight
+        wide.load_state_dict(state)
+        return wide
 
     def encode(self, frame: torch.Tensor) -> Pyramid:
         return self.encoder(frame)

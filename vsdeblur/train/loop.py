@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from vsdeblur.config import Group, Option, check_keys
 from vsdeblur.errors import UsageError
@@ -57,6 +58,8 @@ TRAIN = Group(
         Option("workers", int, 1, "processes drawing and blurring batches ahead of the optimiser (0: in the training process itself; a GPU needs many)", minimum=0),
         Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
         Option("stage1_weights", Path, None, "stage 2 only: the trained stage-1 weights it refines"),
+        Option("radius", int, None, "stage 2 only: temporal radius (window of 2r+1 frames); default: the preset's", minimum=1, maximum=8),
+        Option("init_weights", Path, None, "weights to start the trained stage from instead of random (a stage 2 of a smaller radius is widened: the added frames start with no say)"),
         Option("val_frames", int, 8, "consecutive frames taken from each validation video", minimum=1),
         Option("val_max_side", int, 1280, "validation frames are downscaled to at most this side", minimum=64),
     ),
@@ -140,7 +143,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
             raise UsageError(f"{path}: train_data and val_data entries must be tables ([[train_data]])")
         if "path" in spec:
             spec["path"] = str((base / spec["path"]).resolve())
-    for key in ("output", "stage1_weights"):
+    for key in ("output", "stage1_weights", "init_weights"):
         if values[key] is not None and not Path(values[key]).is_absolute() and key not in given:
             values[key] = (base / values[key]).resolve()
     if values["batch"] is None:
@@ -210,17 +213,16 @@ class Trainer:
 
         self.device = resolve_device(config.device)
         self.preset = get_preset(config.preset)
+        if config.radius is not None:
+            self.preset = self.preset.with_radius(config.radius)
         torch.manual_seed(config.seed)
         # channels_last: oneDNN's CPU convolutions run about twice as fast in it (and so do
         # compiled CUDA graphs); numerically it is the same network
         self.memory_format = torch.channels_last
-        self.model = build_model(self.preset, config.stage).to(self.device, memory_format=self.memory_format)
+        self.model = self._initial_model().to(self.device, memory_format=self.memory_format)
         self.stage1 = None
         if config.stage == 2:
-            weights = read_weights(config.stage1_weights)
-            if weights.preset != self.preset:
-                raise UsageError(f"{config.stage1_weights} is preset {weights.preset.name!r}, not {self.preset.name!r}")
-            self.stage1 = weights.build(1).to(self.device, memory_format=self.memory_format).requires_grad_(False)
+            self.stage1 = self._trained(config.stage1_weights, 1).to(self.device, memory_format=self.memory_format).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.999))
         self.mixture = Mixture([(make_source(s), float(s.get("weight", 1.0))) for s in config.train_data], config.recipe())
         self.validation = ValidationSet(config.val_data, config.recipe(), seed=config.seed, frames=config.val_frames, max_side=config.val_max_side) if config.val_data else None
@@ -231,6 +233,24 @@ class Trainer:
         self.stale = 0
         self.history: list[dict] = []
         self.train_seconds = 0.0
+
+    def _trained(self, path: Path, stage: int) -> nn.Module:
+        weights = read_weights(path)
+        if weights.preset.name != self.preset.name or weights.preset.stage1 != self.preset.stage1:
+            raise UsageError(f"{path} is preset {weights.preset.name!r}, not {self.preset.name!r}")
+        return weights.build(stage)
+
+    def _initial_model(self) -> nn.Module:
+        c = self.config
+        if c.init_weights is None:
+            return build_model(self.preset, c.stage)
+        model = self._trained(c.init_weights, c.stage)
+        if c.stage == 2:
+            if model.cfg.radius < self.preset.stage2.radius:
+                model = model.widened(self.preset.stage2.radius)
+            if model.cfg != self.preset.stage2:
+                raise UsageError(f"{c.init_weights} holds a stage 2 of radius {model.cfg.radius}: it cannot start one of radius {self.preset.stage2.radius}")
+        return model.train()
 
     # ---- checkpoints --------------------------------------------------------------------
 
