@@ -134,6 +134,24 @@ def test_chunked_output_equals_single_pass_and_rerun_does_nothing(tmp_path, sett
     assert run_batch([str(clips)], tmp_path / "out", settings(crf=30, scene_threshold=0.0)).chunks_run == 5
 
 
+def test_chunks_of_a_wider_stage2_carry_its_window(tmp_path, tiny_weights):
+    # a stage 2 over 5 frames needs two frames of context on each side of a chunk, not one
+    import torch
+
+    from vsdeblur.models import build_model
+    from vsdeblur.weights import read_weights, save_weights
+
+    loaded = read_weights(tiny_weights)
+    torch.manual_seed(1)
+    wide = save_weights(tmp_path / "r2.safetensors", loaded.preset.with_radius(2),
+                        {1: loaded.build(1), 2: build_model(loaded.preset.with_radius(2), 2)})
+    clip = make_clip(tmp_path / "a.mp4", 10, seed=3)
+    values = resolved_settings(None, {"weights": wide, "device": "cpu", "workers": 1, "chunk_frames": 3, "scene_threshold": 0.0})
+    report = run_batch([str(clip)], tmp_path / "out", values)
+    assert report.ok and report.chunks_run == 3, report.table()
+    assert_same_video(tmp_path / "out" / "a.mkv", single_pass(clip, tmp_path / "ref.mkv", values))
+
+
 def batch_cli(*args: str, **kwargs) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.Popen([sys.executable, "-m", "vsdeblur.cli", "batch", *args], env=env, stdout=subprocess.PIPE,
