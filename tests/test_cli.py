@@ -39,6 +39,14 @@ def test_bench_prints_a_table_and_writes_json(tmp_path):
     assert isinstance(data["engine_overhead"], float)
 
 
+def test_bench_times_the_shipped_five_frame_stage2():
+    # the bare-network timing builds the window itself: it must be as wide as the weights'
+    weights = REPO / "vsdeblur" / "weights" / "default.safetensors"
+    result = run("bench", "--weights", str(weights), "--stage", "2", "--size", "64x48", "--frames", "2", "--rounds", "1")
+    assert result.returncode == 0, result.stderr
+    assert "stage 2" in result.stdout and "bare networks" in result.stdout
+
+
 def test_bench_batch_reports_local_and_ray_ratios(tmp_path, tiny_weights_stage1):
     pytest.importorskip("ray")
     out = tmp_path / "bench.json"

@@ -100,7 +100,8 @@ def bare_forward(engine: Deblurrer, frames: list[np.ndarray]) -> Callable[[], No
             s1 = model1(x).clamp_(-1, 1)
             if engine.stage == 2:
                 pyramid = engine._encode(s1)
-                engine._aggregate([previous or pyramid, pyramid, pyramid], s1)
+                r = engine.radius  # a window of 2r+1 pyramids, the earlier ones from the previous frame
+                engine._aggregate([previous or pyramid] * r + [pyramid] * (r + 1), s1)
                 previous = pyramid
 
     return work
