@@ -236,7 +236,7 @@ class Trainer:
 
     def _trained(self, path: Path, stage: int) -> nn.Module:
         weights = read_weights(path)
-        if weights.preset.name != self.preset.name or weights.preset.stage1 != self.preset.stage1:
+        if weights.preset.with_radius(self.preset.stage2.radius) != self.preset:  # the window may differ, nothing else
             raise UsageError(f"{path} is preset {weights.preset.name!r}, not {self.preset.name!r}")
         return weights.build(stage)
 
