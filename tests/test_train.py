@@ -18,7 +18,8 @@ from vsdeblur.errors import UsageError
 from vsdeblur.train import metrics, synth
 from vsdeblur.train.data import BlurRecipe, Clip, DeadLeavesSource, ImageSource, Mixture, PairedSource, VideoSource, make_pair
 from vsdeblur.train.loop import Trainer, _to_tensor, load_config
-from vsdeblur.weights import read_weights
+from vsdeblur.models import build_model, get_preset
+from vsdeblur.weights import read_weights, save_weights
 
 
 def write_png(path, image: np.ndarray) -> None:
@@ -346,6 +347,16 @@ def test_a_longer_stage2_window_trains_from_a_shorter_ones_weights(tmp_path, tin
     config = load_config(write_config(tmp_path), {"output": tmp_path / "r1", "stage": 2, "stage1_weights": tiny_weights,
                                                   "init_weights": w.path})
     with pytest.raises(UsageError, match="holds a stage 2 of radius 2: it cannot start one of radius 1"):
+        Trainer(config, out=io.StringIO())
+
+
+def test_weights_of_another_size_are_refused_naming_the_difference(tmp_path):
+    tiny = get_preset("tiny")
+    wider = dataclasses.replace(tiny, stage1=dataclasses.replace(tiny.stage1, head_width=tiny.stage1.head_width * 2))
+    other = save_weights(tmp_path / "wider.safetensors", wider, {1: build_model(wider, 1)})
+    config = load_config(write_config(tmp_path), {"output": tmp_path / "run", "init_weights": other})
+    with pytest.raises(UsageError, match=f"does not fit this run's preset 'tiny': stage1.head_width {tiny.stage1.head_width * 2} "
+                                         f"\\(expected {tiny.stage1.head_width}\\)$"):
         Trainer(config, out=io.StringIO())
 
 

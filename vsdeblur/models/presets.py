@@ -57,6 +57,19 @@ class Preset:
         """The same networks with stage 2 over a window of 2 * radius + 1 frames."""
         return dataclasses.replace(self, stage2=dataclasses.replace(self.stage2, radius=radius))
 
+    def differences(self, expected: Preset) -> list[str]:
+        """What in this preset differs from `expected`, one 'field value (expected value)' each."""
+        def walk(have: dict, want: dict, prefix: str) -> list[str]:
+            found = []
+            for key, value in want.items():
+                if isinstance(value, dict):
+                    found += walk(have[key], value, f"{prefix}{key}.")
+                elif have[key] != value:
+                    found.append(f"{prefix}{key} {have[key]!r} (expected {value!r})")
+            return found
+
+        return walk(self.to_dict(), expected.to_dict(), "")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -236,8 +236,9 @@ class Trainer:
 
     def _trained(self, path: Path, stage: int) -> nn.Module:
         weights = read_weights(path)
-        if weights.preset.with_radius(self.preset.stage2.radius) != self.preset:  # the window may differ, nothing else
-            raise UsageError(f"{path} is preset {weights.preset.name!r}, not {self.preset.name!r}")
+        differences = weights.preset.with_radius(self.preset.stage2.radius).differences(self.preset)  # the window may differ, nothing else
+        if differences:
+            raise UsageError(f"{path} does not fit this run's preset {self.preset.name!r}: " + "; ".join(differences))
         return weights.build(stage)
 
     def _initial_model(self) -> nn.Module:
