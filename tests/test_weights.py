@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,8 @@ from tests.conftest import make_weights
 from vsdeblur.errors import WeightsError
 from vsdeblur.models import build_model, get_preset
 from vsdeblur.weights import read_weights, resolve_weights, save_weights
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_round_trip_keeps_every_tensor_and_the_header(tmp_path):
@@ -28,6 +33,23 @@ def test_round_trip_keeps_every_tensor_and_the_header(tmp_path):
         for name, tensor in original.state_dict().items():
             assert torch.equal(loaded.state_dict()[name], tensor), name
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_shipping_copy_is_float16_and_computes_what_the_original_does(tmp_path, tiny_weights):
+    shipped = tmp_path / "shipped.safetensors"
+    subprocess.run([sys.executable, str(ROOT / "pipelines/train/ship.py"), str(tiny_weights), str(shipped)], check=True, cwd=tmp_path)
+    original, half = read_weights(tiny_weights), read_weights(shipped)
+    assert {t.dtype for t in half.tensors.values()} == {torch.float16}
+    assert shipped.stat().st_size < 0.6 * tiny_weights.stat().st_size
+    assert (half.preset, half.stages, half.recipe) == (original.preset, original.stages, original.recipe)
+    assert half.info["storage"] == "float16"
+    torch.manual_seed(0)
+    frames = [torch.rand(1, 3, 32, 48) for _ in range(3)]
+    with torch.no_grad():
+        for stage, inputs in ((1, frames[1]), (2, frames)):
+            expected, got = original.build(stage)(inputs), half.build(stage)(inputs)
+            assert got.dtype == torch.float32
+            assert (got - expected).abs().max() < 1e-3 and not torch.equal(got, expected)
 
 
 def test_missing_file(tmp_path):

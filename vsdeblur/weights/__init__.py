@@ -72,11 +72,14 @@ def save_weights(
     *,
     recipe: dict | None = None,
     info: dict | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write `models` ({stage: module}) atomically: a temporary file renamed into place."""
+    """Write `models` ({stage: module}) atomically: a temporary file renamed into place.
+
+    `dtype` is the storage type only: loading widens every tensor to float32 again."""
     path = Path(path)
     tensors = {
-        f"stage{stage}.{name}": tensor.detach().cpu().contiguous()
+        f"stage{stage}.{name}": tensor.detach().cpu().to(dtype).contiguous()
         for stage, model in sorted(models.items())
         for name, tensor in model.state_dict().items()
     }

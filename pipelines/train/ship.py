@@ -1,0 +1,25 @@
+"""Copy trained weights for shipping, stored in float16: half the size of the training export.
+
+The networks still compute in float32 (loading widens every tensor); rounding the weights to
+float16 moved the shipped model's scores by less than 0.01 dB (docs/training.md).
+
+Usage: python pipelines/train/ship.py runs/RUN/final.safetensors vsdeblur/weights/default.safetensors
+"""
+
+import sys
+
+import torch
+
+from vsdeblur.weights import read_weights, save_weights
+
+
+def ship(source: str, target: str) -> None:
+    weights = read_weights(source)
+    models = {stage: weights.build(stage) for stage in weights.stages}
+    save_weights(target, weights.preset, models, recipe=weights.recipe, info={**weights.info, "storage": "float16"}, dtype=torch.float16)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__.strip().splitlines()[-1])
+    ship(*sys.argv[1:])
