@@ -39,7 +39,7 @@ def test_bench_prints_a_table_and_writes_json(tmp_path):
     assert isinstance(data["engine_overhead"], float)
 
 
-def test_bench_times_the_shipped_five_frame_stage2():
+def test_bench_times_the_shipped_wide_window_stage2():
     # the bare-network timing builds the window itself: it must be as wide as the weights'
     weights = REPO / "vsdeblur" / "weights" / "default.safetensors"
     result = run("bench", "--weights", str(weights), "--stage", "2", "--size", "64x48", "--frames", "2", "--rounds", "1")
