@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.conftest import make_weights
+from tests.conftest import REPO, make_weights
 from vsdeblur.errors import WeightsError
 from vsdeblur.models import build_model, get_preset
 from vsdeblur.weights import read_weights, resolve_weights, save_weights
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_round_trip_keeps_every_tensor_and_the_header(tmp_path):
@@ -37,7 +34,7 @@ def test_round_trip_keeps_every_tensor_and_the_header(tmp_path):
 
 def test_shipping_copy_is_float16_and_computes_what_the_original_does(tmp_path, tiny_weights):
     shipped = tmp_path / "shipped.safetensors"
-    subprocess.run([sys.executable, str(ROOT / "pipelines/train/ship.py"), str(tiny_weights), str(shipped)], check=True, cwd=tmp_path)
+    subprocess.run([sys.executable, str(REPO / "pipelines/train/ship.py"), str(tiny_weights), str(shipped)], check=True, cwd=tmp_path)
     original, half = read_weights(tiny_weights), read_weights(shipped)
     assert {t.dtype for t in half.tensors.values()} == {torch.float16}
     assert shipped.stat().st_size < 0.6 * tiny_weights.stat().st_size
