@@ -326,6 +326,23 @@ def test_validation_exports_weights_with_recipe(tmp_path, tiny_weights):
     assert final.info["steps"] == 6 and final.info["val_psnr"] == last_validation_psnr(tmp_path / "run")
 
 
+def test_keep_every_exports_the_model_of_those_steps(tmp_path):
+    images = tmp_path / "val"
+    write_png(images / "a.png", np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    config = load_config(write_config(tmp_path, f'[[val_data]]\nkind = "images"\npath = "{images}"\n'),
+                         {"output": tmp_path / "run", "keep_every": 2})
+    trainer = Trainer(config, out=io.StringIO())
+    trainer.run()
+    kept = sorted((tmp_path / "run").glob("weights-*.safetensors"))
+    assert [p.name for p in kept] == ["weights-2.safetensors", "weights-4.safetensors", "weights-6.safetensors"]
+    assert [read_weights(p).info["steps"] for p in kept] == [2, 4, 6]
+    assert "val_psnr" not in read_weights(kept[0]).info  # step 2 was not validated (every 3)
+    final = read_weights(tmp_path / "run" / "final.safetensors")
+    assert read_weights(kept[2]).info["val_psnr"] == final.info["val_psnr"]
+    last = read_weights(kept[2]).build(1).state_dict()
+    assert all(torch.equal(v, last[k]) for k, v in trainer.model.state_dict().items())
+
+
 def test_stage2_trains_on_frozen_stage1_outputs(tmp_path, tiny_weights):
     config = load_config(write_config(tmp_path, ""), {"output": tmp_path / "s2", "stage": 2, "stage1_weights": tiny_weights, "steps": 2})
     trainer = Trainer(config, out=io.StringIO())

@@ -53,6 +53,7 @@ TRAIN = Group(
         Option("seed", int, 0, "seed of every random draw"),
         Option("validate_every", int, 1000, "steps between validations", minimum=1),
         Option("checkpoint_every", int, 1000, "steps between checkpoints", minimum=1),
+        Option("keep_every", int, None, "also export the model every N steps as weights-STEP.safetensors: candidates for checks on real footage, since validation picks between close ones noisily", minimum=1),
         Option("log_every", int, 50, "steps between progress lines", minimum=1),
         Option("threads", int, 0, "CPU threads for torch (0: torch's default)", minimum=0),
         Option("workers", int, 1, "processes drawing and blurring batches ahead of the optimiser (0: in the training process itself; a GPU needs many)", minimum=0),
@@ -386,6 +387,10 @@ class Trainer:
     def _print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
 
+    @staticmethod
+    def _scores_of(record: dict) -> dict:
+        return {k[len("val_"):]: v for k, v in record.items() if k.startswith("val_") and k != "val_best"}
+
     def run(self, resume: bool = True) -> Path:
         c = self.config
         checkpoint = self.output / CHECKPOINT_NAME
@@ -426,14 +431,15 @@ class Trainer:
                 if len(record) > 1:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
+                if c.keep_every and self.step % c.keep_every == 0:
+                    self.export_weights(self.output / f"weights-{self.step}.safetensors", self._scores_of(record))
                 if self.step % c.checkpoint_every == 0 or self.step == c.steps:
                     self.save_checkpoint()
         finally:
             if log is not None:
                 log.close()
         last = next((r for r in reversed(self.history) if "val_psnr" in r), {})
-        scores = {k[len("val_"):]: v for k, v in last.items() if k.startswith("val_") and k != "val_best"}
-        self.export_weights(self.output / FINAL_NAME, scores)
+        self.export_weights(self.output / FINAL_NAME, self._scores_of(last))
         if self.validation is None:
             self.export_weights(self.output / WEIGHTS_NAME, {})
         return self.output / WEIGHTS_NAME
