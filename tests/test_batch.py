@@ -22,6 +22,7 @@ from vsdeblur.batch import resolved_settings, run_batch
 from vsdeblur.batch.plan import Source, discover, output_path, plan_chunks
 from vsdeblur.errors import UsageError
 from vsdeblur.stream import stream
+from vsdeblur.weights import read_weights
 
 
 def make_clip(path: Path, frames: int = 10, seed: int = 0, width: int = 64, height: int = 48) -> Path:
@@ -150,6 +151,17 @@ def test_chunks_of_a_wider_stage2_carry_its_window(tmp_path, tiny_weights):
     report = run_batch([str(clip)], tmp_path / "out", values)
     assert report.ok and report.chunks_run == 3, report.table()
     assert_same_video(tmp_path / "out" / "a.mkv", single_pass(clip, tmp_path / "ref.mkv", values))
+
+
+def test_a_radius_the_weights_were_not_trained_for_stops_the_plan(tmp_path, tiny_weights):
+    clip = make_clip(tmp_path / "a.mp4", 4, seed=3)
+    trained = read_weights(tiny_weights).preset.stage2.radius
+    values = resolved_settings(None, {"weights": tiny_weights, "device": "cpu", "radius": trained + 1})
+    with pytest.raises(UsageError, match=f"trained with radius {trained}; radius {trained + 1} needs weights trained for it"):
+        run_batch([str(clip)], tmp_path / "out", values)
+    assert not (tmp_path / "out").exists()
+    values = resolved_settings(None, {"weights": tiny_weights, "device": "cpu", "radius": trained + 1, "stage": 1})
+    assert run_batch([str(clip)], tmp_path / "out", values).ok  # stage 1 reads no neighbours
 
 
 def batch_cli(*args: str, **kwargs) -> subprocess.Popen:

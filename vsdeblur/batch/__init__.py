@@ -22,6 +22,7 @@ from vsdeblur.batch.executors import Task, default_workers, run_local, run_ray
 from vsdeblur.batch.manifest import STATE_DIR, Manifest
 from vsdeblur.batch.plan import discover, fingerprint, output_path, packet_index, plan_chunks
 from vsdeblur.config import BATCH, ENCODE, ENGINE
+from vsdeblur.engine import chosen_stage, window_radius
 from vsdeblur.errors import UsageError
 from vsdeblur.weights import resolve_weights
 
@@ -87,11 +88,11 @@ def _engine_settings(values: dict[str, Any]) -> tuple[dict[str, Any], str, int]:
     weights = resolve_weights(values["weights"])
     settings = {o.name: values[o.name] for o in ENGINE.options}
     settings["weights"] = str(weights.path)
-    stage = values["stage"] or max(weights.stages)
+    stage = chosen_stage(weights, values["stage"])
     content = hashlib.sha256(weights.path.read_bytes()).hexdigest()
     # device and compile change how, not what, frames are computed; precision does change them
     what = {k: v for k, v in settings.items() if k not in ("weights", "device", "compile")}
-    return settings, _digest(what, content), (values["radius"] or weights.preset.stage2.radius) if stage == 2 else 0
+    return settings, _digest(what, content), window_radius(weights.preset, stage, values["radius"])
 
 
 def run_batch(
@@ -101,10 +102,10 @@ def run_batch(
     plan_only: write the manifest and stop, for `vsdeblur run-chunk` under another scheduler."""
     started = time.perf_counter()
     output = Path(output)
+    engine, engine_hash, context = _engine_settings(values)  # bad weights or settings stop the job before it writes anything
     output.mkdir(parents=True, exist_ok=True)
     if not resume:
         shutil.rmtree(output / STATE_DIR, ignore_errors=True)
-    engine, engine_hash, context = _engine_settings(values)
     encode = {o.name: values[o.name] for o in ENCODE.options}
     sources = discover(inputs)
     targets = {s.path: output_path(output, s, values["name_template"]) for s in sources}

@@ -38,7 +38,7 @@ from vsdeblur.engine.window import SceneDetector, window_indices
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset, fold_scales
 from vsdeblur.models.stage2 import Pyramid
-from vsdeblur.weights import resolve_weights
+from vsdeblur.weights import Weights, resolve_weights
 
 __all__ = ["Deblurrer", "EngineStats", "check_frame"]
 
@@ -111,6 +111,25 @@ class _FrameState:
                 yield from pyramid
 
 
+def chosen_stage(weights: Weights, stage: int | None) -> int:
+    """The stage to run: the one asked for, else the highest the weights hold."""
+    stage = max(weights.stages) if stage is None else stage
+    if stage not in (1, 2):
+        raise UsageError(f"stage must be 1 or 2, not {stage!r}")
+    return stage
+
+
+def window_radius(preset: Preset, stage: int, radius: int | None) -> int:
+    """Frames on each side that a stage reads: stage 2 the radius its weights were trained
+    with (asking for another is an error), stage 1 none."""
+    if stage == 2 and radius is not None and radius != preset.stage2.radius:
+        raise UsageError(
+            f"the stage-2 weights were trained with radius {preset.stage2.radius}; "
+            f"radius {radius} needs weights trained for it"
+        )
+    return preset.stage2.radius if stage == 2 else 0
+
+
 class Deblurrer:
     """Deblur frames with a trained model.
 
@@ -151,10 +170,7 @@ class Deblurrer:
                 f"{loaded.path.name} was trained as preset {loaded.preset.name!r}, not {preset!r}; "
                 "drop the preset option or pass matching weights"
             )
-        stage = max(loaded.stages) if stage is None else stage
-        if stage not in (1, 2):
-            raise UsageError(f"stage must be 1 or 2, not {stage!r}")
-        models = {s: loaded.build(s) for s in range(1, stage + 1)}
+        models = {s: loaded.build(s) for s in range(1, chosen_stage(loaded, stage) + 1)}
         self.weights_path: Path | None = loaded.path
         self._setup(loaded.preset, models, radius, device, precision, tile, overlap, ensemble, scene_threshold, compile)
 
@@ -183,19 +199,13 @@ class Deblurrer:
     ) -> None:
         self.preset = preset
         self.stage = max(models)
-        radius = preset.stage2.radius if radius is None else radius
-        if self.stage == 2 and radius != preset.stage2.radius:
-            raise UsageError(
-                f"the stage-2 weights were trained with radius {preset.stage2.radius}; "
-                f"radius {radius} needs weights trained for it"
-            )
+        self.radius = window_radius(preset, self.stage, radius)
         if tile is not None and tile < 0:
             raise UsageError(f"tile must be 0 (never tile) or a size in pixels, not {tile}")
         if overlap is not None and overlap < 0:
             raise UsageError(f"overlap must be at least 0, not {overlap}")
         if scene_threshold is not None and not 0 <= scene_threshold < 1:
             raise UsageError(f"scene threshold must lie between 0 and 1, not {scene_threshold}")
-        self.radius = radius if self.stage == 2 else 0
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.tile, self.overlap = tile, preset.overlap if overlap is None else overlap
