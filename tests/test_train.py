@@ -419,6 +419,29 @@ def test_relative_output_is_relative_to_the_config_file(tmp_path, monkeypatch):
     assert load_config(path, {"output": Path("elsewhere")}).output == Path("elsewhere")
 
 
+def test_a_recipe_is_its_base_with_the_keys_it_gives_replaced(tmp_path):
+    (tmp_path / "older").mkdir()
+    (tmp_path / "older" / "first.toml").write_text(
+        'preset = "tiny"\nsteps = 10\nseed = 1\noutput = "runs/first"\n[blur]\nmax_length = 6.0\nmax_noise = 0.0\n'
+        '[[train_data]]\nkind = "images"\npath = "photos"\n[[val_data]]\nkind = "images"\npath = "held-out"\n')
+    (tmp_path / "second.toml").write_text(
+        'base = "older/first.toml"\nsteps = 20\n[blur]\nmax_noise = 0.01\n[[train_data]]\nkind = "dead-leaves"\n')
+    (tmp_path / "third.toml").write_text('base = "second.toml"\nseed = 3\noutput = "runs/third"\n')
+    config = load_config(tmp_path / "third.toml")
+    assert (config.steps, config.seed, config.preset) == (20, 3, "tiny")
+    assert (config.blur["max_length"], config.blur["max_noise"]) == (6.0, 0.01)  # [blur] key by key
+    assert config.train_data == [{"kind": "dead-leaves"}]  # lists whole
+    assert config.val_data == [{"kind": "images", "path": str((tmp_path / "older" / "held-out").resolve())}]
+    assert config.output == (tmp_path / "runs" / "third").resolve()  # relative to the file that names it
+    assert load_config(tmp_path / "second.toml").output == (tmp_path / "older" / "runs" / "first").resolve()
+    (tmp_path / "older" / "first.toml").write_text('base = "../third.toml"\n')
+    with pytest.raises(UsageError, match="base recipes form a loop"):
+        load_config(tmp_path / "third.toml")
+    (tmp_path / "lost.toml").write_text('base = "nowhere.toml"\n')
+    with pytest.raises(UsageError, match="config file not found: .*nowhere.toml"):
+        load_config(tmp_path / "lost.toml")
+
+
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "pipelines" / "train").glob("*.toml")), ids=lambda p: p.name)
 def test_committed_training_recipes_load(recipe):
     config = load_config(recipe)

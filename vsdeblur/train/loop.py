@@ -120,33 +120,52 @@ class TrainConfig:
                 "train_data": self.train_data, "val_data": self.val_data}
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+PATH_KEYS = ("output", "stage1_weights", "init_weights")
+
+
+def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file as a dict, its relative paths made relative to the file itself. A recipe
+    may name a `base` recipe: it is that one with the keys given here replaced, [blur] key by
+    key, and train_data or val_data whole."""
     import tomllib
 
-    path = Path(path)
+    if path.resolve() in chain:
+        raise UsageError(f"{path}: base recipes form a loop")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}") from None
-    train_data, val_data = data.pop("train_data", []), data.pop("val_data", [])
-    blur = data.pop("blur", {})
-    if not isinstance(blur, dict):
+    if not isinstance(data.get("blur", {}), dict):
         raise UsageError(f"{path}: [blur] must be a table")
-    values = TRAIN.defaults() | check_keys(data, [TRAIN], str(path))
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    values.update(given)
-    # relative data and output paths are relative to the config file
-    base = path.parent
-    for spec in train_data + val_data:
+    for spec in data.get("train_data", []) + data.get("val_data", []):
         if not isinstance(spec, dict):
             raise UsageError(f"{path}: train_data and val_data entries must be tables ([[train_data]])")
         if "path" in spec:
-            spec["path"] = str((base / spec["path"]).resolve())
-    for key in ("output", "stage1_weights", "init_weights"):
-        if values[key] is not None and not Path(values[key]).is_absolute() and key not in given:
-            values[key] = (base / values[key]).resolve()
+            spec["path"] = str((path.parent / spec["path"]).resolve())
+    for key in PATH_KEYS:
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str((path.parent / data[key]).resolve())
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise UsageError(f"{path}: base must be the file name of another recipe")
+    merged = _read_recipe(path.parent / base, chain + (path.resolve(),))
+    blur = merged.pop("blur", {}) | data.pop("blur", {})
+    return merged | data | {"blur": blur}
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A recipe (and its base recipes) with `overrides` on top; relative paths in files are
+    relative to the file, in overrides to the working directory."""
+    path = Path(path)
+    data = _read_recipe(path)
+    train_data, val_data = data.pop("train_data", []), data.pop("val_data", [])
+    blur = data.pop("blur", {})
+    values = TRAIN.defaults() | check_keys(data, [TRAIN], str(path))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     if values["batch"] is None:
         values["batch"] = 1 if values["stage"] == 1 else 2
     if values["crop"] % 16:
