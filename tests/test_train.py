@@ -466,3 +466,26 @@ def test_decay_start_sets_the_rate_of_every_step(tmp_path):
     rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "lr" in r]
     # log line n holds the rate step n ran with; the line ends at min_lr when the budget ends
     assert rates == pytest.approx([2e-3, 2e-3, 2e-3, (2e-3 + config.min_lr) / 2])
+
+
+def test_size_run_fits_steps_to_the_measured_synthesis_rate(tmp_path):
+    script = Path(__file__).parents[1] / "pipelines" / "train" / "size-run.py"
+    (tmp_path / "recipes").mkdir()
+    recipe = write_config(tmp_path / "recipes")
+    recipe.write_text("decay_start = 3\n" + recipe.read_text())  # half of its 6 steps
+    (tmp_path / "sized").mkdir()
+    sized = tmp_path / "sized" / "run.toml"
+    done = subprocess.run([sys.executable, str(script), str(recipe), "30", str(sized), "--workers", "3", "--measure", "0.5"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rate = float(done.stdout.split("(")[1].split()[0])  # samples/s per core, as measured
+    config = load_config(sized)
+    keep = int(rate * 3 * 0.8 * 30 / 2 / 3)  # 3 workers, 30 s, batch 2, 3 candidates
+    assert (config.steps, config.keep_every, config.checkpoint_every) == (3 * keep, keep, keep)
+    assert config.decay_start == round(3 * keep / 2) and config.workers == 3
+    assert (config.preset, config.crop, config.blur["kernel_size"]) == ("tiny", 48, 9)  # the rest is the recipe's
+    assert sized.read_text().startswith('base = "../recipes/train.toml"')
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "none.toml"), "30", str(tmp_path / "out.toml")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert "config file not found" in missing.stderr and not (tmp_path / "out.toml").exists()

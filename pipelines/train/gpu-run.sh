@@ -1,31 +1,11 @@
 #!/bin/bash
-# Train small-stage1-gpu.toml within a wall-clock budget. The learning-rate schedule needs the
-# step count up front, so a short probe run first measures this machine's steps/s (GPU step and
-# batch synthesis together), then the real run is sized to fit what is left.
-# usage: pipelines/train/gpu-run.sh OUTPUT_DIR SECONDS
+# Train a recipe within a wall-clock budget, on a machine lent for a fixed time (a GPU): the
+# learning-rate schedule needs the step count up front, so size-run.py first times this
+# machine's blur synthesis, which sets the pace, and writes the recipe sized to what is left.
+# usage: pipelines/train/gpu-run.sh RECIPE OUTPUT_DIR SECONDS [WORKERS]
 set -euo pipefail
-output=$1
-budget=$2
-start=$(date +%s)
+recipe=$1 output=$2 budget=$3 workers=${4:-}
 here=$(cd "$(dirname "$0")" && pwd)
-recipe="$here/small-stage1-gpu.toml"
-probe=$(mktemp -d)
-trap 'rm -rf "$probe"' EXIT
-
-python3 -m vsdeblur train --config "$recipe" --steps 400 --output "$probe" --no-resume 2>&1 | tee "$probe/stderr"
-steps=$(python3 - "$probe/stderr" "$start" "$budget" <<'PY'
-import re, sys, time
-# "step N/400 ... R steps/s": R is counted from the start, so the rate between the last two
-# lines leaves out the workers' start-up
-lines = [tuple(map(float, m.groups())) for m in re.finditer(r"step (\d+)/\d+ .*?([\d.]+) steps/s", open(sys.argv[1]).read())]
-(n1, r1), (n2, r2) = lines[-2], lines[-1]
-rate = (n2 - n1) / (n2 / r2 - n1 / r1)
-left = float(sys.argv[3]) - (time.time() - float(sys.argv[2])) - 30  # start-up and the last validation
-print(f"probe: {rate:.2f} steps/s, {left:.0f} s left", file=sys.stderr)
-print(max(500, int(rate * left * 0.92)))  # validations take their share
-PY
-)
-decay=$((steps * 2 / 5))
-echo "probe done: training $steps steps (decay from $decay)"
-sed -e "s/^steps = [0-9]*/steps = $steps/" -e "s/^decay_start = [0-9]*/decay_start = $decay/" "$recipe" >"$here/.gpu-run.toml"
+# 12 s of timing, then the workers' start-up and the last validation
+python3 "$here/size-run.py" "$recipe" $((budget - 45)) "$here/.gpu-run.toml" --measure 12 ${workers:+--workers $workers}
 python3 -m vsdeblur train --config "$here/.gpu-run.toml" --output "$output" 2>&1
