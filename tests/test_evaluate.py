@@ -119,7 +119,27 @@ def test_eval_command_errors(tmp_path, tiny_weights_stage1):
     assert result.exit_code == 2 and "restored ended after 2 frames" in result.output
     (tmp_path / "text.mkv").write_text("not a video")
     result = runner.invoke(main, ["eval", str(tmp_path / "a.mkv"), str(tmp_path / "text.mkv"), str(tmp_path / "a.mkv")])
-    assert result.exit_code == 2 and "cannot read video" in result.output
+    assert result.exit_code == 2 and "text.mkv is not a video file FFmpeg can read" in result.output
+
+
+def test_eval_converts_yuv_as_the_pipeline_does(tmp_path):
+    # untagged HD YUV is BT.709 to the pipeline (and to players); PyAV's default conversion
+    # would take it for BT.601 and score restored frames in colours the model never produced
+    from vsdeblur.evaluate import decoded
+    from vsdeblur.io import Colour
+    from vsdeblur.io.colour import from_rgb
+
+    frames = [np.ascontiguousarray(np.broadcast_to(np.array(c, np.uint8), (720, 1280, 3))) for c in ((200, 40, 60), (30, 160, 220))]
+    with av.open(str(tmp_path / "hd.mkv"), "w") as container:
+        stream = container.add_stream("ffv1", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv444p"
+        for frame in frames:
+            container.mux(stream.encode(from_rgb(frame, Colour(), "yuv444p")))
+        container.mux(stream.encode(None))
+    got = list(decoded(tmp_path / "hd.mkv"))
+    assert len(got) == 2 and all(g.dtype == np.uint8 for g in got)
+    assert all(np.abs(g.astype(int) - f.astype(int)).max() <= 2 for g, f in zip(got, frames))
+    assert [g.shape for g in decoded(tmp_path / "hd.mkv", max_frames=1)] == [(720, 1280, 3)]
 
 
 def test_synth_command_blurs_a_video_and_keeps_its_streams(tmp_path):

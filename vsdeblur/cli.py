@@ -206,20 +206,19 @@ def evaluate(sharp, blurred, restored, max_frames, json_path, picture, **engine_
     Without RESTORED, the model (engine options below) restores BLURRED first.
     Conventions: 8-bit RGB, PSNR over all channels, SSIM 11x11 Gaussian window; means over frames."""
     from vsdeblur.engine import Deblurrer
-    from vsdeblur.evaluate import estimate_frames
+    from vsdeblur.evaluate import decoded, estimate_frames
     from vsdeblur.evaluate import evaluate as score
-    from vsdeblur.train.data import decode_rgb
 
     for path in (sharp, blurred, restored):
         if path is not None and not path.is_file():
             raise UsageError(f"input not found: {path}")
     if restored is not None:
-        restored_frames = decode_rgb(restored, max_frames)
+        restored_frames = decoded(restored, max_frames)
     else:
         engine = Deblurrer(**engine_kwargs(resolve([ENGINE], None, engine_flags)))
-        restored_frames = engine.frames(decode_rgb(blurred, max_frames))
+        restored_frames = engine.frames(decoded(blurred, max_frames))
     count = min(estimate_frames(sharp), max_frames or sys.maxsize)
-    result = score(decode_rgb(sharp, max_frames), decode_rgb(blurred, max_frames), restored_frames, picture, count // 2)
+    result = score(decoded(sharp, max_frames), decoded(blurred, max_frames), restored_frames, picture, count // 2)
     click.echo(result.table())
     if picture is not None:
         click.echo(f"picture: {picture} (blurred | restored | sharp)")

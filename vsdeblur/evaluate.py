@@ -82,6 +82,17 @@ def evaluate(sharp: Iterable[np.ndarray], blurred: Iterable[np.ndarray], restore
                       Scores(mean("restored_psnr"), mean("restored_ssim")), per_frame)
 
 
+def decoded(path: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """A clip's frames as 8-bit RGB, converted from YUV as the pipeline converts them (the
+    stream's colour tags, accurate chroma), so that scores measure the model and not a second,
+    different conversion (PyAV's default takes untagged HD for BT.601)."""
+    from vsdeblur.io import Reader
+
+    with Reader(path) as reader:
+        for frame in reader.frames(0, max_frames):
+            yield to_uint8(frame.rgb)
+
+
 def _zip_exact(*clips: Iterable[np.ndarray]) -> Iterator[list[np.ndarray]]:
     """zip(sharp, blurred, restored), but clips of different lengths are an error."""
     names = ("sharp", "blurred", "restored")
