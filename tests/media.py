@@ -43,13 +43,14 @@ def make_clip(
     colour: dict | None = None,
     rotation: int = 0,
     fmt: str | None = None,
+    options: dict | None = None,
 ) -> Path:
     """A clip with `frames` frames at 25 fps (or at `times_ms`, for VFR), optional AAC audio,
-    SRT subtitles (MKV), a font attachment, colour tags and a display rotation."""
+    SRT subtitles (MKV), a font attachment, colour tags, a display rotation and encoder options."""
     times_ms = times_ms or [40 * i for i in range(frames)]
     deep = av.VideoFormat(pix_fmt).components[0].bits > 8
     with av.open(str(path), "w", format=fmt) as out:
-        video = out.add_stream(codec, rate=25, options={"preset": "ultrafast"} if codec.startswith("libx26") else {})
+        video = out.add_stream(codec, rate=25, options=({"preset": "ultrafast"} if codec.startswith("libx26") else {}) | (options or {}))
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.time_base = video.codec_context.time_base = Fraction(1, 1000)
         colour = colour or {}

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -20,6 +21,7 @@ import vsdeblur.weights
 from media import make_clip, packets, video_times
 from vsdeblur.engine import Deblurrer
 from vsdeblur.io import Reader
+from vsdeblur.io.colour import HdrMetadata
 from vsdeblur.stream import Progress, main, stream
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +65,38 @@ def test_two_frame_hevc_outputs_always_mux(engine, tmp_path):
     for run in range(20):
         stream(clip, tmp_path / f"out{run}.mkv", {"encoder_preset": "ultrafast"}, engine=engine, progress=False)
         assert video_times(tmp_path / f"out{run}.mkv") == video_times(clip)
+
+
+HDR10 = {"colorspace": 9, "color_range": 1, "color_primaries": 9, "color_trc": 16}  # BT.2020, PQ
+MASTERING = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)"  # a P3-D65 1000-nit display
+
+
+def hdr_metadata(path: Path) -> HdrMetadata | None:
+    with Reader(path) as reader:
+        return reader.info.hdr
+
+
+def test_hdr10_metadata_survives_x265_and_svt_av1(engine, tmp_path):
+    clip = make_clip(tmp_path / "in.mkv", width=64, height=64, frames=4, codec="libx265", pix_fmt="yuv420p10le", audio=False,
+                     colour=HDR10, options={"x265-params": f"log-level=error:master-display={MASTERING}:max-cll=1000,400"})
+    source = hdr_metadata(clip)
+    assert source is not None and source.max_cll == 1000 and source.luminance == (Fraction(1, 200), 1000)
+    stream(clip, tmp_path / "x265.mkv", {"encoder_preset": "ultrafast"}, engine=engine, progress=False)  # the default for 10 bits
+    assert hdr_metadata(tmp_path / "x265.mkv") == source and colour_tags(tmp_path / "x265.mkv") == colour_tags(clip)
+    stream(clip, tmp_path / "av1.mkv", {"codec": "libsvtav1", "encoder_preset": "12"}, engine=engine, progress=False)
+    av1 = hdr_metadata(tmp_path / "av1.mkv")  # AV1 stores the values in binary fixed point
+    assert (av1.max_cll, av1.max_fall) == (1000, 400)
+    assert np.allclose([float(v) for xy in (*av1.primaries, av1.white_point) for v in xy],
+                       [float(v) for xy in (*source.primaries, source.white_point) for v in xy], atol=1e-4)
+    # options that give their own mastering display win; the light levels still come along
+    own = "x265-params=master-display=G(8500,39850)B(6550,2300)R(35400,14600)WP(15635,16450)L(40000000,50)"
+    stream(clip, tmp_path / "own.mkv", {"encoder_preset": "ultrafast", "encoder_options": own}, engine=engine, progress=False)
+    given = hdr_metadata(tmp_path / "own.mkv")
+    assert given.luminance == (Fraction(1, 200), 4000) and given.max_cll == 1000
+    sdr = make_clip(tmp_path / "sdr.mkv", width=64, height=64, frames=4, audio=False)
+    assert hdr_metadata(sdr) is None
+    stream(sdr, tmp_path / "sdr-out.mkv", {"codec": "libx265", "encoder_preset": "ultrafast"}, engine=engine, progress=False)
+    assert hdr_metadata(tmp_path / "sdr-out.mkv") is None
 
 
 def test_ten_bit_hevc_in_ten_bit_out(engine, tmp_path):

@@ -7,16 +7,23 @@ passes matrix and range explicitly: PyAV's reformatter otherwise assumes an UNSP
 source range, and an RGB frame made from numpy carries no matrix at all (BT.601 would be
 used for HD output while it is tagged BT.709).
 
-Public API: `Colour` (`from_frame`, `matrix_for`, `range_for`, `tag`), `to_rgb`,
+HDR10 sources also carry static metadata (the mastering display's colour volume and the
+content's light levels) as frame side data; `HdrMetadata` reads it, and the writer hands it to
+the encoders that can store it (x265, SVT-AV1).
+
+Public API: `Colour` (`from_frame`, `matrix_for`, `range_for`, `tag`), `HdrMetadata`, `to_rgb`,
 `from_rgb`, `rgb_format`.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 # FFmpeg's code for "unspecified" in all four enums
@@ -60,6 +67,68 @@ class Colour:
         target.color_range = self.range
         target.color_primaries = self.primaries
         target.color_trc = self.transfer
+
+
+@dataclass(frozen=True)
+class HdrMetadata:
+    """HDR10 static metadata: the mastering display (SMPTE ST 2086: CIE 1931 xy of its red, green
+    and blue primaries and white point, its luminance range in cd/m2) and the content's light
+    levels (CTA-861.3: brightest pixel and brightest frame average, cd/m2). None: not given."""
+
+    primaries: tuple[tuple[Fraction, Fraction], ...] | None = None  # red, green, blue
+    white_point: tuple[Fraction, Fraction] | None = None
+    luminance: tuple[Fraction, Fraction] | None = None  # min, max
+    max_cll: int | None = None
+    max_fall: int | None = None
+
+    @classmethod
+    def from_frame(cls, frame: av.VideoFrame) -> HdrMetadata | None:
+        side_data = frame.side_data
+        values: dict = {}
+        if SideDataType.MASTERING_DISPLAY_METADATA in side_data:
+            # AVMasteringDisplayMetadata: 10 AVRationals (r, g, b, white point xy; min, max
+            # luminance), then has_primaries and has_luminance
+            ints = struct.unpack("<22i", bytes(side_data[SideDataType.MASTERING_DISPLAY_METADATA]))
+            ratios = [Fraction(n, d) if d else Fraction(0) for n, d in zip(ints[0:20:2], ints[1:20:2])]
+            if ints[20]:
+                values["primaries"] = tuple(zip(ratios[0:6:2], ratios[1:6:2]))
+                values["white_point"] = (ratios[6], ratios[7])
+            if ints[21]:
+                values["luminance"] = (ratios[8], ratios[9])
+        if SideDataType.CONTENT_LIGHT_LEVEL in side_data:
+            values["max_cll"], values["max_fall"] = struct.unpack("<2I", bytes(side_data[SideDataType.CONTENT_LIGHT_LEVEL]))
+        return cls(**values) if values else None
+
+    def encoder_params(self, codec: str) -> tuple[str, list[str]] | None:
+        """The option of `codec` that stores this metadata and its key=value entries, or None
+        where the encoder cannot store it."""
+        syntax = HDR_SYNTAX.get(codec)
+        if syntax is None:
+            return None
+        option, display_key, light_key, chroma_unit, luminance_unit = syntax
+
+        def number(value: Fraction, unit: int | None) -> str:
+            return str(round(value * unit)) if unit else f"{float(value):.4f}"
+
+        def xy(point: tuple[Fraction, Fraction]) -> str:
+            return f"({number(point[0], chroma_unit)},{number(point[1], chroma_unit)})"
+
+        entries = []
+        if self.primaries is not None and self.white_point is not None and self.luminance is not None:
+            red, green, blue = self.primaries
+            low, high = (number(v, luminance_unit) for v in self.luminance)
+            entries.append(f"{display_key}=G{xy(green)}B{xy(blue)}R{xy(red)}WP{xy(self.white_point)}L({high},{low})")
+        if self.max_cll is not None:
+            entries.append(f"{light_key}={self.max_cll},{self.max_fall}")
+        return option, entries
+
+
+# The encoders that store HDR10 metadata: their option, its two keys, and the units they count
+# chromaticity and luminance in (x265: integers of 0.00002 and of 0.0001 cd/m2; SVT-AV1: decimals)
+HDR_SYNTAX = {
+    "libx265": ("x265-params", "master-display", "max-cll", 50000, 10000),
+    "libsvtav1": ("svtav1-params", "mastering-display", "content-light", None, None),
+}
 
 
 def rgb_format(bit_depth: int) -> str:

@@ -36,7 +36,7 @@ import av
 import numpy as np
 
 from vsdeblur.errors import UsageError
-from vsdeblur.io.colour import Colour, rgb_format, to_rgb
+from vsdeblur.io.colour import Colour, HdrMetadata, rgb_format, to_rgb
 
 __all__ = ["Frame", "Reader", "VideoInfo", "open_input"]
 
@@ -57,6 +57,7 @@ class VideoInfo:
     colour: Colour
     rotation: int  # display rotation, degrees counter-clockwise
     codec: str
+    hdr: HdrMetadata | None = None  # HDR10 static metadata of the first frame
 
 
 @dataclass
@@ -136,6 +137,7 @@ class Reader:
             colour=Colour.from_frame(first),
             rotation=int(first.rotation or 0),
             codec=stream.codec_context.name,
+            hdr=HdrMetadata.from_frame(first),
         )
 
     # ---- decoding --------------------------------------------------------------------------

@@ -93,6 +93,12 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
     params = options.get("x265-params", "")
     if codec_name == "libx265" and "log-level" not in params:  # else a page of [info] on stderr
         options["x265-params"] = ":".join(filter(None, [params, "log-level=error"]))
+    hdr = video.hdr.encoder_params(codec_name) if video.hdr is not None else None
+    if hdr is not None:  # HDR10 metadata travels with the pixels, unless the options give their own
+        option, entries = hdr
+        given = options.get(option, "")
+        keep = [e for e in entries if e.partition("=")[0] + "=" not in given]
+        options[option] = ":".join(filter(None, [given, *keep]))
     known = _option_names(codec_name)
     for key in options:
         if key not in known:
