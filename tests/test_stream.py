@@ -193,6 +193,15 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vsdeblur.stream", *args], env=ENV, capture_output=True, **kwargs)
 
 
+def test_svt_av1_says_nothing_but_errors(tiny_weights, tmp_path):
+    clip = make_clip(tmp_path / "in.mkv", width=64, height=64, frames=3, audio=False)
+    env = {k: v for k, v in ENV.items() if k != "SVT_LOG"}
+    done = subprocess.run([sys.executable, "-m", "vsdeblur.stream", str(clip), str(tmp_path / "out.mkv"), "--weights", str(tiny_weights),
+                           "--device", "cpu", "--codec", "libsvtav1", "-q"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Svt[" not in done.stderr, done.stderr
+    assert len(video_times(tmp_path / "out.mkv")) == 3
+
+
 @pytest.mark.slow
 def test_pipes(tiny_weights, tmp_path):
     """`... | vsdeblur-stream - - | ...`: NUT in, Matroska out, nothing but video on stdout."""

@@ -192,6 +192,10 @@ class Writer:
 
     def _add_video(self) -> av.video.stream.VideoStream:
         video, enc = self.video, self.encoder
+        if enc["codec"] == "libsvtav1":
+            # SVT-AV1 prints a page of [info] to stderr; its SVT_LOG (1: errors only) quiets it
+            # as log-level=error does x265. A level the user set stays
+            os.environ.setdefault("SVT_LOG", "1")
         stream = self.container.add_stream(enc["codec"], rate=video.frame_rate, options=enc["options"])
         stream.width, stream.height = video.width, video.height
         stream.pix_fmt = enc["pix_fmt"]
