@@ -18,21 +18,16 @@ import click
 import torch
 
 from vsdeblur.errors import Command, UsageError
-from vsdeblur.models import get_preset
-from vsdeblur.train.data import Mixture, make_source
-from vsdeblur.train.loop import load_config
+from vsdeblur.train.loop import TrainConfig, load_config
 
 # the training process, validations and start-up share the machine with the workers
 WORKER_EFFICIENCY = 0.8
 
 
-def samples_per_second(recipe: Path, seconds: float) -> float:
+def samples_per_second(config: TrainConfig, seconds: float) -> float:
     """Training samples one core synthesises per second for this recipe's batches."""
-    config = load_config(recipe)
-    radius = config.radius if config.radius is not None else get_preset(config.preset).stage2.radius
-    frames = 1 if config.stage == 1 else 2 * radius + 1
     torch.set_num_threads(1)
-    mixture = Mixture([(make_source(s), float(s.get("weight", 1.0))) for s in config.train_data], config.recipe())
+    mixture, frames = config.mixture(), config.frames()
     mixture.batch(config.seed, 0, config.batch, config.crop, frames)  # file reads and caches out of the timing
     started, step = time.monotonic(), 0
     while time.monotonic() - started < seconds:
@@ -53,7 +48,7 @@ def size_run(recipe: Path, seconds: float, sized: Path, workers: int, candidates
     if not sized.parent.is_dir():
         raise UsageError(f"cannot write {sized}: its folder does not exist")
     config = load_config(recipe)
-    rate = samples_per_second(recipe, measure)
+    rate = samples_per_second(config, measure)
     keep = max(1, int(rate * workers * WORKER_EFFICIENCY * seconds / config.batch / candidates))
     steps = keep * candidates
     lines = [

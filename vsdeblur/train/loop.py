@@ -30,7 +30,7 @@ from torch import nn
 
 from vsdeblur.config import Group, Option, check_keys
 from vsdeblur.errors import UsageError
-from vsdeblur.models import build_model, get_preset
+from vsdeblur.models import Preset, build_model, get_preset
 from vsdeblur.train import synth
 from vsdeblur.train.data import BlurRecipe, Mixture, make_source
 from vsdeblur.train.validate import ValidationSet
@@ -113,6 +113,19 @@ class TrainConfig:
             soft_probability=b["soft_probability"],
             reference_extras_probability=b["reference_extras_probability"],
         )
+
+    def model_preset(self) -> Preset:
+        """The preset trained, its stage-2 window the recipe's radius where one is given."""
+        preset = get_preset(self.values["preset"])
+        return preset if self.radius is None else preset.with_radius(self.radius)
+
+    def frames(self) -> int:
+        """Frames in each training sample: one for stage 1, stage 2's window."""
+        return 1 if self.stage == 1 else 2 * self.model_preset().stage2.radius + 1
+
+    def mixture(self) -> Mixture:
+        """The training sources, mixed by their weights, blurred by the recipe."""
+        return Mixture([(make_source(s), float(s.get("weight", 1.0))) for s in self.train_data], self.recipe())
 
     def describe(self) -> dict:
         """The recipe recorded in every checkpoint and weights file."""
@@ -232,9 +245,7 @@ class Trainer:
         from vsdeblur.engine.device import resolve_device
 
         self.device = resolve_device(config.device)
-        self.preset = get_preset(config.preset)
-        if config.radius is not None:
-            self.preset = self.preset.with_radius(config.radius)
+        self.preset = config.model_preset()
         torch.manual_seed(config.seed)
         # channels_last: oneDNN's CPU convolutions run about twice as fast in it (and so do
         # compiled CUDA graphs); numerically it is the same network
@@ -244,7 +255,7 @@ class Trainer:
         if config.stage == 2:
             self.stage1 = self._trained(config.stage1_weights, 1).to(self.device, memory_format=self.memory_format).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.999))
-        self.mixture = Mixture([(make_source(s), float(s.get("weight", 1.0))) for s in config.train_data], config.recipe())
+        self.mixture = config.mixture()
         self.validation = ValidationSet(config.val_data, config.recipe(), seed=config.seed, frames=config.val_frames, max_side=config.val_max_side) if config.val_data else None
         self.output = Path(config.output)
         self.step = 0
@@ -363,10 +374,9 @@ class Trainer:
     def _batches(self, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches for steps start..stop-1, drawn ahead in `workers` processes, in step order."""
         c = self.config
-        frames = 1 if c.stage == 1 else 2 * self.preset.stage2.radius + 1
         steps = StepRange(start, stop)
         loader = torch.utils.data.DataLoader(
-            StepBatches(self.mixture, c.seed, c.batch, c.crop, frames), batch_size=None, sampler=steps,
+            StepBatches(self.mixture, c.seed, c.batch, c.crop, c.frames()), batch_size=None, sampler=steps,
             num_workers=c.workers, pin_memory=self.device.type == "cuda",
             # spawned, not forked: a child forked while FFmpeg held a lock in another thread
             # deadlocks in its first JPEG round trip
