@@ -90,20 +90,25 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
         options.setdefault("crf", str(crf))
     if values["encoder_preset"] is not None:
         options.setdefault("preset", values["encoder_preset"])
-    params = options.get("x265-params", "")
-    if codec_name == "libx265" and "log-level" not in params:  # else a page of [info] on stderr
-        options["x265-params"] = ":".join(filter(None, [params, "log-level=error"]))
+    if codec_name == "libx265":  # else a page of [info] on stderr
+        _add_params(options, "x265-params", ["log-level=error"])
     hdr = video.hdr.encoder_params(codec_name) if video.hdr is not None else None
-    if hdr is not None:  # HDR10 metadata travels with the pixels, unless the options give their own
-        option, entries = hdr
-        given = options.get(option, "")
-        keep = [e for e in entries if e.partition("=")[0] + "=" not in given]
-        options[option] = ":".join(filter(None, [given, *keep]))
+    if hdr is not None:  # HDR10 metadata travels with the pixels
+        _add_params(options, *hdr)
     known = _option_names(codec_name)
     for key in options:
         if key not in known:
             raise UsageError(f"{codec_name} has no option {key!r}")
     return {"codec": codec_name, "pix_fmt": pix_fmt, "options": options}
+
+
+def _add_params(options: dict[str, str], option: str, entries: list[str]) -> None:
+    """Append key=value entries to a colon-separated encoder option (x265-params and the like),
+    leaving out the keys that the user's own value of it already sets."""
+    given = options.get(option, "")
+    keys = {item.partition("=")[0] for item in given.split(":")}
+    added = [e for e in entries if e.partition("=")[0] not in keys]
+    options[option] = ":".join(filter(None, [given, *added]))
 
 
 def _parse_options(text: str | None) -> list[tuple[str, str]]:
