@@ -76,13 +76,16 @@ def hdr_metadata(path: Path) -> HdrMetadata | None:
         return reader.info.hdr
 
 
-def test_hdr10_metadata_survives_x265_and_svt_av1(engine, tmp_path):
+def test_hdr10_metadata_survives_x265_x264_and_svt_av1(engine, tmp_path):
     clip = make_clip(tmp_path / "in.mkv", width=64, height=64, frames=4, codec="libx265", pix_fmt="yuv420p10le", audio=False,
                      colour=HDR10, options={"x265-params": f"log-level=error:master-display={MASTERING}:max-cll=1000,400"})
     source = hdr_metadata(clip)
     assert source is not None and source.max_cll == 1000 and source.luminance == (Fraction(1, 200), 1000)
-    stream(clip, tmp_path / "x265.mkv", {"encoder_preset": "ultrafast"}, engine=engine, progress=False)  # the default for 10 bits
+    result = stream(clip, tmp_path / "x265.mkv", {"encoder_preset": "ultrafast"}, engine=engine, progress=False)  # the default for 10 bits
     assert hdr_metadata(tmp_path / "x265.mkv") == source and colour_tags(tmp_path / "x265.mkv") == colour_tags(clip)
+    assert result.left_out == []
+    stream(clip, tmp_path / "x264.mkv", {"codec": "libx264", "encoder_preset": "ultrafast"}, engine=engine, progress=False)
+    assert hdr_metadata(tmp_path / "x264.mkv") == source
     stream(clip, tmp_path / "av1.mkv", {"codec": "libsvtav1", "encoder_preset": "12"}, engine=engine, progress=False)
     av1 = hdr_metadata(tmp_path / "av1.mkv")  # AV1 stores the values in binary fixed point
     assert (av1.max_cll, av1.max_fall) == (1000, 400)
@@ -93,10 +96,14 @@ def test_hdr10_metadata_survives_x265_and_svt_av1(engine, tmp_path):
     stream(clip, tmp_path / "own.mkv", {"encoder_preset": "ultrafast", "encoder_options": own}, engine=engine, progress=False)
     given = hdr_metadata(tmp_path / "own.mkv")
     assert given.luminance == (Fraction(1, 200), 4000) and given.max_cll == 1000
+    # FFV1 has nowhere to put it: the output says so instead of losing it silently
+    result = stream(clip, tmp_path / "ffv1.mkv", {"codec": "ffv1"}, engine=engine, progress=False)
+    assert hdr_metadata(tmp_path / "ffv1.mkv") is None and colour_tags(tmp_path / "ffv1.mkv") == colour_tags(clip)
+    assert result.left_out == ["the HDR10 mastering display and light levels (ffv1 cannot store them; libx265, libx264, libsvtav1 can)"]
     sdr = make_clip(tmp_path / "sdr.mkv", width=64, height=64, frames=4, audio=False)
     assert hdr_metadata(sdr) is None
-    stream(sdr, tmp_path / "sdr-out.mkv", {"codec": "libx265", "encoder_preset": "ultrafast"}, engine=engine, progress=False)
-    assert hdr_metadata(tmp_path / "sdr-out.mkv") is None
+    result = stream(sdr, tmp_path / "sdr-out.mkv", {"codec": "ffv1"}, engine=engine, progress=False)
+    assert hdr_metadata(tmp_path / "sdr-out.mkv") is None and result.left_out == []
 
 
 def test_ten_bit_hevc_in_ten_bit_out(engine, tmp_path):
@@ -145,7 +152,7 @@ def test_y4m_output_is_raw_and_constant_rate(engine, tmp_path):
     clip = make_clip(tmp_path / "in.mkv", frames=3)
     out = tmp_path / "out.y4m"
     result = stream(clip, out, {"drop_incompatible": True}, engine=engine, progress=False)
-    assert result.dropped == ["stream #1 (audio, aac)"]
+    assert result.left_out == ["stream #1 (audio, aac) (yuv4mpegpipe cannot store it; --drop-incompatible)"]
     assert out.read_bytes().startswith(b"YUV4MPEG2 W64 H48 F25:1")
     assert video_times(out) == video_times(clip)
 

@@ -88,7 +88,7 @@ class _Stage(threading.Thread):
 class StreamResult:
     frames: int
     seconds: float
-    dropped: list[str] = field(default_factory=list)  # streams the container could not hold
+    left_out: list[str] = field(default_factory=list)  # what the output does not keep (Writer.left_out)
 
     @property
     def fps(self) -> float:
@@ -228,7 +228,7 @@ def stream(
         finally:
             if meter is not None:
                 meter.finish()
-    return StreamResult(frames, time.monotonic() - started, writer.dropped)
+    return StreamResult(frames, time.monotonic() - started, writer.left_out)
 
 
 @contextmanager
@@ -290,8 +290,8 @@ def main(ctx: click.Context, input: str, output: str, config_path: Path | None, 
     name = ctx.command_path
     values = resolve([ENGINE, ENCODE], config_path, flags)
     result = stream(input, output, values, overwrite=overwrite, progress=False if quiet else None)
-    for label in result.dropped:
-        click.echo(f"{name}: note: left out {label} (--drop-incompatible)", err=True)
+    for what in result.left_out:
+        click.echo(f"{name}: note: left out {what}", err=True)
     if not quiet:
         click.echo(f"{name}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps) -> {output}", err=True)
 

@@ -124,9 +124,11 @@ class HdrMetadata:
 
 
 # The encoders that store HDR10 metadata: their option, its two keys, and the units they count
-# chromaticity and luminance in (x265: integers of 0.00002 and of 0.0001 cd/m2; SVT-AV1: decimals)
+# chromaticity and luminance in (x264, x265: integers of 0.00002 and of 0.0001 cd/m2; SVT-AV1:
+# decimals)
 HDR_SYNTAX = {
     "libx265": ("x265-params", "master-display", "max-cll", 50000, 10000),
+    "libx264": ("x264-params", "mastering-display", "cll", 50000, 10000),
     "libsvtav1": ("svtav1-params", "mastering-display", "content-light", None, None),
 }
 

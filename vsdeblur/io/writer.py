@@ -18,7 +18,9 @@
 - source: a `Reader` whose other streams (audio, subtitles, attachments, data, further video
   streams), chapters and metadata are copied without re-encoding; `copy(packet)` muxes one
   of its packets. Streams the container cannot carry are an error naming the stream, or are
-  dropped (with a note in `dropped`) when drop_incompatible is set.
+  dropped when drop_incompatible is set.
+`writer.left_out` lists, one line each, what the output does not keep: dropped streams, and the
+HDR10 metadata of a source when the encoder cannot store it (FFV1, rawvideo).
 `write(rgb, pts)` takes H x W x 3 uint8/uint16 frames in presentation order; pts is in the
 source's video time base. A writer is not thread-safe: call it from one thread.
 `writer.encoder` holds the resolved codec, pix_fmt and options (`encoder_settings(video,
@@ -41,7 +43,7 @@ import numpy as np
 
 from vsdeblur.config import ENCODE
 from vsdeblur.errors import UsageError
-from vsdeblur.io.colour import from_rgb
+from vsdeblur.io.colour import HDR_SYNTAX, from_rgb
 from vsdeblur.io.reader import Reader, VideoInfo
 
 __all__ = ["Writer", "encoder_settings"]
@@ -144,12 +146,15 @@ class Writer:
         self.to_stdout = str(target) == "-"
         self.target = None if self.to_stdout else Path(target)
         self.temp: Path | None = None
-        self.dropped: list[str] = []
+        self.left_out: list[str] = []
         self._copies: dict[int, av.stream.Stream] = {}  # source stream index -> output stream
         self._closed = False
         self.container = self._open(values["format"], overwrite)
         try:
             self.encoder = encoder_settings(video, values, self.container.format.name)
+            if video.hdr is not None and video.hdr.encoder_params(self.encoder["codec"]) is None:
+                self.left_out.append(f"the HDR10 mastering display and light levels ({self.encoder['codec']} cannot "
+                                     f"store them; {', '.join(HDR_SYNTAX)} can)")
             self.stream = self._add_video()
             if source is not None:
                 self._add_copies(source, values["drop_incompatible"])
@@ -228,7 +233,7 @@ class Writer:
             label = _describe(stream)
             if not self._fits(stream):
                 if drop:
-                    self.dropped.append(label)
+                    self.left_out.append(f"{label} ({out.format.name} cannot store it; --drop-incompatible)")
                     continue
                 raise UsageError(
                     f"{label} of {source.name} cannot be stored in {out.format.name}; "
