@@ -11,6 +11,7 @@ resumed from a checkpoint sees exactly the batches an uninterrupted run would ha
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -221,20 +222,30 @@ class StepBatches(torch.utils.data.Dataset):
         return _to_tensor(blurred), _to_tensor(sharp)
 
 
-class StepRange:
-    """The step numbers start..stop-1, drawn lazily (a DataLoader asks for a few ahead of the
-    step it delivers); `end` stops the drawing early."""
+def _quiet_worker_end(worker_id: int) -> None:
+    """Make a DataLoader worker end without a word when the training stops midway (Ctrl-C,
+    SIGTERM, an error), so that the run's one line is all that is printed.
 
-    def __init__(self, start: int, stop: int) -> None:
-        self.next, self.stop = start, stop
+    - The worker leaves with os._exit once its loop is done. Interpreter shutdown stops daemon
+      threads where they stand, and the queue's feeder thread may then still be handing a batch
+      over inside torch's storage sharing, where the forced thread exit aborts the process
+      ("terminate called without an active exception", and torch's traceback in the main
+      process). Nothing of the worker's is left to finalise: what it made went to the queue.
+    - A main process stopped while it fetched a batch's file descriptors hangs up on the
+      worker's resource sharer, which would print that connection error's traceback.
+    """
 
-    def __iter__(self) -> Iterator[int]:
-        while self.next < self.stop:
-            self.next += 1
-            yield self.next - 1
+    def leave() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
-    def end(self) -> None:
-        self.stop = self.next
+    def report(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+        if not isinstance(error, (EOFError, ConnectionError)):
+            sys.__excepthook__(kind, error, traceback)
+
+    atexit.register(leave)
+    sys.excepthook = report
 
 
 class Trainer:
@@ -374,23 +385,15 @@ class Trainer:
     def _batches(self, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches for steps start..stop-1, drawn ahead in `workers` processes, in step order."""
         c = self.config
-        steps = StepRange(start, stop)
         loader = torch.utils.data.DataLoader(
-            StepBatches(self.mixture, c.seed, c.batch, c.crop, c.frames()), batch_size=None, sampler=steps,
-            num_workers=c.workers, pin_memory=self.device.type == "cuda",
+            StepBatches(self.mixture, c.seed, c.batch, c.crop, c.frames()), batch_size=None, sampler=range(start, stop),
+            num_workers=c.workers, pin_memory=self.device.type == "cuda", worker_init_fn=_quiet_worker_end,
             # spawned, not forked: a child forked while FFmpeg held a lock in another thread
             # deadlocks in its first JPEG round trip
             multiprocessing_context="spawn" if c.workers else None,
         )
-        batches = iter(loader)
-        for item in batches:
+        for item in loader:
             if isinstance(item, UsageError):
-                # take the batches the workers are already making before they are shut down: a
-                # worker that exits while its queue thread still hands over a batch aborts inside
-                # torch's storage sharing, and torch adds a page of traceback to the one line
-                steps.end()
-                for _ in batches:
-                    pass
                 raise item
             yield item
 
