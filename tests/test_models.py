@@ -101,6 +101,17 @@ def test_an_untrained_stage2_starts_close_to_its_centre_input(preset):
         assert (net(frames) - frames[1]).abs().mean() < 0.1
 
 
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
+def test_an_untrained_stage1_starts_close_to_its_input(preset):
+    # With every block's branch at full gain the variance doubled per block: the paper's 20
+    # blocks started about 250 away from the input on the [-1, 1] scale, and `small` about 0.5.
+    torch.manual_seed(0)
+    net = build_model(preset, 1).eval()
+    frame = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert (net(frame) - frame).abs().mean() < 0.1
+
+
 def test_a_widened_stage2_computes_what_the_narrow_one_did():
     # a longer window is trained from a shorter one: the added outer frames start with no say
     torch.manual_seed(0)
