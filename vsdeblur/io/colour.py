@@ -9,7 +9,7 @@ used for HD output while it is tagged BT.709).
 
 HDR10 sources also carry static metadata (the mastering display's colour volume and the
 content's light levels) as frame side data; `HdrMetadata` reads it, and the writer hands it to
-the encoders that can store it (x265, SVT-AV1).
+the encoders that can store it (x265, x264, SVT-AV1).
 
 Public API: `Colour` (`from_frame`, `matrix_for`, `range_for`, `tag`), `HdrMetadata`, `to_rgb`,
 `from_rgb`, `rgb_format`.

@@ -152,7 +152,7 @@ class Writer:
         self.container = self._open(values["format"], overwrite)
         try:
             self.encoder = encoder_settings(video, values, self.container.format.name)
-            if video.hdr is not None and video.hdr.encoder_params(self.encoder["codec"]) is None:
+            if video.hdr is not None and self.encoder["codec"] not in HDR_SYNTAX:
                 self.left_out.append(f"the HDR10 mastering display and light levels ({self.encoder['codec']} cannot "
                                      f"store them; {', '.join(HDR_SYNTAX)} can)")
             self.stream = self._add_video()
