@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import REPO
 from vsdeblur.batch import resolved_settings, run_batch
+from vsdeblur.batch.manifest import Manifest
 from vsdeblur.batch.plan import Source, discover, output_path, plan_chunks
 from vsdeblur.errors import UsageError
 from vsdeblur.stream import stream
@@ -219,6 +220,37 @@ def test_a_corrupt_file_fails_alone_with_its_reason(tmp_path, tiny_weights):
     assert states["cut.mkv"]["state"] == "failed" and states["cut.mkv"]["error"]
     assert report["totals"]["failed"] == 2
     assert "FAILED" in out and "good.mp4" in out
+
+
+def test_a_dropped_stream_is_reported_per_file(tmp_path, tiny_weights):
+    clip = make_clip(tmp_path / "c.mp4", 4)
+    args = [str(clip), "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu",
+            "--workers", "1", "--name-template", "{stem}.y4m"]
+    refused = batch_cli(*args)
+    refused.communicate(timeout=120)
+    assert refused.returncode == 1  # without --drop-incompatible y4m cannot take the audio: the file fails
+    job = batch_cli(*args, "--drop-incompatible")
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 0, err
+    note = "stream #1 (audio, aac) (yuv4mpegpipe cannot store it; --drop-incompatible)"
+    assert f"vsdeblur batch: note: {clip}: left out {note}" in err
+    report = json.loads((tmp_path / "out" / ".vsdeblur" / "report.json").read_text())
+    assert report["files"][0]["left_out"] == [note]
+
+
+def test_a_manifest_from_before_left_out_still_resumes(tmp_path):
+    state = tmp_path / ".vsdeblur"
+    state.mkdir()
+    with sqlite3.connect(state / "manifest.sqlite") as db:  # the files table as it was before left_out
+        db.execute("CREATE TABLE files (id INTEGER PRIMARY KEY, source TEXT NOT NULL UNIQUE, output TEXT NOT NULL, "
+                   "chunk_hash TEXT NOT NULL, output_hash TEXT NOT NULL, state TEXT NOT NULL, frames INTEGER, "
+                   "seconds REAL, error TEXT)")
+        db.execute("INSERT INTO files VALUES (1, 'a.mp4', 'a.mkv', 'h', 'o', 'done', 5, 1.0, NULL)")
+    manifest = Manifest(tmp_path)
+    try:
+        assert manifest.file(1).state == "done" and manifest.file(1).left_out is None
+    finally:
+        manifest.close()
 
 
 def test_run_chunk_drives_a_planned_job(tmp_path, tiny_weights, settings):

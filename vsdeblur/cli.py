@@ -247,6 +247,9 @@ def batch(inputs, output, config_path, resume, plan_only, **flags) -> None:
         click.echo(f"planned {len(report.files)} files; now run `vsdeblur run-chunk --manifest {output} --index N`")
         return
     click.echo(report.table())
+    for result in report.files:
+        for what in result.left_out:
+            click.echo(f"vsdeblur batch: note: {result.source}: left out {what}", err=True)
     sys.exit(0 if report.ok else 1)
 
 

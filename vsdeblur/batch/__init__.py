@@ -37,6 +37,7 @@ class FileResult:
     frames: int
     seconds: float  # worker time spent on it (chunks and join), summed over runs that did work
     error: str | None
+    left_out: list[str]  # what the output does not keep, one line each (Writer.left_out)
 
 
 @dataclass
@@ -159,7 +160,7 @@ def run_batch(
     try:
         results = [  # a planned-only job reports its files as not done yet
             FileResult(str(f.source), str(f.output), "done" if f.state == "done" else "failed", f.frames or 0, f.seconds or 0.0,
-                       None if f.state == "done" else (f.error or f"left {f.state}"))
+                       None if f.state == "done" else (f.error or f"left {f.state}"), (f.left_out or "").splitlines())
             for f in manifest.files()
         ]
     finally:

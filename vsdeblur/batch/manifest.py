@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS files (
     state TEXT NOT NULL,        -- pending | joining | done | failed
     frames INTEGER,
     seconds REAL,               -- worker time: chunks plus the join
-    error TEXT
+    error TEXT,
+    left_out TEXT               -- what the output does not keep, one line each (Writer.left_out)
 );
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
@@ -78,6 +79,7 @@ class FileRow:
     frames: int | None
     seconds: float | None
     error: str | None
+    left_out: str | None
 
 
 class Manifest:
@@ -94,6 +96,8 @@ class Manifest:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        if "left_out" not in {column[1] for column in self.db.execute("PRAGMA table_info(files)")}:
+            self.db.execute("ALTER TABLE files ADD COLUMN left_out TEXT")  # a job begun by an older vsdeblur
 
     @classmethod
     def open_existing(cls, path: Path) -> Manifest:
@@ -181,7 +185,7 @@ class Manifest:
             redo = replan or old_output_hash != output_hash or state != "done" or not output.is_file()
             if redo:
                 db.execute(
-                    "UPDATE files SET output = ?, chunk_hash = ?, output_hash = ?, state = 'pending', error = NULL WHERE id = ?",
+                    "UPDATE files SET output = ?, chunk_hash = ?, output_hash = ?, state = 'pending', error = NULL, left_out = NULL WHERE id = ?",
                     (str(output), chunk_hash, output_hash, file_id),
                 )
             return file_id, replan
@@ -249,10 +253,10 @@ class Manifest:
             cur = db.execute("UPDATE files SET state = 'joining' WHERE id = ? AND state = 'pending'", (file_id,))
             return cur.rowcount == 1
 
-    def finish_file(self, file_id: int, frames: int, join_seconds: float) -> None:
+    def finish_file(self, file_id: int, frames: int, join_seconds: float, left_out: list[str]) -> None:
         with self.transaction() as db:
             chunk_seconds = db.execute("SELECT COALESCE(SUM(seconds), 0) FROM chunks WHERE file_id = ?", (file_id,)).fetchone()[0]
             db.execute(
-                "UPDATE files SET state = 'done', frames = ?, seconds = ?, error = NULL WHERE id = ?",
-                (frames, chunk_seconds + join_seconds, file_id),
+                "UPDATE files SET state = 'done', frames = ?, seconds = ?, error = NULL, left_out = ? WHERE id = ?",
+                (frames, chunk_seconds + join_seconds, "\n".join(left_out) or None, file_id),
             )

@@ -120,7 +120,7 @@ def _join(manifest: Manifest, file_id: int) -> None:
     except (UsageError, av.FFmpegError, OSError, ValueError) as exc:
         manifest.fail_file(file_id, str(exc))
         return
-    manifest.finish_file(file_id, len(pts), time.perf_counter() - started)
+    manifest.finish_file(file_id, len(pts), time.perf_counter() - started, writer.left_out)
 
 
 def run_task(root: str, kind: str, ident: int) -> None:
