@@ -228,3 +228,40 @@ def test_second_audio_track_chapters_and_metadata(tmp_path):
         assert [(c["metadata"]["title"], float(c["start"] * c["time_base"])) for c in b.chapters()] == [("One", 0.0), ("Two", 0.08)]
         assert len(a.chapters()) == 2
     assert packets(target, "audio") == packets(rich, "audio")
+
+
+def test_a_lossless_source_is_encoded_losslessly_unless_told_otherwise(tmp_path):
+    """An FFV1 master stays a master: by default x264 writes it with qp 0, so what comes back is
+    what was written up to YUV rounding, where the usual CRF 16 loses far more on noise. A lossy
+    source keeps the CRF default, and --crf or the encoder's own option always wins."""
+    rng = np.random.default_rng(0)
+    master = tmp_path / "master.mkv"
+    with av.open(str(master), "w") as out:
+        video = out.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv444p"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            frame = frame.reformat(format="yuv444p", dst_colorspace=1, dst_color_range=1)
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+
+    def largest_error(output: Path) -> int:
+        with Reader(master) as a, Reader(output) as b:
+            return max(int(np.abs(x.rgb.astype(int) - y.rgb.astype(int)).max()) for x, y in zip(a.frames(), b.frames(), strict=True))
+
+    default = copy_through(master, tmp_path / "default.mkv")
+    assert default.encoder["codec"] == "libx264" and default.encoder["options"]["qp"] == "0"
+    assert "crf" not in default.encoder["options"]
+    lossy = copy_through(master, tmp_path / "crf16.mkv", crf=16)
+    assert lossy.encoder["options"]["crf"] == "16" and "qp" not in lossy.encoder["options"]
+    assert largest_error(tmp_path / "default.mkv") <= 3 < 20 <= largest_error(tmp_path / "crf16.mkv")
+
+    with Reader(master) as reader:
+        info = reader.info
+    x265 = encoder_settings(info, {"codec": "libx265", "encoder_options": "x265-params=aq-mode=3"})["options"]
+    assert x265["x265-params"].split(":")[:2] == ["aq-mode=3", "lossless=1"] and "crf" not in x265
+    assert "crf" not in encoder_settings(info, {"encoder_options": "qp=4"})["options"]
+    h264 = make_clip(tmp_path / "h264.mkv", frames=2, audio=False)
+    with Reader(h264) as reader:
+        assert encoder_settings(reader.info, {})["options"] == {"crf": "16"}

@@ -49,6 +49,8 @@ from vsdeblur.io.reader import Reader, VideoInfo
 __all__ = ["Writer", "encoder_settings"]
 
 DEFAULT_CRF = {"libx264": 16, "libx265": 18}
+# the option (and entry) that makes these encoders lossless: the default for a lossless source
+LOSSLESS_OPTION = {"libx264": ("qp", "0"), "libx265": ("x265-params", "lossless=1")}
 CONSTANT_RATE_FORMATS = {"yuv4mpegpipe"}  # containers without timestamps
 # tags that describe the old file or encode rather than the content (Matroska statistics,
 # the old muxer or encoder): the new muxer writes its own
@@ -87,9 +89,16 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
             wanted = ["yuv444p" if video.bit_depth <= 8 else "yuv444p10le", *wanted]
         pix_fmt = next((f for f in wanted if not formats or f in formats), formats[0] if formats else video.pix_fmt)
     options = dict(_parse_options(values["encoder_options"]))
-    crf = values["crf"] if values["crf"] is not None else DEFAULT_CRF.get(codec_name)
-    if crf is not None:
-        options.setdefault("crf", str(crf))
+    if values["crf"] is not None:
+        options.setdefault("crf", str(values["crf"]))
+    elif not {"crf", "qp"} & options.keys():
+        # A lossless source (FFV1, PNG, ...) is a master: a lossy default would add codec
+        # error of the same order as what the model removes from lightly blurred footage.
+        if codec_name in LOSSLESS_OPTION and _is_lossless(video.codec):
+            option, entry = LOSSLESS_OPTION[codec_name]
+            _add_params(options, option, [entry])
+        elif codec_name in DEFAULT_CRF:
+            options["crf"] = str(DEFAULT_CRF[codec_name])
     if values["encoder_preset"] is not None:
         options.setdefault("preset", values["encoder_preset"])
     if codec_name == "libx265":  # else a page of [info] on stderr
@@ -102,6 +111,16 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
         if key not in known:
             raise UsageError(f"{codec_name} has no option {key!r}")
     return {"codec": codec_name, "pix_fmt": pix_fmt, "options": options}
+
+
+def _is_lossless(decoder_name: str) -> bool:
+    """True for codecs that can only store frames losslessly (FFV1, PNG, rawvideo, ...); H.264
+    and the like can be either, and their streams do not say which, so they count as lossy."""
+    try:
+        codec = av.Codec(decoder_name, "r")
+    except (ValueError, av.error.FFmpegError):
+        return False
+    return codec.lossless and not codec.lossy
 
 
 def _add_params(options: dict[str, str], option: str, entries: list[str]) -> None:
