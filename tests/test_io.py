@@ -232,7 +232,8 @@ def test_second_audio_track_chapters_and_metadata(tmp_path):
 
 def test_a_lossless_source_is_encoded_losslessly_unless_told_otherwise(tmp_path):
     """An FFV1 master stays a master: by default x264 writes it with qp 0, so what comes back is
-    what was written up to YUV rounding, where the usual CRF 16 loses far more on noise. A lossy
+    what was written up to YUV rounding, where the usual CRF 16 loses far more on noise; and that
+    lossless H.264 is recognised as lossless in turn, so a chain of tools keeps it so. A lossy
     source keeps the CRF default, and --crf or the encoder's own option always wins."""
     rng = np.random.default_rng(0)
     master = tmp_path / "master.mkv"
@@ -246,22 +247,26 @@ def test_a_lossless_source_is_encoded_losslessly_unless_told_otherwise(tmp_path)
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
 
-    def largest_error(output: Path) -> int:
-        with Reader(master) as a, Reader(output) as b:
-            return max(int(np.abs(x.rgb.astype(int) - y.rgb.astype(int)).max()) for x, y in zip(a.frames(), b.frames(), strict=True))
+    def largest_error(a: Path, b: Path) -> int:
+        with Reader(a) as first, Reader(b) as second:
+            return max(int(np.abs(x.rgb.astype(int) - y.rgb.astype(int)).max()) for x, y in zip(first.frames(), second.frames(), strict=True))
 
-    default = copy_through(master, tmp_path / "default.mkv")
+    default = copy_through(master, tmp_path / "default.mp4")
     assert default.encoder["codec"] == "libx264" and default.encoder["options"]["qp"] == "0"
     assert "crf" not in default.encoder["options"]
+    again = copy_through(tmp_path / "default.mp4", tmp_path / "again.mkv")
+    assert again.encoder["options"]["qp"] == "0"
     lossy = copy_through(master, tmp_path / "crf16.mkv", crf=16)
     assert lossy.encoder["options"]["crf"] == "16" and "qp" not in lossy.encoder["options"]
-    assert largest_error(tmp_path / "default.mkv") <= 3 < 20 <= largest_error(tmp_path / "crf16.mkv")
+    assert largest_error(master, tmp_path / "default.mp4") <= 3 < 20 <= largest_error(master, tmp_path / "crf16.mkv")
+    assert largest_error(tmp_path / "default.mp4", tmp_path / "again.mkv") <= 3
 
     with Reader(master) as reader:
         info = reader.info
     x265 = encoder_settings(info, {"codec": "libx265", "encoder_options": "x265-params=aq-mode=3"})["options"]
     assert x265["x265-params"].split(":")[:2] == ["aq-mode=3", "lossless=1"] and "crf" not in x265
     assert "crf" not in encoder_settings(info, {"encoder_options": "qp=4"})["options"]
-    h264 = make_clip(tmp_path / "h264.mkv", frames=2, audio=False)
-    with Reader(h264) as reader:
-        assert encoder_settings(reader.info, {})["options"] == {"crf": "16"}
+    for source in [tmp_path / "crf16.mkv", make_clip(tmp_path / "444.mkv", frames=2, pix_fmt="yuv444p", audio=False)]:
+        with Reader(source) as reader:  # x264 at 4:4:4 uses the lossless profile, but not the bypass
+            assert not reader.info.lossless
+            assert encoder_settings(reader.info, {})["options"] == {"crf": "16"}

@@ -37,6 +37,7 @@ import numpy as np
 
 from vsdeblur.errors import UsageError
 from vsdeblur.io.colour import Colour, HdrMetadata, rgb_format, to_rgb
+from vsdeblur.io.lossless import is_lossless
 
 __all__ = ["Frame", "Reader", "VideoInfo", "open_input"]
 
@@ -58,6 +59,7 @@ class VideoInfo:
     rotation: int  # display rotation, degrees counter-clockwise
     codec: str
     hdr: HdrMetadata | None = None  # HDR10 static metadata of the first frame
+    lossless: bool = False  # coded losslessly (FFV1, PNG, lossless H.264, ...): vsdeblur.io.lossless
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Reader:
             rotation=int(first.rotation or 0),
             codec=stream.codec_context.name,
             hdr=HdrMetadata.from_frame(first),
+            lossless=is_lossless(stream),
         )
 
     # ---- decoding --------------------------------------------------------------------------

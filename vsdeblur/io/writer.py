@@ -92,9 +92,9 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
     if values["crf"] is not None:
         options.setdefault("crf", str(values["crf"]))
     elif not {"crf", "qp"} & options.keys():
-        # A lossless source (FFV1, PNG, ...) is a master: a lossy default would add codec
+        # A lossless source (FFV1, PNG, lossless H.264, ...) is a master: a lossy default would add codec
         # error of the same order as what the model removes from lightly blurred footage.
-        if codec_name in LOSSLESS_OPTION and _is_lossless(video.codec):
+        if codec_name in LOSSLESS_OPTION and video.lossless:
             option, entry = LOSSLESS_OPTION[codec_name]
             _add_params(options, option, [entry])
         elif codec_name in DEFAULT_CRF:
@@ -111,16 +111,6 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
         if key not in known:
             raise UsageError(f"{codec_name} has no option {key!r}")
     return {"codec": codec_name, "pix_fmt": pix_fmt, "options": options}
-
-
-def _is_lossless(decoder_name: str) -> bool:
-    """True for codecs that can only store frames losslessly (FFV1, PNG, rawvideo, ...); H.264
-    and the like can be either, and their streams do not say which, so they count as lossy."""
-    try:
-        codec = av.Codec(decoder_name, "r")
-    except (ValueError, av.error.FFmpegError):
-        return False
-    return codec.lossless and not codec.lossy
 
 
 def _add_params(options: dict[str, str], option: str, entries: list[str]) -> None:
