@@ -15,6 +15,7 @@ from media import make_clip, packets, video_times
 from vsdeblur.cli import main
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
+from vsdeblur.io import Reader
 from vsdeblur.evaluate import PANEL_GAP, evaluate
 from vsdeblur.train.data import dead_leaves, decode_rgb
 from vsdeblur.train.metrics import psnr
@@ -162,3 +163,17 @@ def test_synth_command_blurs_a_video_and_keeps_its_streams(tmp_path):
     assert again.exit_code == 2 and "exists" in again.output  # never overwritten without --overwrite
     bad = CliRunner().invoke(main, ["synth", str(source), str(tmp_path / "x.mkv"), "--kernel-size", "8"])
     assert bad.exit_code == 2 and "kernel size must be odd" in bad.output
+
+
+def test_synth_writes_lossless_test_material_unless_given_a_crf(tmp_path):
+    """Blurred test material from a lossy source carries no codec error of its own by default, so
+    a score measures the blur and the model, and vsdeblur-stream keeps it lossless in turn."""
+    source = make_clip(tmp_path / "sharp.mkv", width=96, height=64, frames=4, pix_fmt="yuv444p", audio=False)
+    common = [str(source), "--min-length", "4", "--max-length", "6", "--seed", "2", "-q"]
+    assert CliRunner().invoke(main, ["synth", common[0], str(tmp_path / "lossless.mkv"), *common[1:]]).exit_code == 0
+    assert CliRunner().invoke(main, ["synth", common[0], str(tmp_path / "crf.mkv"), *common[1:], "--crf", "30"]).exit_code == 0
+    with Reader(tmp_path / "lossless.mkv") as lossless, Reader(tmp_path / "crf.mkv") as lossy:
+        assert lossless.info.codec == "h264" and lossless.info.lossless and not lossy.info.lossless
+    expected = ShakeBlur(ShakeSpec(min_length=4, max_length=6), seed=2).frames(list(decode_rgb(source)))
+    for got, want in zip(decode_rgb(tmp_path / "lossless.mkv"), expected, strict=True):
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 3

@@ -266,7 +266,14 @@ def test_a_lossless_source_is_encoded_losslessly_unless_told_otherwise(tmp_path)
     x265 = encoder_settings(info, {"codec": "libx265", "encoder_options": "x265-params=aq-mode=3"})["options"]
     assert x265["x265-params"].split(":")[:2] == ["aq-mode=3", "lossless=1"] and "crf" not in x265
     assert "crf" not in encoder_settings(info, {"encoder_options": "qp=4"})["options"]
+    assert encoder_settings(info, {"lossless": False})["options"] == {"crf": "16"}
+    assert "qp" not in encoder_settings(info, {"codec": "libvpx-vp9"})["options"]  # auto never insists
     for source in [tmp_path / "crf16.mkv", make_clip(tmp_path / "444.mkv", frames=2, pix_fmt="yuv444p", audio=False)]:
         with Reader(source) as reader:  # x264 at 4:4:4 uses the lossless profile, but not the bypass
             assert not reader.info.lossless
             assert encoder_settings(reader.info, {})["options"] == {"crf": "16"}
+            assert encoder_settings(reader.info, {"lossless": True})["options"] == {"qp": "0"}
+            for bad, message in [({"lossless": True, "crf": 10}, "takes no CRF or qp"),
+                                 ({"lossless": True, "codec": "libvpx-vp9"}, "libvpx-vp9 cannot encode losslessly")]:
+                with pytest.raises(UsageError, match=message):
+                    encoder_settings(reader.info, bad)

@@ -176,11 +176,14 @@ def synth(input, output, overwrite, quiet, **flags) -> None:
     """Blur a sharp video with random camera shake: test material with a known answer.
 
     Each frame gets its own shake kernel (drawn from --seed and the frame number); timestamps,
-    audio, subtitles and colour are kept as vsdeblur-stream keeps them."""
+    audio, subtitles and colour are kept as vsdeblur-stream keeps them. Unless a CRF is given
+    (or --no-lossless), the output is lossless: the known answer carries no codec error."""
     from vsdeblur.stream import stream
     from vsdeblur.train.synth import ShakeBlur, ShakeSpec
 
     values = resolve([SYNTH, ENCODE], None, flags)
+    if values["lossless"] is None and values["crf"] is None:
+        values["lossless"] = True
     if values["kernel_size"] % 2 == 0:
         raise UsageError(f"kernel size must be odd; got {values['kernel_size']}")
     if values["min_length"] > values["max_length"]:

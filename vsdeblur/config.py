@@ -176,7 +176,8 @@ ENCODE = Group(
     "encode",
     (
         Option("codec", str, None, "video encoder (libx264, libx265, ffv1, libsvtav1, ...); default: libx264 for 8-bit sources, libx265 for deeper ones"),
-        Option("crf", int, None, "constant rate factor (lower is better); default: lossless x264/x265 for a lossless source (FFV1, PNG, lossless H.264, ...), else 16 for libx264, 18 for libx265, the encoder's own otherwise", minimum=0, maximum=63),
+        Option("crf", int, None, "constant rate factor (lower is better); default: 16 for libx264, 18 for libx265, the encoder's own otherwise", minimum=0, maximum=63),
+        Option("lossless", bool, None, "encode losslessly (x264 qp=0, x265 lossless=1; FFV1 always is); default: when the source is lossless (FFV1, PNG, lossless H.264, ...) and no CRF is given"),
         Option("pix_fmt", str, None, "output pixel format, e.g. yuv420p10le; default: the source's, if the encoder takes it"),
         Option("encoder_preset", str, None, "encoder speed preset (x264/x265: ultrafast ... placebo); default: the encoder's"),
         Option("encoder_options", str, None, "more encoder options, space-separated key=value pairs, e.g. 'tune=film x265-params=aq-mode=3'"),

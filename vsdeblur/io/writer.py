@@ -14,7 +14,7 @@
   removes it. An existing target is refused unless overwrite=True.
 - video: the source's `VideoInfo`; its time base, colour tags and rotation are reproduced.
 - settings: ENCODE options (`vsdeblur.config.ENCODE`; missing keys take their defaults):
-  codec, crf, pix_fmt, encoder_preset, encoder_options, format, drop_incompatible.
+  codec, crf, lossless, pix_fmt, encoder_preset, encoder_options, format, drop_incompatible.
 - source: a `Reader` whose other streams (audio, subtitles, attachments, data, further video
   streams), chapters and metadata are copied without re-encoding; `copy(packet)` muxes one
   of its packets. Streams the container cannot carry are an error naming the stream, or are
@@ -89,16 +89,24 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
             wanted = ["yuv444p" if video.bit_depth <= 8 else "yuv444p10le", *wanted]
         pix_fmt = next((f for f in wanted if not formats or f in formats), formats[0] if formats else video.pix_fmt)
     options = dict(_parse_options(values["encoder_options"]))
-    if values["crf"] is not None:
+    rate_given = values["crf"] is not None or not {"crf", "qp"}.isdisjoint(options)
+    can_be_lossless = codec_name in LOSSLESS_OPTION or (codec.lossless and not codec.lossy)  # FFV1, PNG, ...
+    lossless = values["lossless"]
+    if lossless is None:
+        # A lossless source (FFV1, PNG, lossless H.264, ...) is a master: a lossy default would add
+        # codec error of the same order as what the model removes from lightly blurred footage.
+        lossless = video.lossless and can_be_lossless and not rate_given
+    if lossless and rate_given:
+        raise UsageError("lossless encoding takes no CRF or qp; give one or the other")
+    if lossless and not can_be_lossless:
+        raise UsageError(f"{codec_name} cannot encode losslessly; use libx264, libx265 or ffv1, or give a CRF")
+    if lossless and codec_name in LOSSLESS_OPTION:
+        option, entry = LOSSLESS_OPTION[codec_name]
+        _add_params(options, option, [entry])
+    elif values["crf"] is not None:
         options.setdefault("crf", str(values["crf"]))
-    elif not {"crf", "qp"} & options.keys():
-        # A lossless source (FFV1, PNG, lossless H.264, ...) is a master: a lossy default would add codec
-        # error of the same order as what the model removes from lightly blurred footage.
-        if codec_name in LOSSLESS_OPTION and video.lossless:
-            option, entry = LOSSLESS_OPTION[codec_name]
-            _add_params(options, option, [entry])
-        elif codec_name in DEFAULT_CRF:
-            options["crf"] = str(DEFAULT_CRF[codec_name])
+    elif codec_name in DEFAULT_CRF and not rate_given and not lossless:
+        options["crf"] = str(DEFAULT_CRF[codec_name])
     if values["encoder_preset"] is not None:
         options.setdefault("preset", values["encoder_preset"])
     if codec_name == "libx265":  # else a page of [info] on stderr
