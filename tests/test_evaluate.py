@@ -171,9 +171,12 @@ def test_synth_writes_lossless_test_material_unless_given_a_crf(tmp_path):
     source = make_clip(tmp_path / "sharp.mkv", width=96, height=64, frames=4, pix_fmt="yuv444p", audio=False)
     common = [str(source), "--min-length", "4", "--max-length", "6", "--seed", "2", "-q"]
     assert CliRunner().invoke(main, ["synth", common[0], str(tmp_path / "lossless.mkv"), *common[1:]]).exit_code == 0
-    assert CliRunner().invoke(main, ["synth", common[0], str(tmp_path / "crf.mkv"), *common[1:], "--crf", "30"]).exit_code == 0
-    with Reader(tmp_path / "lossless.mkv") as lossless, Reader(tmp_path / "crf.mkv") as lossy:
-        assert lossless.info.codec == "h264" and lossless.info.lossless and not lossy.info.lossless
+    for name, rate in [("crf.mkv", ["--crf", "30"]), ("qp.mkv", ["--encoder-options", "qp=30"])]:
+        assert CliRunner().invoke(main, ["synth", common[0], str(tmp_path / name), *common[1:], *rate]).exit_code == 0
+        with Reader(tmp_path / name) as lossy:
+            assert not lossy.info.lossless
+    with Reader(tmp_path / "lossless.mkv") as lossless:
+        assert lossless.info.codec == "h264" and lossless.info.lossless
     expected = ShakeBlur(ShakeSpec(min_length=4, max_length=6), seed=2).frames(list(decode_rgb(source)))
     for got, want in zip(decode_rgb(tmp_path / "lossless.mkv"), expected, strict=True):
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 3

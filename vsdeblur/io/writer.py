@@ -46,7 +46,7 @@ from vsdeblur.errors import UsageError
 from vsdeblur.io.colour import HDR_SYNTAX, from_rgb
 from vsdeblur.io.reader import Reader, VideoInfo
 
-__all__ = ["Writer", "encoder_settings"]
+__all__ = ["Writer", "encoder_settings", "names_a_rate"]
 
 DEFAULT_CRF = {"libx264": 16, "libx265": 18}
 # the option (and entry) that makes these encoders lossless: the default for a lossless source
@@ -89,7 +89,7 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
             wanted = ["yuv444p" if video.bit_depth <= 8 else "yuv444p10le", *wanted]
         pix_fmt = next((f for f in wanted if not formats or f in formats), formats[0] if formats else video.pix_fmt)
     options = dict(_parse_options(values["encoder_options"]))
-    rate_given = values["crf"] is not None or not {"crf", "qp"}.isdisjoint(options)
+    rate_given = names_a_rate(values)
     can_be_lossless = codec_name in LOSSLESS_OPTION or (codec.lossless and not codec.lossy)  # FFV1, PNG, ...
     lossless = values["lossless"]
     if lossless is None:
@@ -119,6 +119,12 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
         if key not in known:
             raise UsageError(f"{codec_name} has no option {key!r}")
     return {"codec": codec_name, "pix_fmt": pix_fmt, "options": options}
+
+
+def names_a_rate(settings: Mapping[str, Any]) -> bool:
+    """Whether ENCODE settings fix the rate themselves: a CRF, or crf/qp among the encoder options."""
+    given = {key for key, _ in _parse_options(settings.get("encoder_options"))}
+    return settings.get("crf") is not None or not {"crf", "qp"}.isdisjoint(given)
 
 
 def _add_params(options: dict[str, str], option: str, entries: list[str]) -> None:
