@@ -172,7 +172,9 @@ def batch_cli(*args: str, **kwargs) -> subprocess.Popen:
 
 
 def test_sigkill_then_resume_redoes_no_finished_chunk(tmp_path, tiny_weights, settings):
-    clip = make_clip(tmp_path / "long.mp4", 24, seed=3)
+    # 24 chunks: enough left after the second finishes that the kill lands mid-job even when
+    # chunks take a few milliseconds (6 once finished between two polls on an idle machine)
+    clip = make_clip(tmp_path / "long.mp4", 96, seed=3)
     args = [str(clip), "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu",
             "--workers", "1", "--chunk-frames", "4"]
     db = tmp_path / "out" / ".vsdeblur" / "manifest.sqlite"
@@ -180,7 +182,7 @@ def test_sigkill_then_resume_redoes_no_finished_chunk(tmp_path, tiny_weights, se
     deadline = time.monotonic() + 120
     done_before: set[int] = set()
     while time.monotonic() < deadline and len(done_before) < 2:
-        time.sleep(0.2)
+        time.sleep(0.05)
         if db.exists():
             try:
                 with sqlite3.connect(db) as c:
