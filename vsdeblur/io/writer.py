@@ -105,7 +105,7 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
         _add_params(options, option, [entry])
     elif values["crf"] is not None:
         options.setdefault("crf", str(values["crf"]))
-    elif codec_name in DEFAULT_CRF and not rate_given and not lossless:
+    elif codec_name in DEFAULT_CRF and not rate_given:  # lossless here means FFV1 and the like
         options["crf"] = str(DEFAULT_CRF[codec_name])
     if values["encoder_preset"] is not None:
         options.setdefault("preset", values["encoder_preset"])
