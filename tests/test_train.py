@@ -499,10 +499,12 @@ def test_size_run_fits_steps_to_the_measured_synthesis_rate(tmp_path):
     done = subprocess.run([sys.executable, str(script), str(recipe), "30", str(sized), "--workers", "3", "--measure", "0.5"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    rate = float(done.stdout.split("(")[1].split()[0])  # samples/s per core, as measured
+    rate = float(done.stdout.split("(")[1].split()[0])  # samples/s per core, as measured, to 2 decimals
     config = load_config(sized)
-    keep = int(rate * 3 * 0.8 * 30 / 2 / 3)  # 3 workers, 30 s, batch 2, 3 candidates
-    assert (config.steps, config.keep_every, config.checkpoint_every) == (3 * keep, keep, keep)
+    # 3 workers, 30 s, batch 2, 3 candidates; the printed rate is rounded, the script's is not
+    fewest, most = (int(r * 3 * 0.8 * 30 / 2 / 3) for r in (rate - 0.005, rate + 0.005))
+    keep = config.keep_every
+    assert fewest <= keep <= most and (config.steps, config.checkpoint_every) == (3 * keep, keep)
     assert config.decay_start == round(3 * keep / 2) and config.workers == 3
     assert (config.preset, config.crop, config.blur["kernel_size"]) == ("tiny", 48, 9)  # the rest is the recipe's
     assert sized.read_text().startswith('base = "../recipes/train.toml"')
