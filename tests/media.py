@@ -107,3 +107,30 @@ def packets(path: Path | str, kind: str) -> list[tuple[bytes, float | None]]:
     with av.open(str(path)) as c:
         streams = [s for s in c.streams if s.type == kind]
         return [(bytes(p), float(p.pts * p.time_base) if p.pts is not None else None) for p in c.demux(*streams) if p.size]
+
+
+def sliding_noise_clip(path: Path, frames: int = 10, seed: int = 0, width: int = 64, height: int = 48) -> Path:
+    """Random texture sliding 2 px a frame: H.264 with a keyframe every 4 frames, uneven
+    timestamps (1/1000 time base) and AAC audio; a brightness jump halfway gives the scene
+    detector a cut."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 200, (height, width, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "g": "4", "keyint_min": "4"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, 1000)
+        sound = out.add_stream("aac", rate=48000, layout="mono")
+        for i in range(frames):
+            rgb = np.roll(base, 2 * i, axis=1) + (55 if i >= frames // 2 else 0)
+            frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = 40 * i + (i % 3), Fraction(1, 1000)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        samples = frames * 48000 // 25
+        tone = (0.2 * np.sin(np.arange(samples) * 0.05)).astype(np.float32)[None]
+        for start in range(0, samples, 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start:start + 1024]), format="fltp", layout="mono")
+            af.sample_rate, af.pts, af.time_base = 48000, start, Fraction(1, 48000)
+            out.mux(sound.encode(af))
+        out.mux(sound.encode(None))
+    return path

@@ -19,38 +19,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tests.media import sliding_noise_clip
 from vsdeblur.batch import resolved_settings, run_batch
 from vsdeblur.batch.manifest import Manifest
 from vsdeblur.batch.plan import Source, discover, output_path, plan_chunks
 from vsdeblur.errors import UsageError
 from vsdeblur.stream import stream
 from vsdeblur.weights import read_weights
-
-
-def make_clip(path: Path, frames: int = 10, seed: int = 0, width: int = 64, height: int = 48) -> Path:
-    """H.264 with a keyframe every 4 frames, uneven timestamps (1/1000 time base) and AAC audio;
-    a brightness jump halfway gives the scene detector a cut."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 200, (height, width, 3), dtype=np.uint8)
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "g": "4", "keyint_min": "4"})
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.time_base = video.codec_context.time_base = Fraction(1, 1000)
-        sound = out.add_stream("aac", rate=48000, layout="mono")
-        for i in range(frames):
-            rgb = np.roll(base, 2 * i, axis=1) + (55 if i >= frames // 2 else 0)
-            frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24").reformat(format="yuv420p")
-            frame.pts, frame.time_base = 40 * i + (i % 3), Fraction(1, 1000)
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        samples = frames * 48000 // 25
-        tone = (0.2 * np.sin(np.arange(samples) * 0.05)).astype(np.float32)[None]
-        for start in range(0, samples, 1024):
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start:start + 1024]), format="fltp", layout="mono")
-            af.sample_rate, af.pts, af.time_base = 48000, start, Fraction(1, 48000)
-            out.mux(sound.encode(af))
-        out.mux(sound.encode(None))
-    return path
 
 
 def single_pass(source: Path, target: Path, values: dict) -> Path:
@@ -69,9 +44,9 @@ def decoded(path: Path) -> tuple[list[np.ndarray], list[int], list[tuple[str, in
 
 
 def assert_same_video(a: Path, b: Path) -> None:
-    """Same pixels, pts and other streams. Compare lossless outputs only: libx264 at a CRF has
-    encoded the same frames with the same pts and settings differently from one run to the
-    next (audio copied alongside; docs/stream.md, "Known limits"), so lossy pixels prove nothing."""
+    """Same pixels, pts and other streams. Meant for lossless outputs, whose pixels are the
+    restored frames themselves whatever a lossy encoder decides (x264's AVX-512 code once made
+    CRF outputs differ between runs: test_io checks the encoder on its own)."""
     fa, pa, oa = decoded(a)
     fb, pb, ob = decoded(b)
     assert pa == pb
@@ -133,8 +108,8 @@ def test_chunks_cover_the_clip_and_prefer_keyframes():
 def test_chunked_output_equals_single_pass_and_rerun_does_nothing(tmp_path, settings):
     clips = tmp_path / "in"
     (clips / "sub").mkdir(parents=True)
-    make_clip(clips / "a.mp4", 10, seed=1)
-    make_clip(clips / "sub" / "b.mp4", 7, seed=2)
+    sliding_noise_clip(clips / "a.mp4", 10, seed=1)
+    sliding_noise_clip(clips / "sub" / "b.mp4", 7, seed=2)
     values = settings()
     report = run_batch([str(clips)], tmp_path / "out", values)
     assert report.ok, report.table()
@@ -164,7 +139,7 @@ def test_chunks_of_a_wider_stage2_carry_its_window(tmp_path, tiny_weights):
     torch.manual_seed(1)
     wide = save_weights(tmp_path / "r2.safetensors", loaded.preset.with_radius(2),
                         {1: loaded.build(1), 2: build_model(loaded.preset.with_radius(2), 2)})
-    clip = make_clip(tmp_path / "a.mp4", 10, seed=3)
+    clip = sliding_noise_clip(tmp_path / "a.mp4", 10, seed=3)
     values = resolved_settings(None, {"weights": wide, "device": "cpu", "workers": 1, "chunk_frames": 3, "scene_threshold": 0.0,
                                     "lossless": True})
     report = run_batch([str(clip)], tmp_path / "out", values)
@@ -173,7 +148,7 @@ def test_chunks_of_a_wider_stage2_carry_its_window(tmp_path, tiny_weights):
 
 
 def test_a_radius_the_weights_were_not_trained_for_stops_the_plan(tmp_path, tiny_weights):
-    clip = make_clip(tmp_path / "a.mp4", 4, seed=3)
+    clip = sliding_noise_clip(tmp_path / "a.mp4", 4, seed=3)
     trained = read_weights(tiny_weights).preset.stage2.radius
     values = resolved_settings(None, {"weights": tiny_weights, "device": "cpu", "radius": trained + 1})
     with pytest.raises(UsageError, match=f"trained with radius {trained}; radius {trained + 1} needs weights trained for it"):
@@ -192,7 +167,7 @@ def batch_cli(*args: str, **kwargs) -> subprocess.Popen:
 def test_sigkill_then_resume_redoes_no_finished_chunk(tmp_path, tiny_weights, settings):
     # 24 chunks: enough left after the second finishes that the kill lands mid-job even when
     # chunks take a few milliseconds (6 once finished between two polls on an idle machine)
-    clip = make_clip(tmp_path / "long.mp4", 96, seed=3)
+    clip = sliding_noise_clip(tmp_path / "long.mp4", 96, seed=3)
     args = [str(clip), "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu",
             "--workers", "1", "--chunk-frames", "4", "--lossless"]
     db = tmp_path / "out" / ".vsdeblur" / "manifest.sqlite"
@@ -225,9 +200,9 @@ def test_sigkill_then_resume_redoes_no_finished_chunk(tmp_path, tiny_weights, se
 def test_a_corrupt_file_fails_alone_with_its_reason(tmp_path, tiny_weights):
     clips = tmp_path / "in"
     clips.mkdir()
-    make_clip(clips / "good.mp4", 5)
+    sliding_noise_clip(clips / "good.mp4", 5)
     (clips / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + os.urandom(2000))
-    truncated = make_clip(tmp_path / "full.mp4", 8).read_bytes()
+    truncated = sliding_noise_clip(tmp_path / "full.mp4", 8).read_bytes()
     (clips / "cut.mkv").write_bytes(truncated[: len(truncated) // 2])
     job = batch_cli(str(clips), "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu",
                     "--workers", "1")
@@ -243,7 +218,7 @@ def test_a_corrupt_file_fails_alone_with_its_reason(tmp_path, tiny_weights):
 
 
 def test_a_dropped_stream_is_reported_per_file(tmp_path, tiny_weights):
-    clip = make_clip(tmp_path / "c.mp4", 4)
+    clip = sliding_noise_clip(tmp_path / "c.mp4", 4)
     args = [str(clip), "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu",
             "--workers", "1", "--name-template", "{stem}.y4m"]
     refused = batch_cli(*args)
@@ -274,7 +249,7 @@ def test_a_manifest_from_before_left_out_still_resumes(tmp_path):
 
 
 def test_run_chunk_drives_a_planned_job(tmp_path, tiny_weights, settings):
-    clip = make_clip(tmp_path / "c.mp4", 8, seed=4)
+    clip = sliding_noise_clip(tmp_path / "c.mp4", 8, seed=4)
     job = batch_cli(str(clip), "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu",
                     "--chunk-frames", "4", "--lossless", "--plan-only")
     assert job.wait(timeout=120) == 0, job.stderr.read()
@@ -289,7 +264,7 @@ def test_run_chunk_drives_a_planned_job(tmp_path, tiny_weights, settings):
 
 def test_ray_executor_on_a_local_cluster(tmp_path, settings):
     pytest.importorskip("ray")
-    clip = make_clip(tmp_path / "r.mp4", 8, seed=5)
+    clip = sliding_noise_clip(tmp_path / "r.mp4", 8, seed=5)
     values = settings(executor="ray", workers=2)
     report = run_batch([str(clip)], tmp_path / "out", values)
     assert report.ok, report.table()
@@ -299,7 +274,7 @@ def test_ray_executor_on_a_local_cluster(tmp_path, settings):
 
 @pytest.mark.parametrize("name", ["archive-ffv1", "preview"])
 def test_shipped_pipelines_load_and_run(tmp_path, tiny_weights, name):
-    clip = make_clip(tmp_path / "p.mp4", 6, seed=6)
+    clip = sliding_noise_clip(tmp_path / "p.mp4", 6, seed=6)
     values = resolved_settings(REPO / "pipelines" / f"{name}.toml", {"weights": tiny_weights, "device": "cpu", "workers": 1})
     report = run_batch([str(clip)], tmp_path / "out", values)
     assert report.ok, report.table()

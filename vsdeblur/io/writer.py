@@ -111,6 +111,8 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
         options.setdefault("preset", values["encoder_preset"])
     if codec_name == "libx265":  # else a page of [info] on stderr
         _add_params(options, "x265-params", ["log-level=error"])
+    if codec_name == "libx264" and _has_avx512():
+        _add_params(options, "x264-params", [X264_WITHOUT_AVX512])
     hdr = video.hdr.encoder_params(codec_name) if video.hdr is not None else None
     if hdr is not None:  # HDR10 metadata travels with the pixels
         _add_params(options, *hdr)
@@ -125,6 +127,22 @@ def names_a_rate(settings: Mapping[str, Any]) -> bool:
     """Whether ENCODE settings fix the rate themselves: a CRF, or crf/qp among the encoder options."""
     given = {key for key, _ in _parse_options(settings.get("encoder_options"))}
     return settings.get("crf") is not None or not {"crf", "qp"}.isdisjoint(given)
+
+
+# x264's AVX-512 code reads memory it has not written: at a CRF, the same frames came out
+# differently from run to run, and changed with what the heap held (MALLOC_PERTURB_). Without
+# AVX-512 every run was identical, as fast (720p, 2 cores). AVX2,Cache64 is what x264 detects on
+# such a CPU, less AVX-512; an asm the user gives in x264-params wins.
+X264_WITHOUT_AVX512 = "asm=AVX2,Cache64"
+
+
+def _has_avx512() -> bool:
+    """Whether this CPU and its OS run AVX-512, as numpy's dispatcher detected it."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # a numpy without that table: x264 is left alone
+        return False
+    return bool(__cpu_features__.get("AVX512F"))
 
 
 def _add_params(options: dict[str, str], option: str, entries: list[str]) -> None:
