@@ -1,4 +1,5 @@
-"""Small real media files for the io and stream tests, made with PyAV's own encoders."""
+"""Small real media files for the io and stream tests, made with PyAV's own encoders, and
+`copy_through`, vsdeblur.io's decode and re-encode without a model."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from vsdeblur.io import Frame, Reader, Writer
 
 SRT = """1
 00:00:00,000 --> 00:00:00,200
@@ -134,3 +137,14 @@ def sliding_noise_clip(path: Path, frames: int = 10, seed: int = 0, width: int =
             out.mux(sound.encode(af))
         out.mux(sound.encode(None))
     return path
+
+
+def copy_through(source: Path, target: Path, **settings) -> Writer:
+    """Decode and re-encode without a model, copying every other stream."""
+    with Reader(source) as reader, Writer(target, reader.info, settings, source=reader) as writer:
+        for item in reader.items():
+            if isinstance(item, Frame):
+                writer.write(item.rgb, item.pts)
+            else:
+                writer.copy(item)
+    return writer
