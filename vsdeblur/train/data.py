@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from vsdeblur.errors import UsageError
-from vsdeblur.train import synth
+from vsdeblur.train import camera, synth
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".nut", ".y4m"}
@@ -122,6 +122,10 @@ class ImageSource:
     def sample(self, rng: np.random.Generator, size: int, frames: int) -> Clip:
         image = self._image(self.paths[rng.integers(len(self.paths))])
         return _panned_clip(image, rng, size, frames, self.scales, self.pan)
+
+    def still(self, rng: np.random.Generator, side: int) -> np.ndarray:
+        """A randomly scaled region of a random image, at least side x side: a scene to film."""
+        return _scaled_region(self._image(self.paths[rng.integers(len(self.paths))]), rng, side, self.scales)
 
 
 def _check_scales(scales: Sequence[float]) -> tuple[float, float]:
@@ -255,12 +259,18 @@ class DeadLeavesSource:
         self.side, self.scales, self.pan = side, _check_scales(scales), _check_pan(pan)
         self.pool: list[np.ndarray | None] = [None] * pool
 
-    def sample(self, rng: np.random.Generator, size: int, frames: int) -> Clip:
+    def _image(self, rng: np.random.Generator) -> np.ndarray:
         index = int(rng.integers(len(self.pool)))
         if self.pool[index] is None:
             image = dead_leaves(np.random.default_rng([1234, index]), self.side, shapes=2000)
             self.pool[index] = (image * 255 + 0.5).astype(np.uint8)
-        return _panned_clip(self.pool[index], rng, size, frames, self.scales, self.pan)
+        return self.pool[index]
+
+    def sample(self, rng: np.random.Generator, size: int, frames: int) -> Clip:
+        return _panned_clip(self._image(rng), rng, size, frames, self.scales, self.pan)
+
+    def still(self, rng: np.random.Generator, side: int) -> np.ndarray:
+        return _scaled_region(self._image(rng), rng, side, self.scales)
 
 
 def dead_leaves(rng: np.random.Generator, size: int, shapes: int = 600, r_min: float = 1.5, alpha: float = 3.0) -> np.ndarray:
@@ -372,6 +382,8 @@ class BlurRecipe:
     gamma_probability: float = 0.3  # blur code values instead of linear light, as many datasets do
     soft_probability: float = 0.0  # put part of the sharp reference out of focus first (synth.soften)
     reference_extras_probability: float = 0.0  # give the sharp reference itself noise and compression
+    camera: camera.CameraSpec = field(default_factory=camera.CameraSpec)
+    camera_probability: float = 0.0  # share filmed along a continuous camera path (camera.py)
 
 
 def make_pair(clip: Clip, rng: np.random.Generator, recipe: BlurRecipe) -> tuple[np.ndarray, np.ndarray]:
@@ -385,14 +397,7 @@ def make_pair(clip: Clip, rng: np.random.Generator, recipe: BlurRecipe) -> tuple
 
     if clip.blurred is not None:
         return inner(clip.blurred), inner(clip.sharp)
-    sharp = clip.sharp
-    if rng.random() < recipe.soft_probability:
-        sharp = synth.soften(sharp, rng)
-    if rng.random() < recipe.reference_extras_probability:
-        # every frame of real video already carries grain and codec artifacts: they are part
-        # of the answer, and a model that only ever sees them added to its input learns to
-        # scrub them off sharp footage
-        sharp = np.stack([synth.add_extras(frame, rng, recipe.extras) for frame in sharp])
+    sharp = as_footage(clip.sharp, rng, recipe)
     leave_sharp = rng.random() < recipe.sharp_probability
     blurred = [sharp[0]]
     for t in range(1, len(sharp) - 1):
@@ -408,6 +413,50 @@ def make_pair(clip: Clip, rng: np.random.Generator, recipe: BlurRecipe) -> tuple
     return np.stack([synth.add_extras(f, rng, recipe.extras) for f in blurred]), inner(sharp)
 
 
+def as_footage(sharp: np.ndarray, rng: np.random.Generator, recipe: BlurRecipe) -> np.ndarray:
+    """Make sharp T x H x W x 3 material more like a video's frames before it is blurred: partly
+    out of focus (soft content is not motion blur), and carrying grain and codec artifacts: they
+    are part of the answer, and a model that only ever sees them added to its input learns to
+    scrub them off sharp footage."""
+    if rng.random() < recipe.soft_probability:
+        sharp = synth.soften(sharp, rng)
+    if rng.random() < recipe.reference_extras_probability:
+        sharp = np.stack([synth.add_extras(frame, rng, recipe.extras) for frame in sharp])
+    return sharp
+
+
+def _chw(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+
+def _hwc(frames: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(frames.permute(0, 2, 3, 1).numpy(), dtype=np.float32)
+
+
+def filmed_pair(source: object, rng: np.random.Generator, size: int, frames: int, recipe: BlurRecipe, augment: Augment) -> tuple[np.ndarray, np.ndarray]:
+    """(blurred, sharp), each T x S x S x 3, filmed by a camera moving along one continuous
+    path: a still scene filmed anew for every frame (the path moves the view between frames
+    too), or a clip's own frames, each blurred by the camera's motion over its exposure."""
+    path = camera.draw_path(rng, recipe.camera, frames)
+    if hasattr(source, "still"):
+        low, high = camera.reach(path, frames, (size, size))
+        side = int(np.ceil(2 * np.abs(np.concatenate([low, high])).max())) + 8
+        scene = augment(Clip(source.still(rng, side)[None]), rng).sharp
+        scene = as_footage(scene, rng, recipe)[0]
+        blurred, sharp = camera.film(torch.from_numpy(np.ascontiguousarray(scene)).permute(2, 0, 1), path, frames, (size, size))
+        blurred, sharp = _hwc(blurred), _hwc(sharp)
+    else:
+        margin = recipe.shake.kernel_size // 2
+        clip = augment(source.sample(rng, size + 2 * margin, frames), rng)
+        footage = _chw(as_footage(clip.sharp, rng, recipe))
+        whole = torch.stack([camera.shake_frame(frame, path, t) for t, frame in enumerate(footage)])
+        blurred = _hwc(whole[:, :, margin : margin + size, margin : margin + size])
+        sharp = _hwc(footage[:, :, margin : margin + size, margin : margin + size])
+    if rng.random() < recipe.sharp_probability:
+        blurred = sharp.copy()
+    return np.stack([synth.add_extras(f, rng, recipe.extras) for f in blurred]), sharp
+
+
 class Mixture:
     """Weighted draws from several sources, then augmentation and blur."""
 
@@ -421,6 +470,8 @@ class Mixture:
 
     def sample(self, rng: np.random.Generator, size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
         source = self.sources[rng.choice(len(self.sources), p=self.weights)]
+        if self.recipe.camera_probability and not isinstance(source, PairedSource) and rng.random() < self.recipe.camera_probability:
+            return filmed_pair(source, rng, size, frames, self.recipe, self.augment)
         margin = self.recipe.shake.kernel_size // 2
         clip = source.sample(rng, size + 2 * margin, frames + 2)
         return make_pair(self.augment(clip, rng), rng, self.recipe)
