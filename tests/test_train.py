@@ -378,6 +378,29 @@ def test_weights_of_another_size_are_refused_naming_the_difference(tmp_path):
         Trainer(config, out=io.StringIO())
 
 
+def test_a_larger_stage1_starts_as_the_smaller_trained_one(tmp_path):
+    small = read_weights(Path(__file__).parents[1] / "vsdeblur/weights/default.safetensors").build(1).eval()
+    config = load_config(write_config(tmp_path), {"output": tmp_path / "run", "preset": "medium",
+                                                   "init_weights": Path(__file__).parents[1] / "vsdeblur/weights/default.safetensors"})
+    trainer = Trainer(config, out=io.StringIO())
+    assert trainer.model.cfg == get_preset("medium").stage1
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(trainer.model.eval()(x), small(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_training_runs_the_networks_in_the_asked_precision(tmp_path, precision, dtype):
+    config = load_config(write_config(tmp_path), {"output": tmp_path / "run", "precision": precision, "steps": 2})
+    trainer = Trainer(config, out=io.StringIO())
+    seen = []
+    trainer.model.head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    trainer.run(resume=False)
+    assert seen and set(seen) == {dtype}
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert read_weights(tmp_path / "run" / "final.safetensors").info["precision"] == precision.replace("bf16", "bfloat16").replace("fp32", "float32")
+
+
 def test_bad_training_configs(tmp_path):
     with pytest.raises(UsageError, match="unknown key 'stepz'"):
         load_config(_write(tmp_path, "stepz = 3\n"))

@@ -32,7 +32,7 @@ from torch import nn
 from vsdeblur.config import Group, Option, check_keys
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset, build_model, get_preset
-from vsdeblur.train import synth
+from vsdeblur.train import camera, synth
 from vsdeblur.train.data import BlurRecipe, Mixture, make_source
 from vsdeblur.train.validate import ValidationSet
 from vsdeblur.weights import read_weights, save_weights
@@ -59,6 +59,7 @@ TRAIN = Group(
         Option("threads", int, 0, "CPU threads for torch (0: torch's default)", minimum=0),
         Option("workers", int, 1, "processes drawing and blurring batches ahead of the optimiser (0: in the training process itself; a GPU needs many)", minimum=0),
         Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
+        Option("precision", str, "auto", "autocast precision of the networks: auto (bf16 on CUDA and on CPUs with AMX or AVX512-BF16, else fp32), fp32 or bf16; weights, optimiser and loss stay fp32", choices=("auto", "fp32", "bf16")),
         Option("stage1_weights", Path, None, "stage 2 only: the trained stage-1 weights it refines"),
         Option("radius", int, None, "stage 2 only: temporal radius (window of 2r+1 frames); default: the preset's", minimum=1, maximum=8),
         Option("init_weights", Path, None, "weights to start the trained stage from instead of random (a stage 2 of a smaller radius is widened: the added frames start with no say)"),
@@ -82,6 +83,13 @@ BLUR = Group(
         Option("gamma_probability", float, BlurRecipe.gamma_probability, "share blurred on code values, not linear light", minimum=0.0, maximum=1.0),
         Option("soft_probability", float, BlurRecipe.soft_probability, "share whose sharp reference is first put partly out of focus (soft content is not motion blur)", minimum=0.0, maximum=1.0),
         Option("reference_extras_probability", float, BlurRecipe.reference_extras_probability, "share whose sharp reference already carries noise and compression, as real video frames do", minimum=0.0, maximum=1.0),
+        Option("camera_probability", float, BlurRecipe.camera_probability, "share filmed by a camera moving along a continuous path, integrated over the exposure (lengths: min_length..max_length per exposure, log_lengths)", minimum=0.0, maximum=1.0),
+        Option("wobble", float, camera.CameraSpec.wobble, "camera path: handheld wobble's speed relative to the drift's, at most", minimum=0.0),
+        Option("max_roll", float, camera.CameraSpec.max_roll, "camera path: roll per exposure, degrees, at most", minimum=0.0),
+        Option("max_zoom", float, camera.CameraSpec.max_zoom, "camera path: relative zoom per exposure, at most", minimum=0.0),
+        Option("min_shutter", float, camera.CameraSpec.min_shutter, "camera path: shortest exposure, share of the frame interval", minimum=0.01, maximum=1.0),
+        Option("max_shutter", float, camera.CameraSpec.max_shutter, "camera path: longest exposure, share of the frame interval", minimum=0.01, maximum=1.0),
+        Option("jerk_probability", float, camera.CameraSpec.jerk_probability, "camera path: chance per frame of a sudden change of direction", minimum=0.0, maximum=1.0),
     ),
 )
 
@@ -113,6 +121,9 @@ class TrainConfig:
             gamma_probability=b["gamma_probability"],
             soft_probability=b["soft_probability"],
             reference_extras_probability=b["reference_extras_probability"],
+            camera=camera.CameraSpec(b["min_length"], b["max_length"], b["log_lengths"], b["wobble"], b["max_roll"],
+                                     b["max_zoom"], b["min_shutter"], b["max_shutter"], b["jerk_probability"]),
+            camera_probability=b["camera_probability"],
         )
 
     def model_preset(self) -> Preset:
@@ -256,6 +267,16 @@ def _quiet_worker_end(worker_id: int) -> None:
     sys.excepthook = report
 
 
+def _training_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of a run: bf16 where the device computes it natively (its range is
+    fp32's, so no loss scaling is needed), else fp32."""
+    if precision == "auto":
+        from vsdeblur.engine.device import auto_precision
+
+        return torch.bfloat16 if device.type == "cuda" else auto_precision(device)[0]
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, *, out=sys.stderr) -> None:
         self.config, self.out = config, out
@@ -264,6 +285,7 @@ class Trainer:
         from vsdeblur.engine.device import resolve_device
 
         self.device = resolve_device(config.device)
+        self.autocast = _training_precision(config.precision, self.device)
         self.preset = config.model_preset()
         torch.manual_seed(config.seed)
         # channels_last: oneDNN's CPU convolutions run about twice as fast in it (and so do
@@ -295,6 +317,8 @@ class Trainer:
         c = self.config
         if c.init_weights is None:
             return build_model(self.preset, c.stage)
+        if c.stage == 1:
+            return self._grown_stage1(c.init_weights).train()
         model = self._trained(c.init_weights, c.stage)
         if c.stage == 2:
             if model.cfg.radius < self.preset.stage2.radius:
@@ -302,6 +326,15 @@ class Trainer:
             if model.cfg != self.preset.stage2:
                 raise UsageError(f"{c.init_weights} holds a stage 2 of radius {model.cfg.radius}: it cannot start one of radius {self.preset.stage2.radius}")
         return model.train()
+
+    def _grown_stage1(self, path: Path) -> nn.Module:
+        """The stage 1 of `path`, widened and deepened into this run's preset where it is smaller:
+        a larger network starts out computing what the trained small one does."""
+        model = read_weights(path).build(1)
+        try:
+            return model if model.cfg == self.preset.stage1 else model.widened(self.preset.stage1)
+        except ValueError:
+            return self._trained(path, 1)  # refused, naming what differs
 
     # ---- checkpoints --------------------------------------------------------------------
 
@@ -362,6 +395,7 @@ class Trainer:
             models[1] = self.stage1
         info = {
             "steps": self.step, "train_seconds": round(self.train_seconds), "device": self._device_name(),
+            "precision": str(self.autocast).removeprefix("torch."),
             **{f"val_{k}": v for k, v in scores.items()},
         }
         return save_weights(path, self.preset, models, recipe=self.config.describe(), info=info)
@@ -378,13 +412,14 @@ class Trainer:
         blurred, sharp = blurred.to(self.device, non_blocking=True), sharp.to(self.device, non_blocking=True)
         centre = blurred.shape[1] // 2
         frames = [blurred[:, t].contiguous(memory_format=self.memory_format) for t in range(blurred.shape[1])]
-        if self.config.stage == 1:
-            output = self.model(frames[centre])
-        else:
-            with torch.no_grad():
-                inputs = [self.stage1(f).clamp(-1, 1) for f in frames]
-            output = self.model(inputs)
-        loss = (output - sharp[:, centre]).abs().mean()
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast != torch.float32):
+            if self.config.stage == 1:
+                output = self.model(frames[centre])
+            else:
+                with torch.no_grad():
+                    inputs = [self.stage1(f).clamp(-1, 1) for f in frames]
+                output = self.model(inputs)
+        loss = (output.float() - sharp[:, centre]).abs().mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
