@@ -127,6 +127,22 @@ def test_a_widened_stage2_computes_what_the_narrow_one_did():
         wide.widened(1)
 
 
+def test_a_widened_stage1_computes_what_the_narrow_one_did():
+    # a larger stage 1 trains on from a trained small one
+    torch.manual_seed(0)
+    narrow = build_model("small", 1).eval()
+    for block in narrow.blocks:  # trained branches have more than the starting gain
+        block.fuse.scale.data.fill_(1.0)
+    wide = narrow.widened(get_preset("medium").stage1).eval()
+    assert count(wide) > 4 * count(narrow)
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(wide(x), narrow(x), atol=1e-5)
+        assert not torch.allclose(wide.blocks[:6](wide.down(wide.head(x)))[:, 32:], torch.zeros(1))  # new channels live
+    with pytest.raises(ValueError, match="cannot grow"):
+        wide.widened(get_preset("small").stage1)
+
+
 def test_similarity_weighting_suppresses_dissimilar_neighbours():
     centre = torch.rand(1, 4, 8, 8) + 0.1
     same, opposite = centre.clone(), -centre
@@ -171,9 +187,9 @@ def test_full_resolution_variant_has_no_downsampling():
 
 
 def test_presets_are_data_and_unknown_ones_are_refused():
-    assert {"paper", "small", "tiny"} <= set(PRESETS)
+    assert {"paper", "medium", "small", "tiny"} <= set(PRESETS)
     assert get_preset("paper").stage1.blocks == 20
-    with pytest.raises(UsageError, match="unknown preset 'huge'; choose one of: paper, small, tiny"):
+    with pytest.raises(UsageError, match="unknown preset 'huge'; choose one of: paper, small, medium, tiny"):
         build_model("huge", 1)
     with pytest.raises(UsageError, match="stage must be 1 or 2"):
         build_model("tiny", 3)

@@ -105,6 +105,17 @@ PRESETS: dict[str, Preset] = {
             overlap=64,
         ),
         Preset(
+            "medium",  # small's stage 2 behind a stage 1 five times its cost: the deconvolution is stage 1's job
+            Stage1Config(head_width=32, down_width=64, block_width=64, blocks=8, up_width=48, tail_width=32),
+            Stage2Config(
+                head_width=16,
+                encoder_widths=(16, 32, 64, 128),
+                decoder_widths=(128, 64, 32, 16),
+                res_blocks=1,
+            ),
+            overlap=64,
+        ),
+        Preset(
             "tiny",
             Stage1Config(head_kernel=3, head_width=4, down_width=8, block_width=8, blocks=2, up_width=8, tail_width=4),
             Stage2Config(

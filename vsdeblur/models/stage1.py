@@ -7,6 +7,8 @@ network predicts what to add to the blurred input.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -47,6 +49,36 @@ class AtrousNet(nn.Module):
         self.tail = ScaledConv(cfg.up_width, cfg.tail_width, 3)
         self.out = ScaledConv(cfg.tail_width, 3, 3, activation=False)
 
+    def widened(self, cfg: Stage1Config) -> AtrousNet:
+        """A network of `cfg` (each width and the depth at least this one's) that computes exactly
+        what this one does, so that a larger stage 1 trains on from a trained small one: every
+        old channel reads only old channels, the added channels start from a fresh network's
+        weights, and the added blocks (after the old ones) start with no branch gain, as identities."""
+        old = self.cfg
+        grown = dataclasses.replace(old, head_width=cfg.head_width, down_width=cfg.down_width, block_width=cfg.block_width,
+                                    blocks=cfg.blocks, up_width=cfg.up_width, tail_width=cfg.tail_width)
+        narrower = [f.name for f in dataclasses.fields(cfg) if isinstance(getattr(cfg, f.name), int) and getattr(cfg, f.name) < getattr(old, f.name)]
+        if grown != cfg or narrower or (old.down_width == old.block_width) != (cfg.down_width == cfg.block_width):
+            raise ValueError(f"a stage 1 of {old} cannot grow into {cfg}")
+        wide = AtrousNet(cfg)
+        half, new_half = old.block_width // 2, cfg.block_width // 2
+        branches = [j * new_half + c for j in range(len(old.rates)) for c in range(half)]
+        _embed(wide.head, self.head, range(3), range(old.head_width))
+        _embed(wide.down, self.down, range(old.head_width), range(old.down_width))
+        for index, (block, small) in enumerate(zip(wide.blocks, self.blocks)):
+            inputs = range(old.down_width if index == 0 else old.block_width)
+            for branch, narrow in zip(block.branches, small.branches):
+                _embed(branch, narrow, inputs, range(half))
+            _embed(block.fuse, small.fuse, branches, range(old.block_width))
+            if isinstance(small.shortcut, ScaledConv):
+                _embed(block.shortcut, small.shortcut, inputs, range(old.block_width))
+        for block in list(wide.blocks)[old.blocks :]:
+            block.fuse.scale.data.zero_()
+        _embed(wide.up, self.up, [*range(old.block_width), *(cfg.block_width + c for c in range(old.down_width))], range(old.up_width))
+        _embed(wide.tail, self.tail, range(old.up_width), range(old.tail_width))
+        _embed(wide.out, self.out, range(old.tail_width), range(3))
+        return wide
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: N x 3 x H x W in [-1, 1], H and W even. Returns the deblurred frame (unclipped)."""
         skip = self.down(self.head(x))
@@ -54,3 +86,14 @@ class AtrousNet(nn.Module):
         if self.cfg.downsample:
             features = upsample2x(features)
         return x + self.out(self.tail(self.up(features)))
+
+
+def _embed(wide: ScaledConv, narrow: ScaledConv, inputs, outputs) -> None:
+    """Put a trained conv into a wider one: its output channels `outputs` become the trained
+    filters, reading input channels `inputs` and nothing else."""
+    rows, columns = torch.tensor(list(outputs)), torch.tensor(list(inputs))
+    with torch.no_grad():
+        wide.weight[rows] = 0
+        wide.weight[rows[:, None], columns[None, :]] = narrow.weight
+        wide.bias[rows] = narrow.bias
+        wide.scale[rows] = narrow.scale
