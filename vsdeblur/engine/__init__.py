@@ -47,6 +47,10 @@ SUPPORTED_DTYPES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.
 TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16, np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}
 
 CutTest = Callable[[int, np.ndarray], bool]
+NONFINITE_OUTPUT = (
+    "the network's output holds NaN or infinite values: the weights do not work on this input "
+    "(damaged, or a diverged training run), or the precision overflows (try precision fp32)"
+)
 
 
 @dataclass
@@ -78,19 +82,23 @@ class _HostFrame:
     """A frame on its way back to the host. On CUDA the copy runs asynchronously into pinned
     memory, so the next frame's compute overlaps it; `result()` waits for it."""
 
-    def __init__(self, tensor: torch.Tensor) -> None:
+    def __init__(self, tensor: torch.Tensor, finite: torch.Tensor | None = None) -> None:
         self.event = None
         if tensor.device.type == "cuda":
             host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
             host.copy_(tensor, non_blocking=True)
+            if finite is not None:  # travels with the frame: checking it on the device would wait
+                finite = finite.to("cpu", non_blocking=True)
             self.event = torch.cuda.Event()
             self.event.record()
             tensor = host
-        self.tensor = tensor
+        self.tensor, self.finite = tensor, finite
 
     def result(self) -> np.ndarray:
         if self.event is not None:
             self.event.synchronize()
+        if self.finite is not None and not self.finite.item():
+            raise UsageError(NONFINITE_OUTPUT)
         return self.tensor.numpy()
 
 
@@ -247,12 +255,14 @@ class Deblurrer:
     def _to_host(self, y: torch.Tensor, like: np.ndarray) -> _HostFrame:
         """Padded output tensor -> crop -> the input's dtype and range, copied to the host."""
         h, w = like.shape[:2]
-        y = (y[0, :, :h, :w].float().clamp(-1, 1) + 1.0) * 0.5
+        y = y[0, :, :h, :w]
+        finite = torch.isfinite(y).all()  # NaN would otherwise be cast to black
+        y = (y.float().clamp(-1, 1) + 1.0) * 0.5
         scale = SUPPORTED_DTYPES[like.dtype]
         if scale != 1.0:
             y = (y * scale).round_()
         y = y.to(TORCH_DTYPES[like.dtype])
-        return _HostFrame(y.permute(1, 2, 0).contiguous())
+        return _HostFrame(y.permute(1, 2, 0).contiguous(), finite)
 
     def _plan(self, x: torch.Tensor) -> list[Tile]:
         key = tuple(x.shape[-2:])

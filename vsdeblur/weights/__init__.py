@@ -2,12 +2,20 @@
 
 Loading reads only tensors and JSON: nothing in a weights file is ever executed. Every tensor
 is checked against the network that the header's preset describes before it is used.
+
+A file can parse and still hold the wrong numbers: a flipped byte in its data section, or a
+training run that diverged to NaN. Either would give black frames and no error, so the header
+carries a SHA-256 of the tensors (written by `save_weights`, compared on load; files from
+before it existed have none and skip that comparison), and every tensor must be finite both
+when it is written and when it is read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +31,7 @@ from vsdeblur.models import Preset, build_model
 FORMAT = "vsdeblur-weights"
 FORMAT_VERSION = "1"
 DEFAULT_WEIGHTS_NAME = "default.safetensors"
+CHECKSUM_KEY = "tensors_sha256"
 
 
 @dataclass
@@ -76,13 +85,18 @@ def save_weights(
 ) -> Path:
     """Write `models` ({stage: module}) atomically: a temporary file renamed into place.
 
-    `dtype` is the storage type only: loading widens every tensor to float32 again."""
+    `dtype` is the storage type only: loading widens every tensor to float32 again. Tensors
+    that are not finite (a diverged run, or float32 values beyond float16's range) are refused
+    before anything is written."""
     path = Path(path)
     tensors = {
         f"stage{stage}.{name}": tensor.detach().cpu().to(dtype).contiguous()
         for stage, model in sorted(models.items())
         for name, tensor in model.state_dict().items()
     }
+    problem = nonfinite(tensors)
+    if problem:
+        raise WeightsError(f"refusing to write {path}: {problem}")
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -90,6 +104,7 @@ def save_weights(
         "stages": ",".join(str(s) for s in sorted(models)),
         "recipe": json.dumps(recipe or {}),
         "info": json.dumps(info or {}),
+        CHECKSUM_KEY: tensor_digest(tensors),
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
@@ -103,6 +118,10 @@ def save_weights(
 def read_weights(path: str | os.PathLike) -> Weights:
     """Parse and validate a weights file; raise WeightsError with one clear line otherwise."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.safetensors"))
+        hint = f" (it holds {', '.join(found[:3])}{', ...' if len(found) > 3 else ''})" if found else ""
+        raise WeightsError(f"{path} is a folder, not a weights file; pass a .safetensors file{hint}")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
@@ -127,7 +146,35 @@ def read_weights(path: str | os.PathLike) -> Weights:
         info = json.loads(meta.get("info", "{}"))
     except (KeyError, ValueError) as exc:
         raise WeightsError(f"{path} has a damaged vsdeblur header ({exc})") from None
+    if CHECKSUM_KEY in meta and meta[CHECKSUM_KEY] != tensor_digest(tensors):
+        raise WeightsError(
+            f"{path} is damaged: its tensor data does not match the checksum in its header "
+            "(changed after it was written); use an intact copy"
+        )
+    problem = nonfinite(tensors)
+    if problem:
+        raise WeightsError(f"{path} cannot be used: {problem}")
     return Weights(path, preset, stages, recipe, info, tensors)
+
+
+def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: independent of
+    how safetensors lays the data out, so that it can be computed before the file exists."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def nonfinite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """A description of the first tensor holding NaN or infinite values, or None."""
+    for name, tensor in tensors.items():
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            return f"tensor {name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''} (of {tensor.numel()})"
+    return None
 
 
 def default_weights_path() -> Path | None:
