@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import re
 
 import numpy as np
 import pytest
@@ -16,7 +17,9 @@ import vsdeblur.vs
 import vsdeblur.weights
 from vsdeblur.config import ENGINE, VAPOURSYNTH, vapoursynth_args
 from vsdeblur.engine import Deblurrer
+from vsdeblur.models import build_model, get_preset
 from vsdeblur.vs import atrous
+from vsdeblur.weights import save_weights
 
 core = vs.core
 # The filter and the engine run the same code on the same tensors; on the CPU in fp32 they
@@ -191,3 +194,55 @@ def test_nothing_on_stdout(tiny_weights, deblur_plugin, capfd):
     for _ in out.frames():
         pass
     assert capfd.readouterr().out == ""
+
+
+def _one_line_error(call) -> str:
+    """The vs.Error that `call` raises: one line, naming the filter once."""
+    with pytest.raises(vs.Error) as caught:
+        call()
+    text = str(caught.value)
+    assert "\n" not in text.strip() and text.startswith("deblur.Atrous: ") and text.count("deblur.Atrous") == 1, text
+    return text
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"tile": 1}, r"tile .*overlap"),  # the tiny preset overlaps 64 px
+        ({"tile": -1}, r"tile must be at least 0"),
+        ({"stage": 3}, r"stage must be one of 1, 2; got 3"),
+        ({"matrix": 99}, r"matrix must be one of 1, 4, .*; got 99"),
+        ({"matrix": 0}, r"matrix must be one of"),
+        ({"num_streams": 0}, r"num_streams must be at least 1"),
+        ({"color_range": "tv"}, r"color_range must be one of full, limited"),
+    ],
+)
+def test_every_argument_is_checked_when_the_filter_is_called(tiny_weights, deblur_plugin, options, message):
+    clip = to_clip(rgb_frames(2), vs.RGBS)
+    for call in (lambda: atrous(clip, weights=tiny_weights, **options), lambda: core.deblur.Atrous(clip, weights=str(tiny_weights), **options)):
+        assert re.search(message, _one_line_error(call))
+
+
+def test_a_matrix_the_resizer_refuses_fails_when_the_filter_is_called(tiny_weights):
+    yuv = _yuv_clip(vs.YUV420P10, count=2)
+    for props, matrix in (({"_Matrix": 3}, None), ({"_Matrix": 2}, 10), ({"_Matrix": 14, "_Transfer": 1}, None)):
+        clip = yuv.std.SetFrameProps(**props)
+        assert "cannot be converted to RGB" in _one_line_error(lambda: atrous(clip, weights=tiny_weights, matrix=matrix))
+    # with the props it needs, BT.2020 constant luminance converts
+    clip = yuv.std.SetFrameProps(_Matrix=10, _Transfer=1, _Primaries=9)
+    assert atrous(clip, weights=tiny_weights).get_frame(1).format.id == vs.YUV420P10
+
+
+def test_a_network_output_that_is_not_finite_names_the_frame(tmp_path):
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    models = {s: build_model(cfg, s) for s in (1, 2)}
+    with torch.no_grad():
+        for p in models[1].parameters():
+            p.mul_(1e30)  # finite, so the file loads; the output overflows to NaN
+    weights = save_weights(tmp_path / "huge.safetensors", cfg, models)
+    out = atrous(to_clip(rgb_frames(3), vs.RGBS), weights=weights)
+    with pytest.raises(vs.Error) as caught:
+        out.get_frame(1)
+    last = str(caught.value).strip().splitlines()[-1]  # VapourSynth puts a traceback above it
+    assert last.startswith("vapoursynth.Error: deblur.Atrous: frame 1: the network's output holds NaN or infinite values")

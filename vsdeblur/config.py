@@ -210,7 +210,8 @@ VAPOURSYNTH = Group(
     (
         Option("num_streams", int, 1, "frames in flight at once (CUDA: one stream each); more overlaps copies with compute", minimum=1, maximum=16),
         Option("scene_props", bool, True, "honour the _SceneChangePrev/_SceneChangeNext frame props: no window crosses a cut"),
-        Option("matrix", int, None, "YUV input: matrix coefficients (VapourSynth _Matrix value) when the clip has no _Matrix prop"),
+        # the _Matrix values core.resize converts with; 10 and 12-14 also need _Transfer/_Primaries props
+        Option("matrix", int, None, "YUV input: matrix coefficients (VapourSynth _Matrix value) when the clip has no _Matrix prop", choices=(1, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14)),
         Option("color_range", str, None, "integer YUV/GRAY input: full or limited, when the clip has no _Range (_ColorRange) prop", choices=("full", "limited")),
     ),
 )

@@ -42,6 +42,7 @@ _PROP_DIFF = "VsdeblurDiffNext"  # on stage-1 frames: mean luma change to the ne
 _SCENE_PROPS = ("_SceneChangePrev", "_SceneChangeNext")
 _graph_ids = itertools.count()
 _STAGE1_CACHE_BYTES = 1 << 30  # stage-1 frames kept (RGBS: 12 bytes a pixel): 40 at 1080p
+_NAME = "deblur.Atrous"  # every error message starts with it, once (the C shim looks for it)
 
 
 def atrous(
@@ -77,7 +78,13 @@ def atrous(
     try:
         return _atrous(clip, _checked(values))
     except UsageError as exc:
-        raise vs.Error(f"deblur.Atrous: {exc}") from None
+        raise _error(exc) from None
+
+
+def _error(exc: UsageError, frame: int | None = None) -> vs.Error:
+    """A usage error as the one line a script author sees, the filter's name in front once."""
+    message = str(exc).removeprefix(f"{_NAME}: ")
+    return vs.Error(f"{_NAME}: {message}" if frame is None else f"{_NAME}: frame {frame}: {message}")
 
 
 def _checked(values: dict) -> dict:
@@ -88,7 +95,7 @@ def _checked(values: dict) -> dict:
         option = options[name]
         if option.type is bool and type(value) is int and value in (0, 1):
             value = bool(value)
-        checked[name] = option.parse(value, "deblur.Atrous")
+        checked[name] = option.parse(value, _NAME)
     return checked
 
 
@@ -217,8 +224,16 @@ class _Slots:
 
 def _parallel(template: vs.VideoNode, clips: list[vs.VideoNode], fn: Callable) -> vs.VideoNode:
     """ModifyFrame(template, clips, fn), run for several frames at once: FrameEval makes a
-    fresh ModifyFrame per frame, and clip_src tells the core which clips it reads."""
-    return template.std.FrameEval(lambda n: template.std.ModifyFrame(clips, fn), clip_src=clips)
+    fresh ModifyFrame per frame, and clip_src tells the core which clips it reads. A usage
+    error from fn (a network output that is not finite) becomes a vs.Error naming the frame."""
+
+    def run(n: int, f: vs.VideoFrame | list[vs.VideoFrame]) -> vs.VideoFrame:
+        try:
+            return fn(n, f)
+        except UsageError as exc:
+            raise _error(exc, n) from None
+
+    return template.std.FrameEval(lambda n: template.std.ModifyFrame(clips, run), clip_src=clips)
 
 
 def _shift(clip: vs.VideoNode, k: int) -> vs.VideoNode:
@@ -303,5 +318,15 @@ def _working_rgb(clip: vs.VideoNode, matrix: int | None, color_range: str | None
             f"{fmt.name} input needs its matrix: the clip has no _Matrix frame prop (or it says "
             "unspecified); pass matrix=1 (BT.709), 5 or 6 (BT.601), 9 (BT.2020), or set the prop"
         )
-    rgb = clip.resize.Bicubic(format=vs.RGBS, matrix_in=value, **range_in)
-    return rgb, lambda out: restore_props(out.resize.Bicubic(format=fmt.id, matrix=value, **range_out))
+
+    def back_yuv(out: vs.VideoNode) -> vs.VideoNode:
+        return restore_props(out.resize.Bicubic(format=fmt.id, matrix=value, **range_out))
+
+    # The resizer checks a matrix (and the _Transfer/_Primaries some need) only when a frame
+    # is converted: convert frame 0 both ways now, so that a bad one fails here, not in vspipe.
+    try:
+        rgb = clip.resize.Bicubic(format=vs.RGBS, matrix_in=value, **range_in)
+        back_yuv(rgb).get_frame(0)
+    except vs.Error as exc:
+        raise UsageError(f"{fmt.name} input with matrix {value} cannot be converted to RGB: {str(exc).strip()}") from None
+    return rgb, back_yuv

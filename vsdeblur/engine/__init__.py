@@ -31,6 +31,7 @@ from vsdeblur.engine.tiling import (
     pad_to_multiple,
     plan_tiles,
     round_up,
+    tile_geometry,
     transform,
     untransform,
 )
@@ -218,6 +219,8 @@ class Deblurrer:
         self.dtype = resolve_precision(precision, self.device)
         self.tile, self.overlap = tile, preset.overlap if overlap is None else overlap
         self.multiple = preset.multiple(self.stage)
+        if tile:
+            tile_geometry(tile, self.overlap, self.multiple)
         self.transforms = DIHEDRAL if ensemble else [(0, False)]
         self.scene_threshold = scene_threshold
         self.stats = EngineStats()

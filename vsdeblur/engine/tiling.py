@@ -65,15 +65,22 @@ class Tile:
     weight: torch.Tensor | None  # 1 x 1 x h x w feather weights; None for a single whole-frame tile
 
 
+def tile_geometry(tile: int, overlap: int, multiple: int) -> tuple[int, int]:
+    """The tile side and overlap that `plan_tiles` uses for a requested tile side; the engine
+    also calls it when it is built, so that a bad pair fails before any frame is read."""
+    overlap = round_up(overlap, multiple)
+    tile = max(round_up(tile, multiple), MIN_SIDE)
+    if tile < 2 * overlap:
+        raise UsageError(f"tile size {tile} must be at least twice the overlap ({overlap})")
+    return tile, overlap
+
+
 def plan_tiles(height: int, width: int, tile: int | None, overlap: int, multiple: int) -> list[Tile]:
     """Tiles over a padded frame. Starts and sizes are multiples of `multiple`, so that each
     tile sees the same stride and pooling grid as the whole frame does."""
     if not tile or (tile >= height and tile >= width):
         return [Tile(slice(0, height), slice(0, width), None)]
-    overlap = round_up(overlap, multiple)
-    tile = max(round_up(tile, multiple), MIN_SIDE)
-    if tile < 2 * overlap:
-        raise UsageError(f"tile size {tile} must be at least twice the overlap ({overlap})")
+    tile, overlap = tile_geometry(tile, overlap, multiple)
     rows = _axis_tiles(height, tile, overlap, multiple)
     cols = _axis_tiles(width, tile, overlap, multiple)
     tiles = []
