@@ -215,8 +215,8 @@ def _rejected(package: str, folder: str, names: str, reason: str) -> list[tuple[
     return [(package, folder + name, reason) for name in names.split()]
 
 
-# What the packages above hold and TABLE leaves out (Debian bookworm's versions, each picture
-# looked at): (package, glob of member paths, why).
+# What the packages above and others searched hold and TABLE leaves out (Debian bookworm's
+# versions, each candidate picture looked at): (package, glob of member paths, why).
 REJECTED = [
     *_rejected("plasma-workspace-wallpapers", PLASMA_DIR, "Altai/* Canopee/* Cascade/* Cluster/* Elarun/* Flow/* "
                "Honeywave/* IceCold/* Kay/* Kokkini/* MilkyWay/* Opal/* PastelHills/* Patak/* Shell/* Volna/*",
@@ -249,6 +249,13 @@ REJECTED = [
                "mostly flat; recompressed for an error-level demo"),
     *_rejected("opencv-doc", OPENCV_DIR + "data/", "Megamind*.avi", "CGI animation"),
     *_rejected("opencv-doc", "usr/share/doc/opencv-doc/opencv4/", "*", "HTML documentation: diagrams, screenshots"),
+    *_rejected("digikam-data", "usr/share/digikam/about/images/", "body-background.jpg",
+               "smeared at 100 % (upscaled or heavily compressed); the rest are screenshots and frames"),
+    *_rejected("hugin-data", "usr/share/hugin/xrc/data/help_en_EN/", "*",
+               "screenshots; its two photos were chosen to show chromatic aberration"),
+    ("gimp-data", "*", "its one large picture is the splash, a drawing; patterns are small tiles"),
+    ("imagemagick-6-doc", "*", "logos, drawings, processed examples"),
+    ("kstars-data", "*", "screenshots, sky textures, icons (judged by their names and sizes)"),
 ]
 
 
