@@ -295,6 +295,32 @@ def run_chunk(manifest_path, index, count) -> None:
         raise SystemExit(1)
 
 
+@main.command()
+@click.option("--material", type=click.Path(path_type=Path, file_okay=False), default=Path("data/benchmark/photos"), show_default=True,
+              help="folder of photographs no recipe trains on (`make train-data` fills the default)")
+@click.option("--weights", type=click.Path(path_type=Path), help="the model to judge (default: the shipped one)")
+@click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), default=Path("runs/benchmark"), show_default=True,
+              help="where the set (kept for the next run) and the restored clips go")
+@click.option("--clips", type=click.IntRange(1), default=12, show_default=True, help="photographs used (the first N by name)")
+@click.option("--frames", type=click.IntRange(2), default=24, show_default=True, help="frames per clip")
+@click.option("--size", default="640x360", show_default=True, help="frame size WxH")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="also write the scores as JSON")
+def benchmark(material, weights, output, clips, frames, size, json_path) -> None:
+    """Judge a model on camera-like blur it never trained on: mild, medium and strong blur from
+    a camera moving along a continuous path, independent per-frame shake, and no blur at all;
+    restored through vsdeblur-stream's defaults (stage 1 alone and both stages), against the
+    blurred input and the best unsharp mask (docs/training.md)."""
+    from vsdeblur.benchmark import Setup, run
+
+    if weights is not None and not weights.is_file():
+        raise UsageError(f"weights not found: {weights}")
+    setup = Setup(material, output, clips, frames, _parse_size(size))
+    text, report = run(setup, weights, log=lambda line: click.echo(line, err=True))
+    click.echo(text)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def _parse_size(size: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in size.lower().split("x"))

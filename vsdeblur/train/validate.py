@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vsdeblur.errors import UsageError
-from vsdeblur.train import metrics, synth
+from vsdeblur.train import camera, metrics, synth
 from vsdeblur.train.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, BlurRecipe, _files, _resize, read_image, read_video
 
 
@@ -44,12 +44,17 @@ class ValidationSet:
                 if max(video.shape[1:3]) > max_side:
                     video = (_resize(video, max_side / max(video.shape[1:3])) * 255 + 0.5).astype(np.uint8)
                 index = len(self.clips)
+                # a recipe that films with a moving camera is validated on camera blur too
+                path = camera.draw_path(np.random.default_rng([seed, 7919, index]), recipe.camera, len(video)) if recipe.camera_probability else None
                 blurred = []
                 for t, frame in enumerate(video):
                     rng = np.random.default_rng([seed, 7919, index, t])
                     sharp = frame.astype(np.float32) / 255
-                    b = synth.add_extras(synth.convolve(sharp, synth.shake_kernel(rng, recipe.shake)), rng, recipe.extras)
-                    blurred.append(metrics.to_uint8(b))
+                    if path is None:
+                        b = synth.convolve(sharp, synth.shake_kernel(rng, recipe.shake))
+                    else:
+                        b = camera.shake_frame(torch.from_numpy(sharp).permute(2, 0, 1), path, t).permute(1, 2, 0).numpy()
+                    blurred.append(metrics.to_uint8(synth.add_extras(b, rng, recipe.extras)))
                 self.clips.append(ValidationClip(name, blurred, list(video)))
         if not self.clips:
             raise UsageError("the validation sources hold no frames")

@@ -1,0 +1,98 @@
+"""`vsdeblur benchmark`: a deterministic set of camera-blurred clips from held-out photos, restored
+through vsdeblur-stream and scored against the blurred input and the best unsharp mask."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vsdeblur import benchmark
+from vsdeblur.evaluate import decoded
+from vsdeblur.train.data import dead_leaves
+from vsdeblur.train.metrics import psnr
+
+from test_train import write_png
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("material")
+    for i in range(2):
+        image = dead_leaves(np.random.default_rng(i), 200, shapes=400)
+        write_png(folder / f"photo{i}.png", (image * 255 + 0.5).astype(np.uint8))
+    return folder
+
+
+def test_the_set_is_deterministic_lossless_and_blurred_by_strength(material, tmp_path):
+    setups = [benchmark.Setup(material, tmp_path / name, clips=2, frames=3, size=(64, 48)) for name in "ab"]
+    photos = benchmark.photos_of(material, 2)
+    for setup in setups:
+        benchmark.build_set(setup, photos, log=lambda line: None)
+    blurred_psnr = {}
+    for condition in benchmark.CONDITIONS:
+        for photo in photos:
+            name = f"{condition.name}/{photo.stem}"
+            a = list(decoded(tmp_path / "a" / "set" / f"{name}.blurred.mkv"))
+            b = list(decoded(tmp_path / "b" / "set" / f"{name}.blurred.mkv"))
+            sharp = list(decoded(tmp_path / "a" / "set" / f"{name}.sharp.mkv"))
+            assert len(a) == len(sharp) == 3 and a[0].shape == (48, 64, 3)
+            assert all(np.array_equal(x, y) for x, y in zip(a, b))  # the same set every time
+            blurred_psnr.setdefault(condition.name, []).append(benchmark.clip_psnr(a, sharp))
+    assert blurred_psnr["none"] == [float("inf")] * 2  # unblurred clips are their own reference
+    mean = {k: np.mean(v) for k, v in blurred_psnr.items()}
+    assert mean["mild"] > mean["medium"] > mean["strong"]
+
+
+def test_a_set_is_kept_and_made_anew_when_its_description_changes(material, tmp_path):
+    photos = benchmark.photos_of(material, 1)
+    setup = benchmark.Setup(material, tmp_path, clips=1, frames=2, size=(64, 48))
+    filmed = []
+    benchmark.build_set(setup, photos, log=filmed.append)
+    benchmark.build_set(setup, photos, log=filmed.append)
+    assert len(filmed) == 1
+    benchmark.build_set(benchmark.Setup(material, tmp_path, clips=1, frames=3, size=(64, 48)), photos, log=filmed.append)
+    assert len(filmed) == 2 and len(list(decoded(tmp_path / "set" / "mild" / f"{photos[0].stem}.sharp.mkv"))) == 3
+
+
+def test_the_best_unsharp_mask_never_loses_to_the_input_and_helps_blur():
+    # gratings softened by a Gaussian: what an unsharp mask undoes best
+    y, x = np.mgrid[0:64, 0:64]
+    sharp = [(np.stack([0.5 + 0.3 * np.sin(x / p + c) * np.cos(y / (p + 1))] * 3, axis=-1) * 255 + 0.5).astype(np.uint8)
+             for p, c in ((1.3, 0.0), (1.7, 1.0))]
+    taps = np.exp(-np.arange(-3, 4) ** 2 / 2.0)
+    soft = np.outer(taps, taps).astype(np.float32) / np.outer(taps, taps).sum()
+    from vsdeblur.train.synth import convolve
+
+    blurred = [(convolve(s.astype(np.float32) / 255, soft, linear=False) * 255 + 0.5).astype(np.uint8) for s in sharp]
+    scores = benchmark.unsharp_scores(blurred, sharp)
+    as_is = np.mean([psnr(b, s) for b, s in zip(blurred, sharp)])
+    assert all(scores[(sigma, 0.0)] == pytest.approx(as_is) for sigma in benchmark.UNSHARP_SIGMAS)
+    assert max(scores.values()) > as_is + 2
+
+
+@pytest.mark.slow
+def test_the_command_prints_one_table_of_every_condition(material, tmp_path, tiny_weights):
+    json_path = tmp_path / "scores.json"
+    done = subprocess.run([sys.executable, "-m", "vsdeblur", "benchmark", "--material", str(material), "--weights", str(tiny_weights),
+                           "-o", str(tmp_path / "out"), "--clips", "1", "--frames", "3", "--size", "64x48", "--json", str(json_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:7]] == ["mild", "medium", "strong", "shake", "none", "coherent"]
+    report = json.loads(json_path.read_text())
+    rows = {r["condition"]: r for r in report["rows"]}
+    assert set(rows["mild"]["restored"]) == {"stage 1", "both stages"}
+    assert rows["strong"]["unsharp"] >= rows["strong"]["blurred"]
+    assert (tmp_path / "out" / "both-stages" / "strong" / "photo0.mkv").is_file()
+
+
+def test_missing_material_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "vsdeblur", "benchmark", "--material", str(tmp_path / "nothing"), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"vsdeblur benchmark: error: benchmark material not found: {tmp_path / 'nothing'} (run `make train-data`, or give --material DIR)"]
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,264 @@
+"""`vsdeblur benchmark`: how much a model deblurs blur as a camera makes it, on material that no
+recipe trains on, against the baselines any model must beat.
+
+The set is deterministic: every photograph of the material folder (sorted by name, the first
+`clips`) is filmed by the virtual camera of vsdeblur.train.camera under each condition below,
+`frames` frames at `size`, and written losslessly (FFV1, RGB) with its sharp reference (the
+mid-exposure views). The clips are restored through vsdeblur-stream with its defaults, once
+with stage 1 alone and once with both stages, and scored as `vsdeblur eval` scores (8-bit RGB
+PSNR, means of per-frame scores). Baselines: the blurred input, and the best unsharp mask of a
+grid (chosen per condition on the set itself: an oracle, so it is a floor, not a rival).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from vsdeblur.errors import UsageError
+from vsdeblur.train.metrics import psnr
+
+SEED = 20261204
+RATE = Fraction(24)
+# unsharp masks tried: Gaussian sigma (pixels) x amount; amount 0 is the input itself
+UNSHARP_SIGMAS = (0.7, 1.0, 1.5, 2.2, 3.3)
+UNSHARP_AMOUNTS = (0.0, 0.25, 0.5, 0.8, 1.2, 1.8, 2.5)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """How one row of the table is blurred: a camera's drift blur per exposure (pixels, drawn
+    log-uniformly), or independent per-frame shake kernels over a steady pan, or nothing."""
+
+    name: str
+    lengths: tuple[float, float]
+    kind: str = "camera"  # camera | shake | none
+
+
+CONDITIONS = (
+    Condition("mild", (1.0, 3.0)),
+    Condition("medium", (5.0, 9.0)),
+    Condition("strong", (12.0, 18.0)),
+    Condition("shake", (2.0, 24.0), "shake"),
+    Condition("none", (0.0, 0.0), "none"),
+)
+COHERENT = ("mild", "medium", "strong")
+
+
+@dataclass
+class Setup:
+    material: Path
+    output: Path
+    clips: int = 12
+    frames: int = 24
+    size: tuple[int, int] = (640, 360)
+
+    def describe(self, photos: list[Path]) -> dict:
+        return {"photos": [p.name for p in photos], "frames": self.frames, "size": list(self.size), "seed": SEED,
+                "conditions": [asdict(c) for c in CONDITIONS]}
+
+
+@dataclass
+class Row:
+    condition: str
+    blurred: float
+    unsharp: float
+    unsharp_setting: tuple[float, float]
+    restored: dict[str, float] = field(default_factory=dict)  # "stage 1" / "both stages" -> PSNR
+
+
+def photos_of(material: Path, clips: int) -> list[Path]:
+    from vsdeblur.train.data import IMAGE_SUFFIXES
+
+    if not material.is_dir():
+        raise UsageError(f"benchmark material not found: {material} (run `make train-data`, or give --material DIR)")
+    found = sorted(p for p in material.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise UsageError(f"no photographs in {material}")
+    return found[:clips]
+
+
+# ---- the set ---------------------------------------------------------------------------------
+
+
+def film_clip(photo: np.ndarray, condition: Condition, rng: np.random.Generator, frames: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(blurred, sharp) uint8 frames x h x w x 3 of one photo under one condition."""
+    import torch
+
+    from vsdeblur.train import camera, synth
+    from vsdeblur.train.data import _resize
+
+    w, h = size
+    if condition.kind == "camera":
+        spec = camera.CameraSpec(min_length=condition.lengths[0], max_length=condition.lengths[1])
+    else:  # a steady pan of 1-4 pixels per frame whose 1/100 s exposures add no blur
+        spec = camera.CameraSpec(min_length=0.01, max_length=0.04, min_shutter=0.01, max_shutter=0.01, max_roll=0.0, max_zoom=0.0)
+    path = camera.draw_path(rng, spec, frames)
+    lo, hi = camera.reach(path, frames, (h, w))
+    # the photo at twice the view's height (finer detail than most video), larger if the path needs it
+    factor = max(2 * h / min(photo.shape[:2]), (hi[0] - lo[0] + 16) / photo.shape[1], (hi[1] - lo[1] + 16) / photo.shape[0])
+    scene = torch.from_numpy(_resize(photo[None], factor)[0]).permute(2, 0, 1)
+    H, W = scene.shape[-2:]
+    centre = (rng.uniform(-lo[0] + 4, W - hi[0] - 4), rng.uniform(-lo[1] + 4, H - hi[1] - 4))
+    blurred, sharp = camera.film(scene, path, frames, (h, w), centre)
+    as_uint8 = lambda x: (x.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    sharp_frames = as_uint8(sharp)
+    if condition.kind == "camera":
+        return as_uint8(blurred), sharp_frames
+    if condition.kind == "none":
+        return sharp_frames.copy(), sharp_frames
+    shaker = synth.ShakeBlur(synth.ShakeSpec(*condition.lengths, kernel_size=33), seed=int(rng.integers(1 << 31)))
+    return np.stack(list(shaker.frames(sharp_frames))), sharp_frames
+
+
+def write_lossless(path: Path, frames: np.ndarray) -> None:
+    """RGB frames as FFV1 in RGB (no chroma subsampling, nothing lost), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.part")
+    with av.open(str(temporary), "w", format="matroska") as container:
+        stream = container.add_stream("ffv1", rate=RATE)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "bgr0"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    os.replace(temporary, path)
+
+
+def build_set(setup: Setup, photos: list[Path], log=print) -> None:
+    """Film every photo under every condition into OUTPUT/set, unless the same set is there."""
+    from vsdeblur.train.data import read_image
+
+    root = setup.output / "set"
+    description = json.loads(json.dumps(setup.describe(photos)))  # as the stamp file reads back
+    stamp = root / "set.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == description:
+        return
+    stamp.unlink(missing_ok=True)
+    for index, photo_path in enumerate(photos):
+        log(f"filming {photo_path.name} ({index + 1}/{len(photos)})")
+        photo = read_image(photo_path)
+        for number, condition in enumerate(CONDITIONS):
+            rng = np.random.default_rng([SEED, index, number])
+            blurred, sharp = film_clip(photo, condition, rng, setup.frames, setup.size)
+            write_lossless(root / condition.name / f"{photo_path.stem}.sharp.mkv", sharp)
+            write_lossless(root / condition.name / f"{photo_path.stem}.blurred.mkv", blurred)
+    stamp.write_text(json.dumps(description, indent=1) + "\n")
+
+
+# ---- scores ----------------------------------------------------------------------------------
+
+
+def clip_psnr(restored: list[np.ndarray], sharp: list[np.ndarray]) -> float:
+    return float(np.mean([psnr(r, s) for r, s in zip(restored, sharp, strict=True)]))
+
+
+def unsharp_scores(blurred: list[np.ndarray], sharp: list[np.ndarray]) -> dict[tuple[float, float], float]:
+    """PSNR of every unsharp mask of the grid on one clip: x + amount * (x - gauss(x, sigma))."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.stack(blurred)).permute(0, 3, 1, 2).float() / 255
+    scores = {}
+    for sigma in UNSHARP_SIGMAS:
+        radius = int(np.ceil(3 * sigma))
+        taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2 / (2 * sigma**2))
+        taps = (taps / taps.sum()).expand(3, 1, 1, -1)
+        soft = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), taps, groups=3)
+        soft = F.conv2d(F.pad(soft, (0, 0, radius, radius), mode="reflect"), taps.transpose(2, 3), groups=3)
+        for amount in UNSHARP_AMOUNTS:
+            sharpened = (x + amount * (x - soft)).permute(0, 2, 3, 1).numpy()
+            scores[(sigma, amount)] = clip_psnr(list(sharpened), sharp)
+    return scores
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    from vsdeblur.evaluate import decoded
+
+    return list(decoded(path))
+
+
+def restore(setup: Setup, photos: list[Path], variants: dict[str, dict[str, Any]], log=print) -> None:
+    """Each blurred clip through vsdeblur-stream's defaults, once per variant's engine options."""
+    from vsdeblur.config import ENCODE, ENGINE, engine_kwargs
+    from vsdeblur.engine import Deblurrer
+    from vsdeblur.stream import stream
+
+    for name, options in variants.items():
+        values = {**ENGINE.defaults(), **ENCODE.defaults(), **options}
+        engine = Deblurrer(**engine_kwargs(values))
+        log(f"restoring with {name}")
+        for condition in CONDITIONS:
+            for photo in photos:
+                source = setup.output / "set" / condition.name / f"{photo.stem}.blurred.mkv"
+                target = setup.output / _slug(name) / condition.name / f"{photo.stem}.mkv"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                stream(source, target, values, engine=engine, overwrite=True, progress=False)
+
+
+def _slug(name: str) -> str:
+    return name.replace(" ", "-")
+
+
+def score(setup: Setup, photos: list[Path], variants: list[str]) -> Iterator[Row]:
+    for condition in CONDITIONS:
+        blurred_scores, restored_scores = [], {v: [] for v in variants}
+        unsharp: dict[tuple[float, float], list[float]] = {}
+        for photo in photos:
+            folder = setup.output / "set" / condition.name
+            sharp = decoded_frames(folder / f"{photo.stem}.sharp.mkv")
+            blurred = decoded_frames(folder / f"{photo.stem}.blurred.mkv")
+            blurred_scores.append(clip_psnr(blurred, sharp) if condition.kind != "none" else float("inf"))
+            if condition.kind != "none":
+                for setting, value in unsharp_scores(blurred, sharp).items():
+                    unsharp.setdefault(setting, []).append(value)
+            for variant in variants:
+                restored = decoded_frames(setup.output / _slug(variant) / condition.name / f"{photo.stem}.mkv")
+                restored_scores[variant].append(clip_psnr(restored, sharp))
+        best = max(unsharp, key=lambda s: np.mean(unsharp[s])) if unsharp else (0.0, 0.0)
+        yield Row(condition.name, float(np.mean(blurred_scores)), float(np.mean(unsharp[best])) if unsharp else float("inf"),
+                  best, {v: float(np.mean(s)) for v, s in restored_scores.items()})
+
+
+def table(rows: list[Row], variants: list[str]) -> str:
+    """One line per condition; gains over the blurred input in brackets; the mean over the
+    coherent conditions; the unblurred row as PSNR against the original."""
+    def cell(value: float, base: float) -> str:
+        return f"{value:6.2f} ({value - base:+.2f})" if np.isfinite(base) else f"{value:6.2f}"
+
+    head = f"{'condition':<10} {'blurred':>8}  {'best unsharp mask':<24}" + "".join(f"  {v:<15}" for v in variants)
+    lines = [head]
+    for row in rows:
+        if row.condition == "none":
+            lines.append(f"{'none':<10} {'-':>8}  {'(against the original)':<24}" + "".join(f"  {row.restored[v]:6.2f} dB      " for v in variants))
+            continue
+        sigma, amount = row.unsharp_setting
+        lines.append(f"{row.condition:<10} {row.blurred:8.2f}  {cell(row.unsharp, row.blurred) + f' s{sigma:g} a{amount:g}':<24}"
+                     + "".join(f"  {cell(row.restored[v], row.blurred):<15}" for v in variants))
+    coherent = [r for r in rows if r.condition in COHERENT]
+    if coherent:
+        blurred = float(np.mean([r.blurred for r in coherent]))
+        unsharp = float(np.mean([r.unsharp for r in coherent]))
+        lines.append(f"{'coherent':<10} {blurred:8.2f}  {cell(unsharp, blurred):<24}"
+                     + "".join(f"  {cell(float(np.mean([r.restored[v] for r in coherent])), blurred):<15}" for v in variants))
+    lines.append("PSNR in dB (8-bit RGB, mean of per-frame scores); in brackets the gain over the blurred input")
+    return "\n".join(lines)
+
+
+def run(setup: Setup, weights: Path | None, log=print) -> tuple[str, dict]:
+    """Build (or reuse) the set, restore it with stage 1 alone and with both stages, score it."""
+    photos = photos_of(setup.material, setup.clips)
+    build_set(setup, photos, log)
+    variants = {"stage 1": {"weights": weights, "stage": 1}, "both stages": {"weights": weights}}
+    restore(setup, photos, variants, log)
+    rows = list(score(setup, photos, list(variants)))
+    report = {"set": setup.describe(photos), "weights": str(weights) if weights else "default",
+              "rows": [asdict(r) for r in rows]}
+    return table(rows, list(variants)), report
