@@ -99,6 +99,18 @@ def test_output_is_lazy_and_the_window_bounded(tiny_weights):
     assert sum(1 for _ in outputs) == 49
 
 
+def test_results_own_their_memory(tiny_weights):
+    # a caller may keep every frame of a clip: each must be its own array, holding no view
+    # of the engine's tensors or (on CUDA) of page-locked staging memory
+    engine = Deblurrer(weights=tiny_weights, scene_threshold=0)
+    frames = clip(5)
+    kept = list(engine.frames(frames)) + [engine.stage1_padded(frames[0]), engine.stage1_array(frames[0])]
+    for out in kept:
+        assert out.flags.owndata and out.base is None
+    for i, a in enumerate(kept):
+        assert not any(np.shares_memory(a, b) for b in kept[i + 1 :])
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float16, np.float32])
 def test_dtypes_round_trip(tiny_weights, dtype):
     engine = Deblurrer(weights=tiny_weights, stage=1)

@@ -17,9 +17,12 @@ import torch
 
 from vsdeblur.batch import resolved_settings, run_batch
 from vsdeblur.engine import Deblurrer
+from vsdeblur.engine.device import precision_name
+from vsdeblur.errors import UsageError
 from vsdeblur.io import Colour, Reader, VideoInfo, Writer
 from vsdeblur.models import build_model, get_preset
 from vsdeblur.stream import stream
+from vsdeblur.train.metrics import psnr
 from vsdeblur.weights import save_weights
 
 
@@ -48,6 +51,19 @@ def synthetic_frames(width: int, height: int, count: int, seed: int = 0) -> list
     base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
     big = base.repeat(8, 0).repeat(8, 1)[:height, :width]
     return [np.roll(big, 3 * i, axis=1).copy() for i in range(count)]
+
+
+def clip_frames(path: Path, count: int) -> list[np.ndarray]:
+    """The first `count` frames of a video as 8-bit RGB, converted as the pipeline converts
+    them: real pictures, for measurements whose result depends on the content (precision)."""
+    from vsdeblur.evaluate import decoded
+
+    if not path.is_file():
+        raise UsageError(f"clip not found: {path}")
+    frames = list(decoded(path, count))
+    if not frames:
+        raise UsageError(f"{path} has no video frames")
+    return frames
 
 
 def _timed(device: torch.device, work: Callable[[], None]) -> float:
@@ -87,11 +103,77 @@ def untrained_models(preset: str, stage: int) -> dict[int, torch.nn.Module]:
     return {s: build_model(cfg, s) for s in range(1, stage + 1)}
 
 
+def precision_engines(preset: str, weights: str | None, stage: int, precisions: str, **options) -> dict[str, Deblurrer]:
+    """One engine per precision of a comma-separated list, keyed by a label that shows what
+    `auto` chose ("auto (bf16)"); the networks are the same for all."""
+    engines: dict[str, Deblurrer] = {}
+    for token in (t.strip() for t in precisions.split(",")):
+        engine = engine_for(preset, weights, stage, precision=token, **options)
+        label = f"auto ({precision_name(engine.dtype)})" if token == "auto" else token
+        if label in engines:
+            raise UsageError(f"precision {token!r} is listed twice in {precisions!r}")
+        engines[label] = engine
+    return engines
+
+
+def precision_runs(engines: dict[str, Deblurrer], frames: list[np.ndarray]) -> dict[str, Callable[[], None]]:
+    """The bare networks and the engine at each precision; with more than one precision each
+    name ends in its label, e.g. "engine (numpy in, numpy out) [auto (bf16)]"."""
+    runs: dict[str, Callable[[], None]] = {}
+    for label, engine in engines.items():
+        runs[_run_name("bare networks", label, engines)] = bare_forward(engine, frames)
+        runs[_run_name("engine (numpy in, numpy out)", label, engines)] = engine_run(engine, frames)
+    return runs
+
+
+def _run_name(what: str, label: str, engines: dict[str, Deblurrer]) -> str:
+    return f"{what} [{label}]" if len(engines) > 1 else what
+
+
+@dataclass
+class PrecisionComparison:
+    """One precision against the reference (the last one listed) on the same frames."""
+
+    label: str
+    reference: str
+    speedup: float  # engine throughput over the reference engine's
+    psnr_db: float | None  # PSNR of all output frames together from the reference's; None: identical
+    max_difference: int  # largest difference of any output value, in 8-bit code values
+
+    def as_dict(self) -> dict:
+        return {"precision": self.label, "reference": self.reference, "engine_speedup": round(self.speedup, 4),
+                "psnr_db": None if self.psnr_db is None else round(self.psnr_db, 2), "max_difference": self.max_difference}
+
+    def line(self) -> str:
+        quality = "identical output" if self.psnr_db is None else (
+            f"output {self.psnr_db:.1f} dB PSNR from {self.reference}'s, max difference {self.max_difference} code value(s)")
+        return f"{self.label} against {self.reference}: engine {self.speedup:.2f}x the throughput; {quality}"
+
+
+def compare_precisions(engines: dict[str, Deblurrer], frames: list[np.ndarray], measurements: list[Measurement]) -> list[PrecisionComparison]:
+    """Each precision but the last against the last: the engines' throughput from
+    `measurements` (of `precision_runs`) and their outputs on `frames`, run once more."""
+    labels = list(engines)
+    reference = labels[-1]
+    fps = {m.name: m.fps for m in measurements}
+    engine_fps = {label: fps[_run_name("engine (numpy in, numpy out)", label, engines)] for label in labels}
+    expected = np.stack(list(engines[reference].frames(frames)))
+    comparisons = []
+    for label in labels[:-1]:
+        outputs = np.stack(list(engines[label].frames(frames)))
+        score = psnr(outputs, expected)
+        difference = int(np.abs(outputs.astype(np.int16) - expected.astype(np.int16)).max())
+        comparisons.append(PrecisionComparison(label, reference, engine_fps[label] / engine_fps[reference],
+                                               None if score == float("inf") else score, difference))
+    return comparisons
+
+
 def bare_forward(engine: Deblurrer, frames: list[np.ndarray]) -> Callable[[], None]:
     """The networks alone on tensors already on the device: stage 1 per frame and, for stage 2,
-    the encoder per frame plus one aggregation per frame with the window's pyramids reused."""
+    the encoder per frame plus one aggregation per frame with the window's pyramids reused.
+    They run as the engine runs them (compiled, in its precision)."""
     inputs = [engine._to_tensor(f) for f in frames]
-    model1 = engine.models[1]
+    model1 = engine._stage1_net
 
     @torch.inference_mode()
     def work() -> None:
@@ -209,10 +291,13 @@ def batch_settings(weights: Path, **engine_options) -> dict:
 
 @contextmanager
 def local_ray(cpus: int) -> Iterator[None]:
-    """A local Ray cluster for the duration, without the dashboard (it only costs start-up)."""
+    """A local Ray cluster for the duration, without the dashboard (it only costs start-up),
+    listening on 127.0.0.1 only, as the batch executor starts it."""
     import ray
 
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    from vsdeblur.batch.executors import start_local_ray
+
+    start_local_ray(num_cpus=cpus)
     try:
         yield
     finally:

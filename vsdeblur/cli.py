@@ -37,7 +37,7 @@ def info() -> None:
     import numpy
     import torch
 
-    from vsdeblur.engine.device import describe_devices
+    from vsdeblur.engine.device import describe_auto_precision, describe_devices
     from vsdeblur.weights import default_weights_path, read_weights
 
     rows = [
@@ -48,6 +48,7 @@ def info() -> None:
         ("numpy", numpy.__version__),
     ]
     rows += [("device", d) for d in describe_devices()]
+    rows += [("precision", p) for p in describe_auto_precision()]
     rows.append(("vapoursynth", _vapoursynth_status()))
     path = default_weights_path()
     if path is None:
@@ -80,11 +81,14 @@ def _vapoursynth_status() -> str:
 @click.option("--preset", default="small", show_default=True, help="preset to measure (untrained weights unless --weights)")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), help="measure this weights file instead")
 @click.option("--stage", type=click.Choice(["1", "2"]), default="1", show_default=True, help="networks to run")
-@click.option("--size", default="640x360", show_default=True, help="frame size WIDTHxHEIGHT")
+@click.option("--size", default="640x360", show_default=True, help="frame size WIDTHxHEIGHT of the synthetic frames")
+@click.option("--clip", "clip_path", type=click.Path(path_type=Path, dir_okay=False), help="measure on the first --frames frames of this video (at its size) instead of synthetic frames")
 @click.option("--frames", type=click.IntRange(1), default=8, show_default=True, help="frames per measurement")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="interleaved repetitions; medians are reported")
 @click.option("--device", default=ENGINE["device"].default, show_default=True, help=ENGINE["device"].help)
-@click.option("--precision", default=ENGINE["precision"].default, show_default=True, help=ENGINE["precision"].help)
+@click.option("--precision", default=ENGINE["precision"].default, show_default=True,
+              help=f"{ENGINE['precision'].help}; a comma-separated list (e.g. auto,fp32) times each and compares "
+                   "each with the last: throughput and output PSNR (the other measurements use the first)")
 @click.option("--tile", type=click.IntRange(0), default=None, help=ENGINE["tile"].help)
 @click.option("--compile/--no-compile", default=False, help=ENGINE["compile"].help)
 @click.option("--vapoursynth", is_flag=True, help="also time the core.deblur.Atrous graph (VapourSynth) on the same frames")
@@ -93,22 +97,33 @@ def _vapoursynth_status() -> str:
 @click.option("--stream", "with_stream", is_flag=True, help="also time vsdeblur-stream (decode + engine + encode) against the engine alone on the same decoded frames")
 @click.option("--batch", "with_batch", is_flag=True, help="also time vsdeblur batch (local and Ray executors) against vsdeblur-stream on one short file after another")
 @click.option("--batch-files", type=click.IntRange(1), default=4, show_default=True, help="--batch: files of --frames frames each")
-def bench(preset, weights, stage, size, frames, rounds, device, precision, tile, compile, vapoursynth, num_streams, with_stream, with_batch, batch_files, json_path) -> None:
-    """Throughput of the bare networks and of the engine on the same frames; optionally of the
-    VapourSynth filter and of vsdeblur-stream, each as a ratio to the engine, and of batch jobs
-    as a ratio to vsdeblur-stream."""
-    from vsdeblur.bench import bare_forward, batch_comparison, compare, engine_for, engine_run, stream_runs, synthetic_frames, vapoursynth_run
+def bench(preset, weights, stage, size, clip_path, frames, rounds, device, precision, tile, compile, vapoursynth, num_streams, with_stream, with_batch, batch_files, json_path) -> None:
+    """Throughput of the bare networks and of the engine on the same frames, at one precision
+    or several compared; optionally of the VapourSynth filter and of vsdeblur-stream, each as a
+    ratio to the engine, and of batch jobs as a ratio to vsdeblur-stream."""
+    from vsdeblur.bench import (batch_comparison, clip_frames, compare, compare_precisions, precision_engines, precision_runs,
+                                stream_runs, synthetic_frames, vapoursynth_run)
 
+    if clip_path is not None and click.get_current_context().get_parameter_source("size") is click.core.ParameterSource.COMMANDLINE:
+        raise UsageError("--size and --clip exclude each other: the clip's frames keep their size")
     width, height = _parse_size(size)
-    options = {"device": device, "precision": precision, "tile": tile, "compile": compile, "scene_threshold": 0}
-    engine = engine_for(preset, weights, int(stage), **options)
-    clip = synthetic_frames(width, height, frames)
-    runs = {"bare networks": bare_forward(engine, clip), "engine (numpy in, numpy out)": engine_run(engine, clip)}
+    options = {"device": device, "tile": tile, "compile": compile, "scene_threshold": 0}
+    engines = precision_engines(preset, weights, int(stage), precision, **options)
+    # VapourSynth, stream and batch run at the first precision listed
+    first, engine = next(iter(engines.items()))
+    options["precision"] = precision.split(",")[0].strip()
+    clip = clip_frames(clip_path, frames) if clip_path is not None else synthetic_frames(width, height, frames)
+    height, width = clip[0].shape[:2]
+    frames = len(clip)
+    runs = precision_runs(engines, clip)
     if vapoursynth:
         runs["vapoursynth (core.deblur graph)"] = vapoursynth_run(engine, clip, num_streams)
-    bare, full, *vs_run = compare(engine.device, runs, frames, rounds)
-    measurements = [bare, full, *vs_run]
+    measured = compare(engine.device, runs, frames, rounds)
+    bare, full = measured[:2]
+    vs_run = measured[len(engines) * 2:]
+    measurements = list(measured)
     ratios = {"engine_overhead": full.seconds / bare.seconds - 1}
+    comparisons = compare_precisions(engines, clip, measured) if len(engines) > 1 else []
     if vs_run:
         ratios["vapoursynth_relative_throughput"] = full.seconds / vs_run[0].seconds
     if with_stream:
@@ -122,12 +137,16 @@ def bench(preset, weights, stage, size, frames, rounds, device, precision, tile,
         ratios["batch_local_ratio"] = batched[1].fps / batched[0].fps
         ratios["batch_ray_cost"] = batched[2].seconds / batched[1].seconds - 1
     header = (f"preset {engine.preset.name}, stage {engine.stage}, {width}x{height}, {frames} frames x {rounds} rounds, "
-              f"device {engine.device}, {str(engine.dtype).removeprefix('torch.')}")
+              f"device {engine.device}, {', '.join(engines)}" + (f", frames of {clip_path}" if clip_path is not None else ""))
     click.echo(header)
-    click.echo(f"{'measurement':<34} {'ms/frame':>10} {'fps':>8}")
+    name_width = max(34, *(len(m.name) for m in measurements))
+    click.echo(f"{'measurement':<{name_width}} {'ms/frame':>10} {'fps':>8}")
     for m in measurements:
-        click.echo(f"{m.name:<34} {m.ms_per_frame:>10.1f} {m.fps:>8.2f}")
-    click.echo(f"engine overhead over the bare networks: {100 * ratios['engine_overhead']:+.1f} %")
+        click.echo(f"{m.name:<{name_width}} {m.ms_per_frame:>10.1f} {m.fps:>8.2f}")
+    at = f" ({first})" if len(engines) > 1 else ""
+    click.echo(f"engine overhead over the bare networks{at}: {100 * ratios['engine_overhead']:+.1f} %")
+    for comparison in comparisons:
+        click.echo(comparison.line())
     if vs_run:
         click.echo(f"vapoursynth throughput relative to the engine: {100 * ratios['vapoursynth_relative_throughput']:.1f} %")
     if with_stream:
@@ -137,9 +156,12 @@ def bench(preset, weights, stage, size, frames, rounds, device, precision, tile,
         click.echo(f"batch ray time over batch local time: {100 * ratios['batch_ray_cost']:+.1f} %")
     if json_path is not None:
         result = {"config": {"preset": engine.preset.name, "stage": engine.stage, "width": width, "height": height,
-                             "frames": frames, "rounds": rounds, "device": str(engine.device), "precision": str(engine.dtype),
+                             "frames": frames, "rounds": rounds, "device": str(engine.device),
+                             "precision": [str(e.dtype) for e in engines.values()] if len(engines) > 1 else str(engine.dtype),
+                             **({"clip": str(clip_path)} if clip_path is not None else {}),
                              **({"batch_files": batch_files} if with_batch else {})},
-                  "measurements": [m.as_dict() for m in measurements], **ratios}
+                  "measurements": [m.as_dict() for m in measurements], **ratios,
+                  **({"precisions": [c.as_dict() for c in comparisons]} if comparisons else {})}
         json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 

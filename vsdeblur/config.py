@@ -157,7 +157,7 @@ ENGINE = Group(
         Option("stage", int, None, "1: per-frame deblurring; 2: refined from neighbouring frames; default: the highest the weights hold", choices=(1, 2)),
         Option("radius", int, None, "temporal radius of stage 2 (window of 2r+1 frames); fixed by the weights, default: theirs", minimum=1, maximum=8),
         Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
-        Option("precision", str, "auto", "compute precision (auto: fp16 on CUDA, fp32 on CPU)", choices=("auto", "fp32", "fp16", "bf16")),
+        Option("precision", str, "auto", "compute precision (auto: fp16 on CUDA; bf16 on CPUs with AMX-BF16 or AVX512-BF16, else fp32)", choices=("auto", "fp32", "fp16", "bf16")),
         Option("tile", int, None, "tile side in pixels (0: never tile); default: chosen from free memory", minimum=0),
         Option("overlap", int, None, "tile overlap in pixels; default: the preset's", minimum=0),
         Option("ensemble", bool, False, "average the 8 flips and rotations of each frame (8x slower)"),

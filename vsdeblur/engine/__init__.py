@@ -4,6 +4,13 @@ window. Every front-end (stream CLI, VapourSynth, batch, training evaluation) go
 Data flow per frame: numpy frame -> tensor in [-1, 1] on the device -> reflect padding ->
 stage 1 (tiled, ensembled) -> stage-2 encoder -> [window complete] -> stage-2 aggregation ->
 crop -> clamp -> numpy frame of the input's dtype.
+
+Precision: the networks compute in the compute precision (their folded convolutions cast what
+they are given to their weights' type), but what carries the picture stays fp32: the input
+frame, the global residual additions (an fp32 image plus an fp16/bf16 residual promotes to
+fp32), the stage-1 output that stage 2 reads, and the tile blend. In bf16, values in [0.5, 1)
+are about half an 8-bit code apart: an image held in it would lose 10- and 16-bit sources'
+precision between the stages.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ __all__ = ["Deblurrer", "EngineStats", "check_frame"]
 # numpy dtype -> the value of full white
 SUPPORTED_DTYPES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float16): 1.0, np.dtype(np.float32): 1.0}
 TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16, np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}
+NUMPY_DTYPES = {t: n for n, t in TORCH_DTYPES.items()}
 
 CutTest = Callable[[int, np.ndarray], bool]
 NONFINITE_OUTPUT = (
@@ -87,7 +95,7 @@ class _HostFrame:
         self.event = None
         if tensor.device.type == "cuda":
             host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-            host.copy_(tensor, non_blocking=True)
+            host.copy_(tensor.contiguous(), non_blocking=True)
             if finite is not None:  # travels with the frame: checking it on the device would wait
                 finite = finite.to("cpu", non_blocking=True)
             self.event = torch.cuda.Event()
@@ -96,11 +104,15 @@ class _HostFrame:
         self.tensor, self.finite = tensor, finite
 
     def result(self) -> np.ndarray:
+        """The frame as a numpy array that owns its memory: a caller may keep every frame of
+        a clip, which must pin neither page-locked memory nor a tensor's storage."""
         if self.event is not None:
             self.event.synchronize()
         if self.finite is not None and not self.finite.item():
             raise UsageError(NONFINITE_OUTPUT)
-        return self.tensor.numpy()
+        out = np.empty(self.tensor.shape, dtype=NUMPY_DTYPES[self.tensor.dtype])
+        torch.from_numpy(out).copy_(self.tensor)
+        return out
 
 
 class _FrameState:
@@ -150,7 +162,8 @@ class Deblurrer:
         radius: temporal radius of stage 2 (window of 2*radius+1 frames); fixed by the weights,
             default: theirs.
         device: "auto", "cpu", "cuda" or "cuda:N".
-        precision: "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16" or "bf16".
+        precision: "auto" (fp16 on CUDA; bf16 on CPUs with AMX-BF16 or AVX512-BF16, else
+            fp32), "fp32", "fp16" or "bf16".
         tile: tile side in pixels; None chooses from free memory, 0 never tiles.
         overlap: tile overlap in pixels; default: the preset's.
         ensemble: average the eight flips and rotations (8x slower, a little better).
@@ -252,7 +265,7 @@ class Deblurrer:
         if self.device.type == "cuda":
             host = host.pin_memory()
         x = host.to(self.device, non_blocking=True).permute(2, 0, 1)[None].float()
-        x = (x * (2.0 / SUPPORTED_DTYPES[frame.dtype]) - 1.0).to(self.dtype)
+        x = x * (2.0 / SUPPORTED_DTYPES[frame.dtype]) - 1.0
         return pad_to_multiple(x.contiguous(memory_format=self.memory_format), self.multiple)
 
     def _to_host(self, y: torch.Tensor, like: np.ndarray) -> _HostFrame:
@@ -265,14 +278,14 @@ class Deblurrer:
         if scale != 1.0:
             y = (y * scale).round_()
         y = y.to(TORCH_DTYPES[like.dtype])
-        return _HostFrame(y.permute(1, 2, 0).contiguous(), finite)
+        return _HostFrame(y.permute(1, 2, 0), finite)
 
     def _plan(self, x: torch.Tensor) -> list[Tile]:
         key = tuple(x.shape[-2:])
         if key not in self._plans:
             h, w = key
             tile = self.tile if self.tile is not None else auto_tile(self.device, self.preset, self.stage, self.dtype, h, w)
-            self._plans[key] = plan_tiles(h, w, tile, self.overlap, self.multiple)
+            self._plans[key] = plan_tiles(h, w, tile, self.overlap, self.multiple, self.device)
         return self._plans[key]
 
     def _ensembled(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -427,9 +440,9 @@ class Deblurrer:
 
     def stage1_padded(self, frame: np.ndarray) -> np.ndarray:
         """Stage 1 of one H x W x 3 frame as float32 3 x H' x W' in [-1, 1]: exactly the
-        tensor that `frames` keeps (float32 holds fp16/bf16 values exactly)."""
+        tensor that `frames` keeps."""
         s1 = self._stage1(self._to_tensor(check_frame(frame)))
-        return _HostFrame(s1[0].float()).result()
+        return _HostFrame(s1[0]).result()
 
     def stage2_padded(self, window: list[Sequence[np.ndarray]], keys: list[Hashable], like: np.ndarray) -> np.ndarray:
         """Stage 2 for the centre of a window of `stage1_padded` outputs (clamped to the scene
@@ -450,7 +463,7 @@ class Deblurrer:
         host = torch.empty((3, *planes[0].shape), dtype=torch.float32, pin_memory=self.device.type == "cuda")
         for p in range(3):
             np.copyto(host[p].numpy(), planes[p])
-        x = host.to(self.device, non_blocking=True)[None].to(self.dtype)
+        x = host.to(self.device, non_blocking=True)[None]
         return x.contiguous(memory_format=self.memory_format)
 
     def _shared_state(self, padded: Sequence[np.ndarray], key: Hashable) -> _FrameState:

@@ -1,12 +1,23 @@
-"""Device and precision choice: `auto` means CUDA with fp16 when present, else CPU with fp32."""
+"""Device and precision choice.
+
+`auto` device: CUDA when present, else the CPU. `auto` precision: fp16 on CUDA; on a CPU bf16
+where it has bf16 instructions (AMX-BF16 or AVX512-BF16: oneDNN's bf16 convolutions then run
+2-3 times as fast as fp32, docs/performance.md), else fp32 (without them bf16 is emulated and
+slower than fp32).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from vsdeblur.errors import UsageError
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# CPU feature flags (cpuinfo's names, which /proc/cpuinfo shares) that execute bf16 natively
+_BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -27,13 +38,55 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags: from PyTorch's cpuinfo where this PyTorch has it (2.8 and
+    later), else from /proc/cpuinfo; empty where neither says."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None:
+        return {name for name, value in capabilities().items() if value is True}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def auto_precision(device: torch.device) -> tuple[torch.dtype, str]:
+    """What `precision="auto"` picks on `device`, and why (for `vsdeblur info`)."""
+    if device.type == "cuda":
+        return torch.float16, "CUDA device"
+    found = [name for flag, name in _BF16_FLAGS.items() if flag in cpu_flags()]
+    if found and torch.backends.mkldnn.is_available():
+        return torch.bfloat16, f"the CPU has {' and '.join(found)}"
+    if found:
+        return torch.float32, f"the CPU has {' and '.join(found)}, but this PyTorch lacks oneDNN"
+    return torch.float32, "the CPU has neither AMX-BF16 nor AVX512-BF16 (bf16 would be emulated, slower than fp32)"
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        return auto_precision(device)[0]
     try:
         return PRECISIONS[precision]
     except KeyError:
         raise UsageError(f"unknown precision {precision!r}; use auto, {', '.join(PRECISIONS)}") from None
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """'fp32', 'fp16' or 'bf16'."""
+    return next(name for name, d in PRECISIONS.items() if d == dtype)
+
+
+def describe_auto_precision() -> list[str]:
+    """What `precision="auto"` picks on each kind of usable device and why, for `vsdeblur info`."""
+    lines = []
+    for kind in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        dtype, why = auto_precision(torch.device(kind))
+        lines.append(f"auto on {kind}: {precision_name(dtype)} ({why})")
+    return lines
 
 
 def describe_devices() -> list[str]:

@@ -45,10 +45,10 @@ def _axis_tiles(length: int, tile: int, overlap: int, multiple: int) -> list[tup
     return [(s, s + tile) for s in starts]
 
 
-def _axis_weights(spans: list[tuple[int, int]], index: int) -> torch.Tensor:
+def _axis_weights(spans: list[tuple[int, int]], index: int, device: torch.device | str) -> torch.Tensor:
     start, end = spans[index]
-    weight = torch.ones(end - start)
-    pos = torch.arange(end - start, dtype=torch.float32) + 0.5
+    weight = torch.ones(end - start, device=device)
+    pos = torch.arange(end - start, dtype=torch.float32, device=device) + 0.5
     if index > 0:  # ramp in from the previous tile
         v = spans[index - 1][1] - start
         weight = torch.minimum(weight, ((pos - v / 4) / (v / 2)).clamp(0, 1))
@@ -62,22 +62,28 @@ def _axis_weights(spans: list[tuple[int, int]], index: int) -> torch.Tensor:
 class Tile:
     ys: slice
     xs: slice
-    weight: torch.Tensor | None  # 1 x 1 x h x w feather weights; None for a single whole-frame tile
+    weight: torch.Tensor | None  # 1 x 1 x h x w fp32 feather weights; None for a single whole-frame tile
 
 
 def tile_geometry(tile: int, overlap: int, multiple: int) -> tuple[int, int]:
     """The tile side and overlap that `plan_tiles` uses for a requested tile side; the engine
     also calls it when it is built, so that a bad pair fails before any frame is read."""
+    given_tile, given_overlap = tile, overlap
     overlap = round_up(overlap, multiple)
     tile = max(round_up(tile, multiple), MIN_SIDE)
     if tile < 2 * overlap:
-        raise UsageError(f"tile size {tile} must be at least twice the overlap ({overlap})")
+        raise UsageError(f"tile size {given_tile} must be at least twice the overlap of {given_overlap} px (--tile, --overlap; "
+                         f"the default overlap is the preset's): give a tile size of {2 * overlap} or more, a smaller "
+                         "overlap, or tile 0 for whole frames")
     return tile, overlap
 
 
-def plan_tiles(height: int, width: int, tile: int | None, overlap: int, multiple: int) -> list[Tile]:
+def plan_tiles(height: int, width: int, tile: int | None, overlap: int, multiple: int,
+               device: torch.device | str) -> list[Tile]:
     """Tiles over a padded frame. Starts and sizes are multiples of `multiple`, so that each
-    tile sees the same stride and pooling grid as the whole frame does."""
+    tile sees the same stride and pooling grid as the whole frame does. The weights are built
+    on `device`, once per plan: moving them there per tile and frame would synchronise a CUDA
+    stream each time."""
     if not tile or (tile >= height and tile >= width):
         return [Tile(slice(0, height), slice(0, width), None)]
     tile, overlap = tile_geometry(tile, overlap, multiple)
@@ -86,7 +92,7 @@ def plan_tiles(height: int, width: int, tile: int | None, overlap: int, multiple
     tiles = []
     for i, (y0, y1) in enumerate(rows):
         for j, (x0, x1) in enumerate(cols):
-            weight = _axis_weights(rows, i)[:, None] * _axis_weights(cols, j)[None, :]
+            weight = _axis_weights(rows, i, device)[:, None] * _axis_weights(cols, j, device)[None, :]
             tiles.append(Tile(slice(y0, y1), slice(x0, x1), weight[None, None]))
     return tiles
 
@@ -108,15 +114,16 @@ def untransform(x: torch.Tensor, k: int, mirrored: bool) -> torch.Tensor:
 
 
 def blend(tiles: list[Tile], run: Callable[[int, Tile], torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-    """Run `run(index, tile)` for every tile and feather the results into one frame."""
+    """Run `run(index, tile)` for every tile and feather the results into one frame of
+    `like`'s shape. The sums are fp32 whatever the tiles' precision: in fp16 a pixel's
+    weighted sum would be rounded once per tile that covers it."""
     if len(tiles) == 1 and tiles[0].weight is None:
         return run(0, tiles[0])
-    out = torch.zeros_like(like)
-    total = torch.zeros_like(like[:, :1])
+    out = torch.zeros_like(like, dtype=torch.float32)
+    total = torch.zeros_like(like[:, :1], dtype=torch.float32)
     for i, t in enumerate(tiles):
-        weight = t.weight.to(like.device, like.dtype)
-        out[..., t.ys, t.xs] += run(i, t) * weight
-        total[..., t.ys, t.xs] += weight
+        out[..., t.ys, t.xs] += run(i, t) * t.weight
+        total[..., t.ys, t.xs] += t.weight
     return out / total
 
 

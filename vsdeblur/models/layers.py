@@ -74,6 +74,10 @@ class FoldedConv(nn.Module):
             self.bias = nn.Parameter((conv.bias * conv.scale).detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Computes in its weights' precision, whatever it is given: the engine keeps images in
+        # fp32 (a network's input, the stage-1 output stage 2 reads) so that the global
+        # residual additions, fp32 image + fp16/bf16 residual, promote to fp32.
+        x = x.to(self.weight.dtype)
         if self.padding:
             x = F.pad(x, (self.padding,) * 4, mode="reflect")
         y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation)

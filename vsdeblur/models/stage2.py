@@ -63,7 +63,10 @@ class PreActBlock(nn.Module):
 def similarity_weighted(features: list[torch.Tensor], centre: int) -> torch.Tensor:
     """Weight each frame's features by their per-pixel cosine similarity with the centre frame's
     (clamped at 0: dissimilar content contributes nothing) and concatenate them."""
-    unit = [F.normalize(f, dim=1) for f in features]
+    # F.normalize's default eps, 1e-12, rounds to 0 in fp16, where an all-zero feature then
+    # gave 0/0 = NaN; the smallest normal number of the features' type keeps it at 0
+    eps = max(1e-12, torch.finfo(features[centre].dtype).tiny)
+    unit = [F.normalize(f, dim=1, eps=eps) for f in features]
     weights = [(u * unit[centre]).sum(dim=1, keepdim=True).clamp_min(0) for u in unit]
     return torch.cat([w * f for w, f in zip(weights, features)], dim=1)
 
