@@ -258,17 +258,18 @@ def evaluate(sharp, blurred, restored, max_frames, json_path, picture, **engine_
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="pipeline definition (TOML), e.g. pipelines/preview.toml")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="keep the finished chunks of an earlier run of this job")
 @click.option("--plan-only", is_flag=True, help="write the manifest and stop; then drive the chunks with `vsdeblur run-chunk`")
+@click.option("--overwrite", is_flag=True, help="replace existing outputs (those this job wrote itself are replaced without it)")
 @click_options(BATCH, ENGINE, ENCODE)
-def batch(inputs, output, config_path, resume, plan_only, **flags) -> None:
+def batch(inputs, output, config_path, resume, plan_only, overwrite, **flags) -> None:
     """Deblur many videos: files, folders (recursive) and globs, in resumable chunks.
 
     Exit status: 0 when every file succeeded, 1 when any failed (see the table and
     OUTPUT/.vsdeblur/report.json), 2 for a usage error."""
-    from vsdeblur.batch import resolved_settings, run_batch
+    from vsdeblur.batch import progress_printer, resolved_settings, run_batch
 
     values = resolved_settings(config_path, flags)
-    report = run_batch(list(inputs), output, values, resume=resume, plan_only=plan_only,
-                       progress=lambda done, total: click.echo(f"\r{done}/{total} tasks", nl=done == total, err=True))
+    report = run_batch(list(inputs), output, values, resume=resume, plan_only=plan_only, overwrite=overwrite,
+                       progress=progress_printer(sys.stderr))
     if plan_only:
         click.echo(f"planned {len(report.files)} files; now run `vsdeblur run-chunk --manifest {output} --index N`")
         return
@@ -276,6 +277,8 @@ def batch(inputs, output, config_path, resume, plan_only, **flags) -> None:
     for result in report.files:
         for what in result.left_out:
             click.echo(f"vsdeblur batch: note: {result.source}: left out {what}", err=True)
+    if report.stopped:
+        click.echo(f"vsdeblur batch: error: {report.stopped}", err=True)
     sys.exit(0 if report.ok else 1)
 
 

@@ -13,20 +13,23 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from vsdeblur.batch.executors import Task, default_workers, run_local, run_ray
-from vsdeblur.batch.manifest import STATE_DIR, Manifest
-from vsdeblur.batch.plan import discover, fingerprint, output_path, packet_index, plan_chunks
+from vsdeblur.batch.manifest import MANIFEST, STATE_DIR, Manifest, damage_reported, output_stamp
+from vsdeblur.batch.plan import check_template, discover, fingerprint, output_path, packet_index, plan_chunks
+from vsdeblur.batch.work import DiskFull, disk_full
 from vsdeblur.config import BATCH, ENCODE, ENGINE
 from vsdeblur.engine import chosen_stage, window_radius
 from vsdeblur.errors import UsageError
 from vsdeblur.weights import resolve_weights
 
-__all__ = ["FileResult", "Report", "run_batch"]
+__all__ = ["FileResult", "Report", "progress_printer", "run_batch"]
 
 
 @dataclass
@@ -45,15 +48,17 @@ class Report:
     files: list[FileResult]
     wall_seconds: float
     chunks_run: int  # chunks restored by this run (not skipped as done)
+    stopped: str | None = None  # why the job stopped before its end (a full disk); a rerun resumes
 
     @property
     def ok(self) -> bool:
-        return all(f.state == "done" for f in self.files)
+        return self.stopped is None and all(f.state == "done" for f in self.files)
 
     def as_dict(self) -> dict[str, Any]:
         frames = sum(f.frames for f in self.files)
         return {
             "ok": self.ok,
+            "stopped": self.stopped,
             "files": [asdict(f) for f in self.files],
             "totals": {
                 "files": len(self.files),
@@ -97,47 +102,47 @@ def _engine_settings(values: dict[str, Any]) -> tuple[dict[str, Any], str, int]:
 
 
 def run_batch(
-    inputs: list[str], output: Path, values: dict[str, Any], resume: bool = True, plan_only: bool = False, progress=None
+    inputs: list[str],
+    output: Path,
+    values: dict[str, Any],
+    resume: bool = True,
+    plan_only: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> Report:
     """Run (or resume) a batch job; `values` holds every ENGINE, ENCODE and BATCH option.
-    plan_only: write the manifest and stop, for `vsdeblur run-chunk` under another scheduler."""
+    plan_only: write the manifest and stop, for `vsdeblur run-chunk` under another scheduler.
+    overwrite: replace existing outputs; without it only the files this job wrote are replaced
+    (the rule of vsdeblur-stream's Writer), and any other existing output stops the job before
+    it starts."""
     started = time.perf_counter()
     output = Path(output)
     engine, engine_hash, context = _engine_settings(values)  # bad weights or settings stop the job before it writes anything
-    output.mkdir(parents=True, exist_ok=True)
+    check_template(values["name_template"])
+    owned = _owned_outputs(output, strict=resume)
     if not resume:
         shutil.rmtree(output / STATE_DIR, ignore_errors=True)
     encode = {o.name: values[o.name] for o in ENCODE.options}
-    sources = discover(inputs)
+    sources = discover(inputs, output, owned)
     targets = {s.path: output_path(output, s, values["name_template"]) for s in sources}
     clashes = [p for p in set(targets.values()) if list(targets.values()).count(p) > 1]
     if clashes:
         raise UsageError(f"several inputs would be written to {clashes[0]}; use {{dir}} or {{ext}} in the name template")
     if any(target == s.path for s in sources for target in [targets[s.path]]):
         raise UsageError("an output would overwrite its own input; choose another output root or name template")
+    stamps = {target: output_stamp(target) for target in targets.values()}
+    foreign = sorted(t for t, stamp in stamps.items() if stamp is not None and stamp != owned.get(t))
+    if foreign and not overwrite:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise UsageError(f"output exists: {foreign[0]}{more}, not written by this job (pass --overwrite to replace it)")
 
-    manifest = Manifest(output)
     try:
-        manifest.set_settings({"engine": engine, "encode": encode})
-        manifest.reset_interrupted()
-        ids = set()
-        for source in sources:
-            target = targets[source.path]
-            chunk_hash = _digest(engine_hash, fingerprint(source.path), values["chunk_frames"], context)
-            file_id, replan = manifest.sync_file(source.path, target, chunk_hash, _digest(chunk_hash, encode, str(target)))
-            ids.add(file_id)
-            if replan:
-                try:
-                    frames, keyframes = packet_index(source.path)
-                except UsageError as exc:
-                    manifest.fail_file(file_id, str(exc))
-                    continue
-                chunks = plan_chunks(frames, keyframes, values["chunk_frames"], context)
-                manifest.add_chunks(file_id, [(c.start, c.stop, c.context, _digest(chunk_hash, c.start, c.stop, c.context)) for c in chunks])
-        manifest.retain(ids)
-        tasks = _tasks(manifest)
-    finally:
-        manifest.close()
+        output.mkdir(parents=True, exist_ok=True)
+        tasks = _plan(output, sources, targets, values, engine, engine_hash, context, encode, overwrite, owned)
+    except (OSError, sqlite3.OperationalError) as exc:
+        if disk_full(exc):
+            raise UsageError(f"no space left on device to plan the job in {output}; free some space and run it again") from None
+        raise
 
     if plan_only:
         tasks = []
@@ -150,11 +155,14 @@ def run_batch(
         if progress is not None:
             progress(done, len(tasks))
 
-    workers = values["workers"]
-    if values["executor"] == "ray":
-        run_ray(output.resolve(), tasks, values["ray_address"], workers, on_done)
-    else:
-        run_local(output.resolve(), tasks, workers or default_workers(), on_done)
+    stopped = None
+    try:
+        if values["executor"] == "ray":
+            run_ray(output.resolve(), tasks, values["ray_address"], values["workers"], on_done)
+        else:
+            run_local(output.resolve(), tasks, values["workers"] or default_workers(), on_done)
+    except DiskFull as exc:
+        stopped = str(exc)
 
     manifest = Manifest(output)
     try:
@@ -165,9 +173,84 @@ def run_batch(
         ]
     finally:
         manifest.close()
-    report = Report(results, time.perf_counter() - started, chunks_run)
-    (output / STATE_DIR / "report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    report = Report(results, time.perf_counter() - started, chunks_run, stopped)
+    path = output / STATE_DIR / "report.json"
+    try:
+        path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if not disk_full(exc):
+            raise
+        report.stopped = report.stopped or f"no space left on device for {path}; free some space and run the job again"
     return report
+
+
+def _owned_outputs(output: Path, strict: bool) -> dict[Path, str]:
+    """The outputs an earlier run of this job wrote (path -> output_stamp), from its manifest.
+    strict: a damaged manifest is an error (the job resumes from it); else it is ignored."""
+    if not (output / STATE_DIR / MANIFEST).is_file():
+        return {}
+    try:
+        manifest = Manifest(output, check=True)
+    except UsageError:
+        if strict:
+            raise
+        return {}
+    try:
+        with damage_reported(manifest.path):
+            return manifest.owned_outputs()
+    finally:
+        manifest.close()
+
+
+def _plan(output: Path, sources: list, targets: dict[Path, Path], values: dict[str, Any], engine: dict[str, Any],
+          engine_hash: str, context: int, encode: dict[str, Any], overwrite: bool, owned: dict[Path, str]) -> list[Task]:
+    """Bring the manifest up to date with this run's sources and settings; the tasks left to run."""
+    manifest = Manifest(output)
+    try:
+        with damage_reported(manifest.path):
+            manifest.set_settings({"engine": engine, "encode": encode, "overwrite": overwrite})
+            manifest.reset_interrupted()
+            ids = set()
+            for source in sources:
+                target = targets[source.path]
+                chunk_hash = _digest(engine_hash, fingerprint(source.path), values["chunk_frames"], context)
+                file_id, replan = manifest.sync_file(source.path, target, chunk_hash, _digest(chunk_hash, encode, str(target)))
+                ids.add(file_id)
+                stamp = owned.get(target)  # kept through --no-resume, and for jobs begun before stamps
+                if stamp is not None and stamp == output_stamp(target) and manifest.file(file_id).output_stamp != stamp:
+                    manifest.set_output_stamp(file_id, stamp)
+                if replan:
+                    try:
+                        frames, keyframes = packet_index(source.path)
+                    except UsageError as exc:
+                        manifest.fail_file(file_id, str(exc))
+                        continue
+                    chunks = plan_chunks(frames, keyframes, values["chunk_frames"], context)
+                    manifest.add_chunks(file_id, [(c.start, c.stop, c.context, _digest(chunk_hash, c.start, c.stop, c.context)) for c in chunks])
+            manifest.retain(ids)
+            return _tasks(manifest)
+    finally:
+        manifest.close()
+
+
+def progress_printer(stream: TextIO, interval: float = 5.0) -> Callable[[int, int], None]:
+    """Tasks done on `stream`: a count redrawn in place on a terminal; elsewhere (a log file, a
+    pipe) a plain line at most every `interval` seconds and at the end, without control characters."""
+    tty = stream.isatty()
+    last = time.monotonic()
+
+    def show(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if tty:
+            stream.write(f"\r{done}/{total} tasks" + ("\n" if done == total else ""))
+        elif done == total or now - last >= interval:
+            stream.write(f"vsdeblur batch: {done}/{total} tasks\n")
+            last = now
+        stream.flush()
+
+    return show
 
 
 def _tasks(manifest: Manifest) -> list[Task]:

@@ -29,8 +29,22 @@ def _replace(tmp: Path, path: Path) -> None:
 
 
 def write_chunk(path: Path, sidecar: Path, frames: Iterable[tuple[np.ndarray, int]]) -> int:
-    """Write (rgb, pts) pairs; returns the frame count. `path` appears only when complete."""
+    """Write (rgb, pts) pairs; returns the frame count. `path` appears only when complete, and
+    a failure (a full disk, a bad frame) leaves no partial file behind."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+    side_tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.part")
+    try:
+        count = _write(tmp, side_tmp, frames)
+        _replace(side_tmp, sidecar)
+        _replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        side_tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write(tmp: Path, side_tmp: Path, frames: Iterable[tuple[np.ndarray, int]]) -> int:
     pts: list[int] = []
     container = av.open(str(tmp), "w", format="matroska")
     try:
@@ -50,10 +64,7 @@ def write_chunk(path: Path, sidecar: Path, frames: Iterable[tuple[np.ndarray, in
         container.close()
     if stream is None:  # no frames (the source was shorter than its packet count): empty file
         tmp.write_bytes(b"")
-    side_tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.part")
     side_tmp.write_text(json.dumps({"frames": len(pts), "pts": pts}))
-    _replace(side_tmp, sidecar)
-    _replace(tmp, path)
     return len(pts)
 
 

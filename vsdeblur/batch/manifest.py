@@ -11,6 +11,7 @@ exists but whose row does not say so yet (killed between the two) is adopted, no
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS files (
     frames INTEGER,
     seconds REAL,               -- worker time: chunks plus the join
     error TEXT,
-    left_out TEXT               -- what the output does not keep, one line each (Writer.left_out)
+    left_out TEXT,              -- what the output does not keep, one line each (Writer.left_out)
+    output_stamp TEXT           -- output_stamp() of the output this job wrote: it may replace that file
 );
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
@@ -53,6 +55,22 @@ CREATE TABLE IF NOT EXISTS chunks (
     UNIQUE (file_id, idx)
 );
 """
+
+
+# in FileRow's order, whatever order an older manifest's columns were added in
+FILE_COLUMNS = "id, source, output, chunk_hash, output_hash, state, frames, seconds, error, left_out, output_stamp"
+
+
+@contextmanager
+def damage_reported(path: Path) -> Iterator[None]:
+    """A damaged manifest (truncated, overwritten, not SQLite) becomes one line with the way out."""
+    try:
+        yield
+    except sqlite3.OperationalError:  # locked, unreadable, disk full: not damage
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"the batch manifest {path} is damaged ({exc}); run the same command with --no-resume "
+                         "to start the job over (with --overwrite to replace the outputs it wrote)") from None
 
 
 @dataclass(frozen=True)
@@ -80,12 +98,35 @@ class FileRow:
     seconds: float | None
     error: str | None
     left_out: str | None
+    output_stamp: str | None
+
+
+def output_stamp(path: Path) -> str | None:
+    """Identifies one file (inode, size, modification time; a rename keeps all three), so that
+    the job knows an output it wrote from a file someone else put there. None: no such file."""
+    try:
+        stat = Path(path).stat()
+    except FileNotFoundError:
+        return None
+    return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+# the Writer's temporary name for a target (vsdeblur.io.writer): .STEM.XXXXXXXX.partSUFFIX
+WRITER_TEMP = re.compile(r"\.(.+)\.[0-9a-f]{8}\.part(\.[^.]*)?$")
+
+
+def joined_file(output: Path) -> Path:
+    """Where a join writes before the output is moved into place: hidden, beside the output (the
+    same file system, so the move is atomic), with its extension (FFmpeg picks the container by it)."""
+    return output.with_name(f".{output.stem}.vsdeblur-join{output.suffix}")
 
 
 class Manifest:
     """The manifest of the job whose state lives in `root/.vsdeblur/`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, check: bool = False) -> None:
+        """check: read every page first (PRAGMA quick_check), so that damage anywhere is found
+        before the job starts, not by a worker halfway through."""
         self.root = Path(root).resolve()
         self.dir = self.root / STATE_DIR
         self.chunk_dir = self.dir / "chunks"
@@ -93,11 +134,22 @@ class Manifest:
         self.path = self.dir / MANIFEST
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below)
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
-        if "left_out" not in {column[1] for column in self.db.execute("PRAGMA table_info(files)")}:
-            self.db.execute("ALTER TABLE files ADD COLUMN left_out TEXT")  # a job begun by an older vsdeblur
+        try:
+            with damage_reported(self.path):
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA foreign_keys=ON")
+                if check:
+                    problems = [r[0] for r in self.db.execute("PRAGMA quick_check")]
+                    if problems != ["ok"]:
+                        raise sqlite3.DatabaseError(problems[0].splitlines()[-1])
+                self.db.executescript(SCHEMA)
+                columns = {column[1] for column in self.db.execute("PRAGMA table_info(files)")}
+                for column in ("left_out", "output_stamp"):  # a job begun by an older vsdeblur
+                    if column not in columns:
+                        self.db.execute(f"ALTER TABLE files ADD COLUMN {column} TEXT")
+        except BaseException:
+            self.db.close()
+            raise
 
     @classmethod
     def open_existing(cls, path: Path) -> Manifest:
@@ -111,6 +163,38 @@ class Manifest:
 
     def close(self) -> None:
         self.db.close()
+
+    def owned_outputs(self) -> dict[Path, str]:
+        """Output path -> output_stamp of the file this job wrote there. A file finished by a
+        vsdeblur that did not record stamps counts as written by the job if it is still there."""
+        owned = {}
+        for record in self.files():
+            stamp = record.output_stamp or (output_stamp(record.output) if record.state == "done" else None)
+            if stamp is not None:
+                owned[record.output] = stamp
+        return owned
+
+    def set_output_stamp(self, file_id: int, stamp: str) -> None:
+        """Record that the job wrote the file with this stamp (before it is moved into place)."""
+        with self.transaction() as db:
+            db.execute("UPDATE files SET output_stamp = ? WHERE id = ?", (stamp, file_id))
+
+    def remove_partial_files(self) -> None:
+        """Delete what killed workers left half-written: partial chunk files, and joins that
+        were not moved into place (with the Writer's temporary files beside them)."""
+        for path in self.chunk_dir.glob("*.part"):
+            path.unlink(missing_ok=True)
+        joins: dict[Path, set[str]] = {}
+        for record in self.files():
+            joined = joined_file(record.output)
+            joined.unlink(missing_ok=True)
+            joins.setdefault(joined.parent, set()).add(joined.name)
+        for folder, names in joins.items():  # one listing per folder, however many outputs it holds
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    temp = WRITER_TEMP.match(path.name)
+                    if temp and f"{temp[1]}{temp[2]}" in names:
+                        path.unlink(missing_ok=True)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -143,11 +227,11 @@ class Manifest:
         return self.chunk_dir / f"{chunk.hash}.json"
 
     def files(self) -> list[FileRow]:
-        rows = self.db.execute("SELECT * FROM files ORDER BY id").fetchall()
+        rows = self.db.execute(f"SELECT {FILE_COLUMNS} FROM files ORDER BY id").fetchall()
         return [FileRow(r[0], Path(r[1]), Path(r[2]), *r[3:]) for r in rows]
 
     def file(self, file_id: int) -> FileRow:
-        r = self.db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        r = self.db.execute(f"SELECT {FILE_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
         return FileRow(r[0], Path(r[1]), Path(r[2]), *r[3:])
 
     def chunks(self, file_id: int | None = None) -> list[ChunkRow]:
@@ -211,6 +295,7 @@ class Manifest:
     def reset_interrupted(self) -> None:
         """Make the work of a killed run schedulable again, adopting chunk files that were
         completed but not yet recorded; failures are retried on a new run."""
+        self.remove_partial_files()
         for chunk in self.chunks():
             if chunk.state != "done" and self.chunk_file(chunk).is_file() and self.chunk_pts_file(chunk).is_file():
                 info = json.loads(self.chunk_pts_file(chunk).read_text())

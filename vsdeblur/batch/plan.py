@@ -7,6 +7,8 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import string
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -19,6 +21,7 @@ VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mkv .mov .avi .webm .mts .m2ts .ts .mpg .mpeg .wmv .flv .nut .y4m .3gp .ogv".split()
 )
 GLOB_CHARS = frozenset("*?[")
+NAME_FIELDS = ("dir", "stem", "name", "ext")  # what a name template may use, nothing else
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,17 @@ class Chunk:
     context: int  # frames decoded (and dropped) on each side so the temporal window is complete
 
 
-def discover(inputs: list[str]) -> list[Source]:
+def discover(inputs: list[str], output_root: Path | None = None, outputs: Collection[Path] = ()) -> list[Source]:
     """Files, folders (searched recursively for video files) and globs, in a stable order.
 
     Each source's relative path is taken from the root it was named under (the folder, or a
-    glob's fixed leading folders), so the output tree mirrors the input tree."""
+    glob's fixed leading folders), so the output tree mirrors the input tree. A folder or glob
+    never yields the job's own files: hidden ones (the state folder, temporary and partial
+    files), anything below `output_root` when the search starts outside it, and `outputs`
+    (absolute paths the job wrote); a file named explicitly is taken as given."""
     found: dict[Path, Source] = {}
+    skip = {Path(p).resolve() for p in outputs}
+    out = None if output_root is None else Path(output_root).resolve()
     for item in inputs:
         if GLOB_CHARS & set(item):
             root = _glob_root(item)
@@ -55,11 +63,17 @@ def discover(inputs: list[str]) -> list[Source]:
                 if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
             ]
         elif Path(item).exists():
-            pairs = [(Path(item), Path(Path(item).name))]
+            found.setdefault(Path(item).resolve(), Source(Path(item).resolve(), PurePosixPath(Path(item).name)))
+            continue
         else:
             raise UsageError(f"input not found: {item}")
+        inside_output = out is not None and root.resolve().is_relative_to(out)
         for path, relative in pairs:
             path = path.resolve()
+            if any(part.startswith(".") for part in relative.parts) or path in skip:
+                continue
+            if out is not None and not inside_output and path.is_relative_to(out):
+                continue
             found.setdefault(path, Source(path, PurePosixPath(relative.as_posix())))
     if not found:
         raise UsageError(f"no video files found in {', '.join(inputs)}")
@@ -80,12 +94,9 @@ def _glob_root(pattern: str) -> Path:
 def output_path(root: Path, source: Source, template: str) -> Path:
     """The output file of `source` under `root`; a template that would leave the root (an
     absolute path, `..`) is an error, never a write elsewhere."""
+    check_template(template)
     rel = source.relative
-    fields = {"dir": str(rel.parent), "stem": rel.stem, "name": rel.name, "ext": rel.suffix.lstrip(".")}
-    try:
-        name = template.format(**fields)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise UsageError(f"bad name template {template!r}: {exc!r}; fields are {', '.join(fields)}") from None
+    name = template.format(dir=str(rel.parent), stem=rel.stem, name=rel.name, ext=rel.suffix.lstrip("."))
     candidate = PurePosixPath(name.replace("\\", "/"))
     if candidate.is_absolute() or ".." in candidate.parts or not candidate.name or candidate.name in (".", ".."):
         raise UsageError(f"name template {template!r} gives {name!r} for {rel}, which is outside the output root")
@@ -94,6 +105,23 @@ def output_path(root: Path, source: Source, template: str) -> Path:
     if not path.is_relative_to(root) or path == root:
         raise UsageError(f"name template {template!r} gives {name!r} for {rel}, which is outside the output root")
     return path
+
+
+def check_template(template: str) -> None:
+    """A name template is text with the fields {dir}, {stem}, {name} and {ext}, plain: no
+    attribute or index access, conversion or format spec, which would let it evaluate more than
+    the documented names."""
+    fields = ", ".join(f"{{{f}}}" for f in NAME_FIELDS)
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise UsageError(f"bad name template {template!r}: {exc}; fields are {fields}") from None
+    for _, field, conversion, spec in parts:
+        if field is None:
+            continue
+        if field not in NAME_FIELDS or conversion or spec:
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise UsageError(f"bad name template {template!r}: {shown} is not one of its fields {fields}")
 
 
 def fingerprint(path: Path) -> str:

@@ -3,12 +3,16 @@ a Ray task, `vsdeblur run-chunk`): restore one chunk, and join a file's chunks.
 
 Both take the manifest's location and an id, so a worker needs nothing but a shared file
 system. Errors about the input (corrupt, unreadable) are recorded in the manifest and do
-not escape: one bad file fails alone.
+not escape: one bad file fails alone. A full disk is not the input's fault: the task stops
+with DiskFull, which stops the job (every other task would fail the same way).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -20,11 +24,36 @@ import av
 import numpy as np
 
 from vsdeblur.batch.chunkfile import read_chunk, read_pts, write_chunk
-from vsdeblur.batch.manifest import ChunkRow, Manifest
+from vsdeblur.batch.manifest import ChunkRow, Manifest, joined_file, output_stamp
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
 from vsdeblur.io import Frame, Reader, Writer
 from vsdeblur.stream import background
+
+class DiskFull(Exception):
+    """The disk the job writes to is full: stop the job; a rerun resumes it."""
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether an error (or one it was raised from, or while handling) is a full disk or quota."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def refuse_existing(output: Path, owned_stamp: str | None, overwrite: bool) -> None:
+    """The rule every vsdeblur writer follows: an existing file is replaced only when asked to
+    (--overwrite), or when it is the file this job wrote there itself (its stamp in the manifest)."""
+    stamp = output_stamp(output)
+    if stamp is not None and not overwrite and stamp != owned_stamp:
+        raise UsageError(f"output exists: {output} (pass --overwrite to replace it)")
+
 
 # One engine per worker process and setting: loading weights once serves every chunk.
 _ENGINES: dict[str, Deblurrer] = {}
@@ -48,6 +77,8 @@ def process_chunk(root: Path, chunk_id: int) -> None:
             try:
                 frames = _restore(manifest, chunk)
             except (UsageError, av.FFmpegError, OSError) as exc:
+                if disk_full(exc):
+                    raise
                 manifest.fail_chunk(chunk.id, str(exc))
                 return
             manifest.finish_chunk(chunk.id, frames, time.perf_counter() - started)
@@ -94,38 +125,69 @@ def _restore(manifest: Manifest, chunk: ChunkRow) -> int:
 
 
 def _join(manifest: Manifest, file_id: int) -> None:
-    """Encode the file's restored frames once, with the source's pts, copying its other streams."""
+    """Encode the file's restored frames once, with the source's pts, copying its other streams.
+
+    The encode goes to a hidden file beside the output; its stamp is recorded before it is
+    moved onto the output, so that a job killed in between still knows the output as its own."""
     started = time.perf_counter()
     record = manifest.file(file_id)
     chunks = manifest.chunks(file_id)
     settings = manifest.settings()
+    overwrite = settings.get("overwrite", False)
+    joined = joined_file(record.output)
     try:
+        refuse_existing(record.output, record.output_stamp, overwrite)
         record.output.parent.mkdir(parents=True, exist_ok=True)
         pts = list(chain.from_iterable(read_pts(manifest.chunk_pts_file(c)) for c in chunks))
         with Reader(record.source) as reader:
             dtype = np.uint8 if reader.info.rgb_format == "rgb24" else np.uint16
             frames = chain.from_iterable(read_chunk(manifest.chunk_file(c), dtype) for c in chunks)
-            # the chunk files decode in a thread of their own while the frames are encoded
+            # the chunk files decode in a thread of their own while the frames are encoded;
+            # `joined` is this job's own file (left by a killed join): replacing it is safe
             with background(frames, "vsdeblur-decode") as decoded, \
-                    Writer(record.output, reader.info, settings["encode"], source=reader, overwrite=True) as writer:
-                restored = zip(decoded, pts, strict=True)
-                # every frame first, then the other streams' packets (the video is decoded but
-                # not converted: range [0, 0)). With the writer before stream commit 1ddb37d,
-                # a packet copied before the first video packet mislabelled the video time
-                # base; FFmpeg's interleaver (max_interleave_delta) bounds what it buffers.
-                for rgb, frame_pts in restored:
-                    writer.write(rgb, frame_pts)
-                for packet in reader.items(0, 0):
-                    writer.copy(packet)
+                    Writer(joined, reader.info, settings["encode"], source=reader, overwrite=True) as writer:
+                _interleave(writer, zip(decoded, pts, strict=True), reader)
+        refuse_existing(record.output, record.output_stamp, overwrite)  # it may have appeared meanwhile
+        manifest.set_output_stamp(file_id, output_stamp(joined))
+        os.replace(joined, record.output)
     except (UsageError, av.FFmpegError, OSError, ValueError) as exc:
+        joined.unlink(missing_ok=True)
+        if disk_full(exc):
+            raise
         manifest.fail_file(file_id, str(exc))
         return
     manifest.finish_file(file_id, len(pts), time.perf_counter() - started, writer.left_out)
 
 
+def _interleave(writer: Writer, restored: Iterator[tuple[np.ndarray, int]], reader: Reader) -> None:
+    """Mux the restored frames and the source's other packets in time order (a packet after the
+    frames shown before its dts), as vsdeblur-stream passes them on; the muxer then interleaves
+    them exactly. Copied after the last frame instead, a long file's audio would sit at its end.
+    The source's video is decoded but not converted (range [0, 0)): only its packets are used."""
+    video_tb = reader.info.time_base
+    ahead = next(restored, None)
+    for packet in reader.items(0, 0):
+        when = packet.dts if packet.dts is not None else packet.pts
+        if when is not None:
+            limit = when * packet.time_base
+            while ahead is not None and ahead[1] * video_tb <= limit:
+                writer.write(*ahead)
+                ahead = next(restored, None)
+        writer.copy(packet)
+    while ahead is not None:
+        writer.write(*ahead)
+        ahead = next(restored, None)
+
+
 def run_task(root: str, kind: str, ident: int) -> None:
     """The entry point every executor calls: kind is "chunk" (ident: chunk id) or "join" (file id)."""
-    if kind == "chunk":
-        process_chunk(Path(root), ident)
-    else:
-        process_join(Path(root), ident)
+    try:
+        if kind == "chunk":
+            process_chunk(Path(root), ident)
+        else:
+            process_join(Path(root), ident)
+    except Exception as exc:
+        if disk_full(exc):
+            raise DiskFull(f"no space left on device for the job in {root} ({exc}); free some space and run "
+                           "the same command again: the finished chunks are kept") from None
+        raise
