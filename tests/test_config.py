@@ -53,7 +53,19 @@ def test_missing_config_file(tmp_path):
         load_toml(tmp_path / "none.toml", [ENGINE])
 
 
-def test_paths_are_parsed_as_paths(tmp_path):
-    job = tmp_path / "job.toml"
+def test_paths_in_a_job_file_are_taken_from_its_folder(tmp_path, monkeypatch):
+    """`weights = "models/a.safetensors"` means the file beside the job, from any folder; a path
+    on the command line stays relative to the current folder."""
+    (tmp_path / "jobs").mkdir()
+    job = tmp_path / "jobs" / "job.toml"
+    monkeypatch.chdir(tmp_path)
     job.write_text('weights = "models/a.safetensors"\n')
-    assert load_toml(job, [ENGINE])["weights"] == Path("models/a.safetensors")
+    assert load_toml(job, [ENGINE])["weights"] == tmp_path / "jobs" / "models" / "a.safetensors"
+    assert load_toml(Path("jobs/job.toml"), [ENGINE])["weights"] == Path("jobs/models/a.safetensors")
+    job.write_text(f'[engine]\nweights = "{tmp_path / "elsewhere.safetensors"}"\n')
+    assert load_toml(job, [ENGINE])["weights"] == tmp_path / "elsewhere.safetensors"
+    job.write_text('weights = "~/w.safetensors"\n')
+    assert load_toml(job, [ENGINE])["weights"] == Path.home() / "w.safetensors"
+    job.write_text('weights = "a.safetensors"\n')
+    values = resolve([ENGINE], job, {"weights": Path("b.safetensors")})
+    assert values["weights"] == Path("b.safetensors")  # the flag, as given

@@ -88,11 +88,13 @@ def load_toml(path: str | Path, groups: Iterable[Group]) -> dict[str, Any]:
         raise UsageError(f"config file not found: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}") from None
-    return check_keys(data, list(groups), str(path))
+    return check_keys(data, list(groups), str(path), base=path.parent)
 
 
-def check_keys(data: Mapping[str, Any], groups: list[Group], where: str) -> dict[str, Any]:
-    """Flatten [group] tables and parse every value; unknown keys and tables are errors."""
+def check_keys(data: Mapping[str, Any], groups: list[Group], where: str, base: Path | None = None) -> dict[str, Any]:
+    """Flatten [group] tables and parse every value; unknown keys and tables are errors. A
+    relative path is taken from `base` (a job file's folder), so that a job means the same
+    files from whichever folder it is run."""
     by_name = {o.name: o for g in groups for o in g.options}
     tables = {g.name: g for g in groups}
     values: dict[str, Any] = {}
@@ -106,6 +108,8 @@ def check_keys(data: Mapping[str, Any], groups: list[Group], where: str) -> dict
         if key in values:
             raise UsageError(f"{where}: {key!r} is given twice")
         values[key] = option.parse(value, where)
+        if base is not None and isinstance(values[key], Path):
+            values[key] = base / values[key].expanduser()  # an absolute path stays as it is
 
     for key, value in data.items():
         if isinstance(value, dict) and key in tables:
