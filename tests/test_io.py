@@ -270,7 +270,7 @@ def test_a_lossless_source_is_encoded_losslessly_unless_told_otherwise(tmp_path)
             assert rate_options(reader.info, {}) == {"crf": "16"}
             assert rate_options(reader.info, {"lossless": True}) == {"qp": "0"}
             for bad, message in [({"lossless": True, "crf": 10}, "takes no CRF or qp"),
-                                 ({"lossless": True, "codec": "libvpx-vp9"}, "libvpx-vp9 cannot encode losslessly")]:
+                                 ({"lossless": True, "codec": "libsvtav1"}, "libsvtav1 cannot encode losslessly")]:
                 with pytest.raises(UsageError, match=message):
                     encoder_settings(reader.info, bad)
 
@@ -292,3 +292,186 @@ def test_x264_output_does_not_depend_on_what_memory_held(tmp_path):
     assert len(decoded[0]) == 10
     for other in decoded[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(decoded[0], other, strict=True))
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    with Reader(path) as reader:
+        return [f.rgb for f in reader.frames()]
+
+
+def write_raw(path: Path, codec: str, pix_fmt: str, planes: list[np.ndarray], field_order: int = 0, colour: dict | None = None) -> Path:
+    """A clip whose frames are `planes` (numpy arrays in `pix_fmt`), with a field order and
+    colour tags on the stream."""
+    frames = [av.VideoFrame.from_ndarray(plane, format=pix_fmt) for plane in planes]
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=25)
+        video.width, video.height, video.pix_fmt = frames[0].width, frames[0].height, pix_fmt
+        video.codec_context.field_order = field_order
+        for key, value in (colour or {}).items():
+            setattr(video.codec_context, key, value)
+        for i, frame in enumerate(frames):
+            for key, value in (colour or {}).items():
+                setattr(frame, key, value)
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(("source_fmt", "container", "codec", "written"), [
+    ("bgr0", "mkv", "libx265", "gbrp"),  # FFV1 RGB
+    ("gbrp16le", "mkv", "ffv1", "gbrp16le"),  # 16-bit RGB: no x26x holds 16 bits
+    ("rgb24", "mov", "libx265", "gbrp"),  # PNG
+    ("gray", "mkv", "libx265", "gray"),
+    ("gray16le", "mkv", "ffv1", "gray16le"),
+])
+def test_lossless_rgb_and_grey_sources_stay_rgb_and_grey_at_their_depth(tmp_path, source_fmt, container, codec, written):
+    """A lossless RGB or grey master is written in its own colour model and depth, exactly; the
+    default encoder is the first of x264, x265 (then FFV1) that holds the format."""
+    source_codec = "png" if container == "mov" else "ffv1"
+    clip = make_clip(tmp_path / f"in.{container}", frames=3, codec=source_codec, pix_fmt=source_fmt, audio=False)
+    writer = copy_through(clip, tmp_path / "out.mkv")
+    assert (writer.encoder["codec"], writer.encoder["pix_fmt"], writer.left_out) == (codec, written, [])
+    with Reader(tmp_path / "out.mkv") as reader:
+        assert (reader.info.pix_fmt, reader.info.lossless) == (written, True)
+    assert all(np.array_equal(a, b) for a, b in zip(frames_of(clip), frames_of(tmp_path / "out.mkv"), strict=True))
+
+
+def test_each_encoder_gets_the_closest_format_it_has_and_says_what_it_lacks(tmp_path):
+    rgb16 = make_clip(tmp_path / "rgb16.mkv", frames=1, codec="ffv1", pix_fmt="gbrp16le", audio=False)
+    rgb8 = make_clip(tmp_path / "rgb8.mkv", frames=1, codec="ffv1", pix_fmt="bgr0", audio=False)
+    yuv444 = make_clip(tmp_path / "444.mkv", frames=1, codec="ffv1", pix_fmt="yuv444p10le", audio=False)
+    with Reader(rgb16) as a, Reader(rgb8) as b, Reader(yuv444) as c:
+        deep, rgb, full = a.info, b.info, c.info
+
+    def chosen(info, **settings) -> tuple:
+        enc = encoder_settings(info, settings, "matroska")
+        return enc["codec"], enc["pix_fmt"], enc["left_out"]
+
+    assert chosen(rgb, codec="libx264", lossless=False) == ("libx264", "yuv444p", [])  # 4:4:4, not 4:2:0
+    assert chosen(rgb, codec="ffv1") == ("ffv1", "bgr0", [])
+    assert chosen(rgb, lossless=False) == ("libx264", "yuv444p", [])
+    codec, pix_fmt, notes = chosen(deep, codec="libx265")  # x265 goes to 12 bits
+    assert (codec, pix_fmt) == ("libx265", "gbrp12le")
+    assert notes == ["4 of the source's 16 bits per sample (gbrp16le written as gbrp12le: libx265 takes no more; ffv1 keeps them)"]
+    codec, pix_fmt, notes = chosen(deep, crf=18)  # lossy: the usual x265, at its deepest
+    assert (codec, pix_fmt, len(notes)) == ("libx265", "gbrp12le", 1)
+    codec, pix_fmt, notes = chosen(full, codec="libsvtav1")
+    assert (codec, pix_fmt) == ("libsvtav1", "yuv420p10le") and "chroma resolution" in notes[0]
+    codec, pix_fmt, notes = chosen(rgb, codec="libx264")  # lossless by default, but x264 has no RGB
+    assert pix_fmt == "yuv444p" and notes and "exact RGB values" in notes[0]
+    assert chosen(rgb, codec="libx264", pix_fmt="yuv420p") == ("libx264", "yuv420p", [])  # asked for: no note
+
+
+def test_grey_is_converted_by_its_range(tmp_path):
+    """Limited-range grey black (16) and white (235) reach the model as 0 and 255, as the same
+    picture in YUV does; swscale took grey as full range, so a grey source written as YUV came
+    out lighter."""
+    levels = np.tile(np.linspace(16, 235, 64).round().astype(np.uint8), (48, 1))
+    limited = {"color_range": 1}
+    grey = write_raw(tmp_path / "grey.mkv", "ffv1", "gray", [levels] * 2, colour=limited)
+    yuv = write_raw(tmp_path / "yuv.mkv", "ffv1", "yuv444p", [np.stack([levels, np.full_like(levels, 128), np.full_like(levels, 128)])] * 2,
+                    colour=limited)
+    grey_rgb, yuv_rgb = frames_of(grey)[0], frames_of(yuv)[0]
+    assert grey_rgb[0, 0].tolist() == [0, 0, 0] and grey_rgb[0, -1].tolist() == [255, 255, 255]
+    assert np.abs(grey_rgb.astype(int) - yuv_rgb).max() <= 1
+    copy_through(grey, tmp_path / "as-yuv.mkv", codec="libx264")  # x264 writes grey as 4:2:0
+    assert np.abs(frames_of(tmp_path / "as-yuv.mkv")[0].astype(int) - grey_rgb).max() <= 1
+
+
+def test_alpha_and_interlacing_are_noted(tmp_path):
+    """The model sees colour only and whole frames: a ProRes 4444 alpha channel and the fields
+    of an interlaced source do not survive, and the output says so."""
+    alpha = make_clip(tmp_path / "4444.mov", frames=2, codec="prores_ks", pix_fmt="yuva444p10le", audio=False)
+    writer = copy_through(alpha, tmp_path / "alpha.mkv")  # FFmpeg decodes ProRes 4444 at 12 bits
+    assert writer.encoder["pix_fmt"] == "yuv444p12le"  # no plane of opaque alpha
+    assert writer.left_out == ["the alpha channel of the yuva444p12le source (the model restores colour only; the output is opaque)"]
+    fields = write_raw(tmp_path / "tb.mkv", "ffv1", "yuv420p", [np.zeros((48 * 3 // 2, 64), np.uint8)] * 2, field_order=4)
+    with Reader(fields) as reader:
+        assert reader.info.field_order == "tb"
+    writer = copy_through(fields, tmp_path / "progressive.mkv")
+    assert len(writer.left_out) == 1 and writer.left_out[0].startswith("the interlacing of the source, field order tb: ")
+    plain = make_clip(tmp_path / "plain.mkv", frames=2, audio=False)
+    assert copy_through(plain, tmp_path / "plain-out.mkv").left_out == []
+
+
+def test_containers_get_an_encoder_they_hold_or_one_line(tmp_path):
+    clip = make_clip(tmp_path / "in.mkv", frames=2, audio=False)
+    writer = copy_through(clip, tmp_path / "out.webm")  # x264 cannot go into WebM: VP9 can
+    assert writer.encoder["codec"] == "libvpx-vp9" and len(video_times(tmp_path / "out.webm")) == 2
+    for name, settings, message in [
+        ("out.gif", {}, "gif takes no pixel format for 64x48 yuv420p video with 8 bits per sample or more"),
+        ("out.png", {}, r"image2 writes a file of its own for every image .*out\.png"),
+        ("x.webm", {"codec": "libx264"}, "webm cannot hold h264 video \\(libx264\\); give --codec libvpx-vp9 or libsvtav1"),
+    ]:
+        with pytest.raises(UsageError, match=message) as error:
+            copy_through(clip, tmp_path / name, **settings)
+        assert "\n" not in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.webm"]
+
+
+def test_names_with_colons_are_files(tmp_path, monkeypatch):
+    """FFmpeg reads 'ab:' in 'ab:cd.mkv' as a protocol; here a name is a file unless it is '-'
+    or a URL (scheme://) that is not a local file."""
+    monkeypatch.chdir(tmp_path)
+    make_clip(tmp_path / "plain.mkv", frames=2, audio=False).rename("ab:cd.mkv")
+    with Reader("ab:cd.mkv") as reader:
+        assert len(list(reader.frames(1))) == 1  # a range opens the file a second time
+    for name in ["12:30 clip.mkv", "2024-01-01T12:00:00.mkv"]:
+        copy_through(Path("ab:cd.mkv"), Path(name))
+        assert video_times(tmp_path / name) == video_times(tmp_path / "ab:cd.mkv")
+    with Reader(f"file://{tmp_path}/ab:cd.mkv") as reader:  # a URL
+        assert reader.info.width == 64
+    with Reader("ab:cd.mkv") as reader, pytest.raises(UsageError, match="cannot write to a URL"):
+        Writer("rtmp://example.invalid/live", reader.info)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["12:30 clip.mkv", "2024-01-01T12:00:00.mkv", "ab:cd.mkv"]
+
+
+def test_encoder_settings_are_checked_against_each_encoder(tmp_path):
+    clip = make_clip(tmp_path / "in.mkv", frames=2, audio=False)
+    with Reader(clip) as reader:
+        info = reader.info
+    for settings, message in [
+        ({"codec": "libx265", "crf": 60}, "libx265: --crf 60 is out of range; it takes 0 to 51"),
+        ({"crf": 52}, "libx264: --crf 52 is out of range; it takes 0 to 51"),  # x264 would clip it to 51 unsaid
+        ({"encoder_preset": "fastest"}, "libx264: --encoder-preset fastest must be one of ultrafast, .*, placebo"),
+        ({"codec": "libsvtav1", "encoder_preset": "fast"}, "libsvtav1: --encoder-preset fast must be a number from -2 to 13"),
+        ({"codec": "libvpx-vp9", "encoder_options": "cpu-used=9"}, "cpu-used=9 in --encoder-options is out of range; it takes -8 to 8"),
+        ({"codec": "libvpx-vp9", "encoder_options": "deadline=slow"}, "deadline=slow in --encoder-options must be one of best, good, realtime"),
+        ({"codec": "ffv1", "crf": 10}, r"ffv1 has no option 'crf' \(--crf 10\)"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            encoder_settings(info, settings)
+    assert encoder_settings(info, {"codec": "libvpx-vp9", "crf": 63, "encoder_options": "b=0 deadline=good"})["options"]["crf"] == "63"
+
+
+def test_an_encoder_that_refuses_its_settings_gives_one_line(tmp_path, capfd):
+    clip = make_clip(tmp_path / "in.mkv", frames=2, audio=False)
+    with pytest.raises(UsageError, match=r"libx264 refused 64x48 yuv420p with options '.*tune=bogus.*': x264 \[error\]: invalid tune 'bogus'"):
+        copy_through(clip, tmp_path / "out.mkv", encoder_options="tune=bogus")
+    assert capfd.readouterr().err == ""  # x264's own line is in the message, not on stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+
+
+def test_vp9_writes_losslessly(tmp_path):
+    """VP9 has lossless=1: what it writes decodes to exactly what FFV1 keeps of the same frames."""
+    master = make_clip(tmp_path / "master.mkv", frames=3, codec="ffv1", pix_fmt="yuv420p", audio=False)
+    writer = copy_through(master, tmp_path / "vp9.webm", codec="libvpx-vp9")  # lossless source: lossless by default
+    assert writer.encoder["options"]["lossless"] == "1"
+    copy_through(master, tmp_path / "ffv1.mkv", codec="ffv1")
+    exact = frames_of(tmp_path / "ffv1.mkv")
+    assert all(np.array_equal(a, b) for a, b in zip(exact, frames_of(tmp_path / "vp9.webm"), strict=True))
+    copy_through(master, tmp_path / "vp9-crf.webm", codec="libvpx-vp9", crf=40)
+    assert not all(np.array_equal(a, b) for a, b in zip(exact, frames_of(tmp_path / "vp9-crf.webm")))
+
+
+def test_lossless_hevc_is_recognised(tmp_path):
+    """x265's lossless=1 sets transquant_bypass_enabled_flag in the picture parameter set, so an
+    x265 master is read as lossless in turn (in Matroska and MP4, and as a raw Annex B stream)."""
+    for name in ["lossless.mkv", "lossless.mp4", "lossless.hevc"]:
+        clip = make_clip(tmp_path / name, frames=2, codec="libx265", audio=False, options={"x265-params": "lossless=1:log-level=error"})
+        with Reader(clip) as reader:
+            assert reader.info.lossless, name
+    lossy = make_clip(tmp_path / "lossy.mkv", frames=2, codec="libx265", audio=False, options={"x265-params": "log-level=error"})
+    with Reader(lossy) as reader:
+        assert not reader.info.lossless

@@ -172,9 +172,8 @@ def stream(
         raise UsageError(f"input and output are the same file: {output}")
     started = time.monotonic()
     with Reader(input) as reader:
-        if engine is None:
-            engine = Deblurrer(**engine_kwargs(values))
         info = reader.info
+        # the output's settings are checked and its encoder opened before the model loads
         writer = Writer(output, info, values, source=reader, overwrite=overwrite)
         stop = threading.Event()
         decoded, encoded = _Channel(stop), _Channel(stop)
@@ -205,6 +204,8 @@ def stream(
         stages = [_Stage("vsdeblur-read", read, stop), _Stage("vsdeblur-write", write, stop)]
         frames = 0
         try:
+            if engine is None:
+                engine = Deblurrer(**engine_kwargs(values))
             for stage in stages:
                 stage.start()
             for rgb in engine.frames(engine_input()):

@@ -11,6 +11,9 @@ HDR10 sources also carry static metadata (the mastering display's colour volume 
 content's light levels) as frame side data; `HdrMetadata` reads it, and the writer hands it to
 the encoders that can store it (x265, x264, SVT-AV1).
 
+Grey pictures are converted here rather than by swscale, which takes every grey picture as
+full range: by their range, and to grey by the matrix's luma weights.
+
 Public API: `Colour` (`from_frame`, `matrix_for`, `range_for`, `tag`), `HdrMetadata`, `to_rgb`,
 `from_rgb`, `rgb_format`.
 """
@@ -138,8 +141,54 @@ def rgb_format(bit_depth: int) -> str:
     return "rgb24" if bit_depth <= 8 else "rgb48le"
 
 
+# Luma weights (Kr, Kb) by matrix code, for grey output: BT.709, FCC, BT.601 (two codes),
+# SMPTE 240M, BT.2020 (two codes); an unknown code weighs like BT.709
+LUMA = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 5: (0.299, 0.114), 6: (0.299, 0.114), 7: (0.212, 0.087),
+        9: (0.2627, 0.0593), 10: (0.2627, 0.0593)}
+GREY_ARRAYS = {"gray": 8, "gray9le": 9, "gray10le": 10, "gray12le": 12, "gray14le": 14, "gray16le": 16}  # PyAV's numpy formats
+
+
+def _is_grey(fmt: av.VideoFormat) -> bool:
+    return not fmt.has_palette and sum(not c.is_alpha for c in fmt.components) == 1
+
+
+def _grey_levels(depth: int, colour: Colour) -> tuple[float, float]:
+    """Code value of black and the span to white of a grey picture in this range."""
+    if colour.range_for == int(ColorRange.MPEG):
+        return 16 << (depth - 8), 219 << (depth - 8)
+    return 0, (1 << depth) - 1
+
+
+def _grey_to_rgb(frame: av.VideoFrame, colour: Colour, rgb: str) -> np.ndarray:
+    """Grey by its range; swscale's grey conversions take every grey picture as full range, so
+    limited-range black (16) would reach the model, and a YUV output, as dark grey."""
+    if frame.format.name not in GREY_ARRAYS:  # with alpha, or big-endian: the plain 16-bit form
+        frame = frame.reformat(format="gray16le")
+    depth = GREY_ARRAYS[frame.format.name]
+    black, span = _grey_levels(depth, colour)
+    top = 255 if rgb == "rgb24" else 65535
+    levels = (frame.to_ndarray().astype(np.float32) - black) * (top / span)
+    grey = np.clip(np.rint(levels), 0, top).astype(np.uint8 if top == 255 else np.uint16)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def _rgb_to_grey(image: np.ndarray, colour: Colour, pix_fmt: str) -> av.VideoFrame:
+    """The luma of an RGB array, in the grey format `pix_fmt`, by the source's matrix and range."""
+    plain = pix_fmt if pix_fmt in GREY_ARRAYS else "gray16le"
+    depth = GREY_ARRAYS[plain]
+    kr, kb = LUMA.get(colour.matrix_for(image.shape[1], image.shape[0]), LUMA[1])
+    rgb = image.astype(np.float32) / (255 if image.dtype == np.uint8 else 65535)
+    luma = kr * rgb[..., 0] + (1 - kr - kb) * rgb[..., 1] + kb * rgb[..., 2]
+    black, span = _grey_levels(depth, colour)
+    values = np.clip(np.rint(black + luma * span), 0, (1 << depth) - 1).astype(np.uint8 if depth == 8 else np.uint16)
+    frame = av.VideoFrame.from_ndarray(values, format=plain)
+    return frame if plain == pix_fmt else frame.reformat(format=pix_fmt)
+
+
 def to_rgb(frame: av.VideoFrame, colour: Colour, rgb: str) -> np.ndarray:
     """A decoded frame as an H x W x 3 array (uint8 for rgb24, uint16 for rgb48le)."""
+    if _is_grey(frame.format):
+        return _grey_to_rgb(frame, colour, rgb)
     if frame.format.name.startswith(("rgb", "bgr", "gbr")):  # already RGB: no matrix involved
         converted = frame.reformat(format=rgb, interpolation=QUALITY)
     else:
@@ -160,7 +209,9 @@ def from_rgb(image: np.ndarray, colour: Colour, pix_fmt: str) -> av.VideoFrame:
     the source's matrix and range and tagged with the source's colour."""
     rgb = "rgb24" if image.dtype == np.uint8 else "rgb48le"
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=rgb)
-    if av.VideoFormat(pix_fmt).is_rgb:
+    if _is_grey(av.VideoFormat(pix_fmt)):
+        out = _rgb_to_grey(image, colour, pix_fmt)
+    elif av.VideoFormat(pix_fmt).is_rgb:
         out = frame.reformat(format=pix_fmt, interpolation=QUALITY)
         # no matrix and full range in RGB output; primaries and transfer still hold
         colour = Colour(MATRIX_RGB, int(ColorRange.JPEG), colour.primaries, colour.transfer)

@@ -5,10 +5,12 @@
         for frame in reader.frames():    # Frame(index, pts, rgb)
             ...
 
-`Reader(source)` accepts a path or "-" (standard input: any format FFmpeg can probe from a
-pipe, e.g. NUT, Matroska, Y4M). It decodes the first video stream with frame threading and
-converts every frame to packed RGB with the source's matrix and range (`colour.to_rgb`):
-uint8 for 8-bit sources, uint16 for deeper ones. Timestamps are the decoder's, never derived
+`Reader(source)` accepts a path, a URL or "-" (standard input: any format FFmpeg can probe
+from a pipe, e.g. NUT, Matroska, Y4M); `vsdeblur.io.paths` says which is which. It decodes
+the first video stream with frame threading and converts every frame to packed RGB with the
+source's matrix and range (`colour.to_rgb`): uint8 for 8-bit sources, uint16 for deeper ones.
+An alpha channel is not part of those frames, and interlaced frames are converted whole, as
+progressive ones; `info` says both (`alpha`, `field_order`) so that a writer can note them. Timestamps are the decoder's, never derived
 from a frame rate, so variable-frame-rate sources keep their exact times.
 
 `frames(start, stop)` yields frames with index in [start, stop) (a chunk of the clip); from
@@ -38,6 +40,7 @@ import numpy as np
 from vsdeblur.errors import UsageError
 from vsdeblur.io.colour import Colour, HdrMetadata, rgb_format, to_rgb
 from vsdeblur.io.lossless import is_lossless
+from vsdeblur.io.paths import PIPE, ffmpeg_name, is_url
 
 __all__ = ["Frame", "Reader", "VideoInfo", "open_input"]
 
@@ -60,6 +63,18 @@ class VideoInfo:
     codec: str
     hdr: HdrMetadata | None = None  # HDR10 static metadata of the first frame
     lossless: bool = False  # coded losslessly (FFV1, PNG, lossless H.264, ...): vsdeblur.io.lossless
+    # "tt", "bb", "tb" or "bt" (FFmpeg's field orders, as ffprobe names them) for an interlaced
+    # stream, "interlaced" when only its frames say so, None for progressive
+    field_order: str | None = None
+
+    @property
+    def alpha(self) -> bool:
+        """Whether the source has an alpha channel (which the RGB frames leave out)."""
+        return any(c.is_alpha for c in av.VideoFormat(self.pix_fmt).components)
+
+
+# AVFieldOrder: 0 unknown, 1 progressive, then the interlaced orders (coded first, shown first)
+FIELD_ORDERS = {2: "tt", 3: "bb", 4: "tb", 5: "bt"}
 
 
 @dataclass
@@ -73,17 +88,20 @@ class Frame:
 
 
 def open_input(source: str | Path) -> av.container.InputContainer:
-    """Open a path or "-" (standard input) for demuxing, with one clear error line on failure."""
-    if str(source) == "-":
+    """Open a path, a URL or "-" (standard input) for demuxing, with one clear error line on
+    failure. Names follow `vsdeblur.io.paths`."""
+    if str(source) == PIPE:
         target: Any = sys.stdin.buffer
         name = "standard input"
+    elif is_url(source):
+        target = name = str(source)
     else:
         path = Path(source)
         if not path.exists():
             raise UsageError(f"input not found: {path}")
         if path.is_dir():
             raise UsageError(f"input is a directory, not a video file: {path}")
-        target, name = str(path), str(path)
+        target, name = ffmpeg_name(path), str(path)
     try:
         return av.open(target, "r")
     except av.error.InvalidDataError:
@@ -93,7 +111,7 @@ def open_input(source: str | Path) -> av.container.InputContainer:
 
 
 class Reader:
-    """Decode the first video stream of `source` (a path or "-") to RGB frames."""
+    """Decode the first video stream of `source` (a path, a URL or "-") to RGB frames."""
 
     def __init__(self, source: str | Path, threads: bool = True) -> None:
         self.name = "standard input" if str(source) == "-" else str(source)
@@ -141,6 +159,7 @@ class Reader:
             codec=stream.codec_context.name,
             hdr=HdrMetadata.from_frame(first),
             lossless=is_lossless(stream),
+            field_order=FIELD_ORDERS.get(stream.codec_context.field_order) or ("interlaced" if first.interlaced_frame else None),
         )
 
     # ---- decoding --------------------------------------------------------------------------
@@ -269,10 +288,10 @@ class Reader:
         """The pts of every video frame in presentation order, from one pass over the packets
         (no decoding), or None when a packet lacks a pts or two share one, or for a pipe
         (which cannot be read twice)."""
-        if self.source == "-":
+        if self.source == PIPE:
             return None
         if self._index is None:
-            with av.open(self.source) as container:
+            with open_input(self.source) as container:
                 stream = container.streams[self.stream.index]
                 pts = [p.pts for p in container.demux(stream) if p.size]
             ok = pts and None not in pts and len(set(pts)) == len(pts)

@@ -8,10 +8,12 @@
                 writer.copy(item)        # an audio/subtitle/... packet of the source
 
 `Writer(target, video, settings, source=None, overwrite=False)`:
-- target: a path or "-" (standard output; Matroska unless settings["format"] names another).
+- target: a path or "-" (standard output; Matroska unless settings["format"] names another);
+  names follow `vsdeblur.io.paths` (colons are fine; URLs are refused).
   A path is written to a hidden temporary file beside it (`.NAME.XXXX.part.EXT`), renamed
   onto the target by `close()`; `abort()` (or leaving the `with` block by an exception)
-  removes it. An existing target is refused unless overwrite=True.
+  removes it. An existing target is refused unless overwrite=True. The container format,
+  encoder and options are checked, and the encoder is opened, before any frame is written.
 - video: the source's `VideoInfo`; its time base, colour tags and rotation are reproduced.
 - settings: ENCODE options (`vsdeblur.config.ENCODE`; missing keys take their defaults):
   codec, crf, lossless, pix_fmt, encoder_preset, encoder_options, format, drop_incompatible.
@@ -19,22 +21,29 @@
   streams), chapters and metadata are copied without re-encoding; `copy(packet)` muxes one
   of its packets. Streams the container cannot carry are an error naming the stream, or are
   dropped when drop_incompatible is set.
-`writer.left_out` lists, one line each, what the output does not keep: dropped streams, and the
-HDR10 metadata of a source when the encoder cannot store it (FFV1, rawvideo).
+`writer.left_out` lists, one line each, what the output does not keep: the source's alpha
+channel and interlacing, what the pixel format gives up (chroma resolution, bits, exact RGB;
+`vsdeblur.io.formats`), dropped streams, and the HDR10 metadata of a source when the encoder
+cannot store it (FFV1, rawvideo).
 `write(rgb, pts)` takes H x W x 3 uint8/uint16 frames in presentation order; pts is in the
 source's video time base. A writer is not thread-safe: call it from one thread.
-`writer.encoder` holds the resolved codec, pix_fmt and options (`encoder_settings(video,
-settings, container_format)` computes them without opening anything); `writer.time_base` is
-the output video's time base: the source's, except for Y4M, which has no timestamps (1/rate).
+`writer.encoder` holds the resolved codec, pix_fmt, options and left_out (`encoder_settings(video,
+settings, container_format)` computes them without opening anything; `output_format(target,
+fmt)` names the container); `writer.time_base` is the output video's time base: the source's,
+except for Y4M, which has no timestamps (1/rate).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
 import secrets
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,36 +53,77 @@ import numpy as np
 from vsdeblur.config import ENCODE
 from vsdeblur.errors import UsageError
 from vsdeblur.io.colour import HDR_SYNTAX, from_rgb
+from vsdeblur.io.formats import Layout, choose, loss
+from vsdeblur.io.paths import PIPE, ffmpeg_name, is_url
 from vsdeblur.io.reader import Reader, VideoInfo
 
-__all__ = ["Writer", "encoder_settings", "names_a_rate"]
+__all__ = ["Writer", "encoder_settings", "names_a_rate", "output_format"]
 
 DEFAULT_CRF = {"libx264": 16, "libx265": 18}
 # the option (and entry) that makes these encoders lossless: the default for a lossless source
-LOSSLESS_OPTION = {"libx264": ("qp", "0"), "libx265": ("x265-params", "lossless=1")}
+LOSSLESS_OPTION = {"libx264": ("qp", "0"), "libx265": ("x265-params", "lossless=1"), "libvpx-vp9": ("lossless", "1")}
 CONSTANT_RATE_FORMATS = {"yuv4mpegpipe"}  # containers without timestamps
+# the pixel formats the Y4M muxer writes (its encoder, rawvideo, takes every format)
+Y4M_FORMATS = tuple(f"{layout}{depth}" for layout in ("yuv420p", "yuv422p", "yuv444p") for depth in ("", "9le", "10le", "12le", "14le", "16le")) \
+    + ("yuv411p", "gray", "gray9le", "gray10le", "gray12le", "gray16le")
 # tags that describe the old file or encode rather than the content (Matroska statistics,
 # the old muxer or encoder): the new muxer writes its own
 STALE_TAGS = {"encoder", "duration", "bps", "number_of_frames", "number_of_bytes"}
+# Limits that FFmpeg's option tables leave open: x264 and x265 take a CRF up to 51 (x264
+# clips a higher one to 51 without a word, x265 refuses it), and their speed presets are
+# free text there
+CRF_LIMIT = {"libx264": 51, "libx264rgb": 51, "libx265": 51}
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+NAMED_VALUES = {(codec, "preset"): X26X_PRESETS for codec in ("libx264", "libx264rgb", "libx265")}
+NUMERIC_OPTIONS = {"INT", "INT64", "UINT64", "UINT", "DOUBLE", "FLOAT"}
+EXPRESSION = re.compile(r"[-+*/()., 0-9eE]*[0-9][-+*/()., 0-9eE]*[KMGTPkmgtpiB]*")  # FFmpeg's numbers: 2M, 1.5e3, 2*8
+# formats an encoder takes that FFmpeg decodes as another, so that every FFmpeg-based tool
+# (and vsdeblur, in the next pass) sees the output as that: 4:0:0 H.264 decodes as 4:2:0.
+# Not chosen automatically; --pix-fmt still gives them
+DECODED_AS_OTHER = {"libx264": ("gray", "gray10le")}
+# the encoders an output gets unless --codec names one, in this order of preference: the
+# first the container takes that keeps the source's pixel format (exactly, for a lossless
+# source); FFV1 only for lossless sources, whose size it matches
+LOSSY_CHOICES = ("libvpx-vp9", "libsvtav1")
+
+
+def output_format(target: str | Path, fmt: str | None) -> str:
+    """The container format that `target` ("-": standard output) is written in: `fmt`, or the
+    one FFmpeg tells from the name (Matroska for "-"). Found in memory, so no file is touched.
+    Formats that write files of their own (one image per frame, segments) are refused: an
+    output is one file, written beside its target and renamed."""
+    name = str(target)
+    probe = io.BytesIO()
+    probe.name = name  # what FFmpeg guesses the format from
+    try:
+        with av.open(probe, "w", format=fmt or ("matroska" if name == PIPE else None)) as container:
+            chosen = container.format
+    except ValueError as exc:
+        hint = f"unknown container format {fmt!r}" if fmt else f"cannot tell the container format from the name {name!r}; use --format (e.g. matroska)"
+        raise UsageError(f"{hint} ({exc})") from None
+    if chosen.no_file:
+        raise UsageError(f"{chosen.name} writes a file of its own for every image or segment ({name}); "
+                         "write one video file (.mkv, .mp4, .webm, ...) and cut images from it with ffmpeg")
+    return chosen.name
 
 
 def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_format: str | None = None) -> dict[str, Any]:
     """Resolve the automatic choices for this source (and output container): codec, pixel
-    format, CRF and options. Raises UsageError for an unknown codec or pixel format or an
-    option the codec lacks."""
+    format, CRF and options, and `left_out`: what that pixel format gives up (nothing when the
+    user chose it). Raises UsageError for an unknown codec or pixel format, a codec the
+    container cannot hold, an option the codec lacks or a value out of its range."""
     values = {**ENCODE.defaults(), **settings}
-    codec_name = values["codec"] or ("libx264" if video.bit_depth <= 8 else "libx265")
-    if values["codec"] is None and container_format == "yuv4mpegpipe":
-        codec_name = "rawvideo"  # Y4M holds raw frames only
-    try:
-        codec = av.Codec(codec_name, "w")
-    except av.error.FFmpegError:
-        codec = None
-    except ValueError:
-        codec = None
-    if codec is None or codec.type != "video":
+    codec_name = values["codec"] or _default_codec(video, values, container_format)
+    codec = _encoder(codec_name)
+    if codec is None:
         raise UsageError(f"unknown video encoder {codec_name!r} (e.g. libx264, libx265, ffv1, libsvtav1)")
-    formats = [f.name for f in codec.video_formats or ()]
+    if container_format is not None and not _takes(container_format, codec_name):
+        others = [c for c in (*_preferred(video), *LOSSY_CHOICES, "ffv1") if _takes(container_format, c)]
+        hint = f"give --codec {' or '.join(dict.fromkeys(others))}" if others else "give another --codec"
+        raise UsageError(f"{container_format} cannot hold {codec.canonical_name} video ({codec_name}); {hint} or write another format")
+    formats = _formats(codec, container_format)
+    left_out: list[str] = []
+    lossless = _lossless(video, values, codec_name, codec)
     if values["pix_fmt"] is not None:
         try:
             pix_fmt = av.VideoFormat(values["pix_fmt"]).name
@@ -82,33 +132,28 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
         if formats and pix_fmt not in formats:
             raise UsageError(f"{codec_name} cannot encode {pix_fmt}; it takes {', '.join(formats)}")
     else:
-        # the source's format if the encoder takes it, else the usual 4:2:0 of the same depth
-        wanted = [video.pix_fmt, "yuv420p" if video.bit_depth <= 8 else "yuv420p10le"]
-        if video.width % 2 or video.height % 2:
-            # x264/x265 cannot subsample odd sizes: keep full-resolution chroma instead
-            wanted = ["yuv444p" if video.bit_depth <= 8 else "yuv444p10le", *wanted]
-        pix_fmt = next((f for f in wanted if not formats or f in formats), formats[0] if formats else video.pix_fmt)
+        layout = choose(video.pix_fmt, _choices(codec_name, formats) or [video.pix_fmt], video.width, video.height)
+        if layout is None or layout.depth < min(8, video.bit_depth):
+            raise UsageError(f"{codec_name} takes no pixel format for {video.width}x{video.height} {video.pix_fmt} video with "
+                             f"8 bits per sample or more (it takes {', '.join(formats)}); write another format, e.g. .mkv or .mp4")
+        pix_fmt = layout.name
+        source = Layout.of(video.pix_fmt)
+        if source is not None:
+            left_out += loss(source, layout).describe(codec_name, lossless)
     options = dict(_parse_options(values["encoder_options"]))
-    rate_given = names_a_rate(values)
-    can_be_lossless = codec_name in LOSSLESS_OPTION or (codec.lossless and not codec.lossy)  # FFV1, PNG, ...
-    lossless = values["lossless"]
-    if lossless is None:
-        # A lossless source (FFV1, PNG, lossless H.264, ...) is a master: a lossy default would add
-        # codec error of the same order as what the model removes from lightly blurred footage.
-        lossless = video.lossless and can_be_lossless and not rate_given
-    if lossless and rate_given:
-        raise UsageError("lossless encoding takes no CRF or qp; give one or the other")
-    if lossless and not can_be_lossless:
-        raise UsageError(f"{codec_name} cannot encode losslessly; use libx264, libx265 or ffv1, or give a CRF")
     if lossless and codec_name in LOSSLESS_OPTION:
         option, entry = LOSSLESS_OPTION[codec_name]
-        _add_params(options, option, [entry])
+        if "=" in entry:
+            _add_params(options, option, [entry])
+        else:
+            options.setdefault(option, entry)
     elif values["crf"] is not None:
         options.setdefault("crf", str(values["crf"]))
-    elif codec_name in DEFAULT_CRF and not rate_given:  # lossless here means FFV1 and the like
+    elif codec_name in DEFAULT_CRF and not names_a_rate(values):  # lossless here means FFV1 and the like
         options["crf"] = str(DEFAULT_CRF[codec_name])
     if values["encoder_preset"] is not None:
         options.setdefault("preset", values["encoder_preset"])
+    _check_values(codec_name, options, values)
     if codec_name == "libx265":  # else a page of [info] on stderr
         _add_params(options, "x265-params", ["log-level=error"])
     if codec_name == "libx264" and _has_avx512():
@@ -116,11 +161,143 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
     hdr = video.hdr.encoder_params(codec_name) if video.hdr is not None else None
     if hdr is not None:  # HDR10 metadata travels with the pixels
         _add_params(options, *hdr)
-    known = _option_names(codec_name)
-    for key in options:
-        if key not in known:
-            raise UsageError(f"{codec_name} has no option {key!r}")
-    return {"codec": codec_name, "pix_fmt": pix_fmt, "options": options}
+    return {"codec": codec_name, "pix_fmt": pix_fmt, "options": options, "left_out": left_out}
+
+
+def _encoder(name: str) -> av.Codec | None:
+    """The video encoder of that name in this FFmpeg build, or None."""
+    try:
+        codec = av.Codec(name, "w")
+    except (ValueError, av.error.FFmpegError):
+        return None
+    return codec if codec.type == "video" else None
+
+
+def _can_be_lossless(codec_name: str, codec: av.Codec) -> bool:
+    return codec_name in LOSSLESS_OPTION or (codec.lossless and not codec.lossy)  # FFV1, PNG, ...
+
+
+def _wants_lossless(video: VideoInfo, values: Mapping[str, Any]) -> bool:
+    """Lossless asked for, or the default: a lossless source (FFV1, PNG, lossless H.264, ...) is
+    a master, and a lossy default would add codec error of the same order as what the model
+    removes from lightly blurred footage."""
+    if values["lossless"] is not None:
+        return values["lossless"]
+    return video.lossless and not names_a_rate(values)
+
+
+def _lossless(video: VideoInfo, values: Mapping[str, Any], codec_name: str, codec: av.Codec) -> bool:
+    """Whether this encode is lossless; UsageError for a lossless encode that cannot be."""
+    can = _can_be_lossless(codec_name, codec)
+    if values["lossless"] is None:
+        return _wants_lossless(video, values) and can
+    if values["lossless"] and names_a_rate(values):
+        raise UsageError("lossless encoding takes no CRF or qp; give one or the other")
+    if values["lossless"] and not can:
+        raise UsageError(f"{codec_name} cannot encode losslessly; use libx264, libx265, libvpx-vp9 or ffv1, or give a CRF")
+    return values["lossless"]
+
+
+def _preferred(video: VideoInfo) -> tuple[str, str]:
+    """x264 for 8-bit sources, x265 for deeper ones (x264 goes to 10 bits, x265 to 12)."""
+    return ("libx264", "libx265") if video.bit_depth <= 8 else ("libx265", "libx264")
+
+
+def _default_codec(video: VideoInfo, values: Mapping[str, Any], container_format: str | None) -> str:
+    """The encoder for an output whose --codec is not given (see LOSSY_CHOICES)."""
+    if container_format in CONSTANT_RATE_FORMATS:
+        return "rawvideo"  # Y4M holds raw frames only
+    source = Layout.of(video.pix_fmt)
+
+    def usable(names: tuple[str, ...]) -> list[tuple[str, av.Codec]]:
+        found = [(n, _encoder(n)) for n in names]
+        return [(n, c) for n, c in found if c is not None and (container_format is None or _takes(container_format, n))]
+
+    def keeps(name: str, codec: av.Codec, exactly: bool) -> bool:
+        layout = choose(video.pix_fmt, _choices(name, _formats(codec, container_format)), video.width, video.height)
+        if source is None or layout is None:
+            return False
+        lost = loss(source, layout)
+        return lost.none if exactly else lost.faithful
+
+    if _wants_lossless(video, values):
+        for name, codec in usable((*_preferred(video), "libvpx-vp9", "ffv1")):
+            if _can_be_lossless(name, codec) and keeps(name, codec, exactly=True):
+                return name
+    lossy = usable((*_preferred(video), *LOSSY_CHOICES))
+    for name, codec in lossy:
+        if keeps(name, codec, exactly=False):
+            return name
+    if lossy:
+        return lossy[0][0]
+    with av.open(io.BytesIO(), "w", format=container_format) as container:  # the container's own choice (GIF: gif)
+        default = _encoder(container.default_video_codec)
+    if default is None:
+        raise UsageError(f"{container_format} holds no video that this FFmpeg build can encode")
+    return default.name
+
+
+def _takes(container_format: str, codec_name: str) -> bool:
+    """Whether the container can hold the encoder's video (PyAV's own check, in memory)."""
+    with av.open(io.BytesIO(), "w", format=container_format) as probe:
+        try:
+            probe.add_stream(codec_name)
+        except ValueError:
+            return False
+    return True
+
+
+def _formats(codec: av.Codec, container_format: str | None) -> list[str]:
+    """The pixel formats the encoder takes, as far as the container writes them; [] for any."""
+    formats = [f.name for f in codec.video_formats or ()]
+    if container_format in CONSTANT_RATE_FORMATS:
+        formats = [f for f in formats or Y4M_FORMATS if f in Y4M_FORMATS]
+    return formats
+
+
+def _choices(codec_name: str, formats: list[str]) -> list[str]:
+    """The formats to choose from automatically."""
+    return [f for f in formats if f not in DECODED_AS_OTHER.get(codec_name, ())]
+
+
+def _check_values(codec_name: str, options: Mapping[str, str], values: Mapping[str, Any]) -> None:
+    """Every option must exist, and a number must lie within the encoder's range, before the
+    encoder opens: a refusal there comes as the encoder's own log lines."""
+    supported = av.CodecContext.create(codec_name, "w").supported_options
+    table = {o.name: o for o in (*supported.generic, *supported.private)}
+    for key, text in options.items():
+        option = table.get(key)
+        where = _origin(key, text, values)
+        if option is None:
+            raise UsageError(f"{codec_name} has no option {key!r} ({where})")
+        names = NAMED_VALUES.get((codec_name, key)) or tuple(c.name for c in option.choices)
+        if text in names:
+            continue
+        if option.type.name not in NUMERIC_OPTIONS:
+            if (codec_name, key) in NAMED_VALUES:
+                raise UsageError(f"{codec_name}: {where} must be one of {', '.join(names)}")
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            if EXPRESSION.fullmatch(text):
+                continue  # a number FFmpeg evaluates ('2M', '2*8'): its own check applies
+            named = f"one of {', '.join(names)} or " if names else ""
+            raise UsageError(f"{codec_name}: {where} must be {named}a number from {option.min:g} to {option.max:g}") from None
+        # -1 as both default and minimum means "unset" in FFmpeg's tables, not a value
+        low = 0.0 if option.min == -1 and option.default in ("-1", "-1.000000") else option.min
+        high = min(option.max, CRF_LIMIT.get(codec_name, math.inf)) if key == "crf" else option.max
+        if not low <= number <= high:
+            raise UsageError(f"{codec_name}: {where} is out of range; it takes {low:g} to {high:g}")
+
+
+def _origin(key: str, text: str, values: Mapping[str, Any]) -> str:
+    """How the user gave an option: '--crf 60', '--encoder-preset fastest' or 'tune=x in --encoder-options'."""
+    if key == "crf" and values["crf"] is not None and text == str(values["crf"]):
+        return f"--crf {text}"
+    if key == "preset" and values["encoder_preset"] is not None and text == values["encoder_preset"]:
+        return f"--encoder-preset {text}"
+    return f"{key}={text} in --encoder-options"
 
 
 def names_a_rate(settings: Mapping[str, Any]) -> bool:
@@ -183,20 +360,24 @@ class Writer:
     ) -> None:
         self.video = video
         values = {**ENCODE.defaults(), **(settings or {})}
-        encoder_settings(video, values)  # bad codec, format or option: fail before any file exists
-        self.to_stdout = str(target) == "-"
+        self.to_stdout = str(target) == PIPE
+        if not self.to_stdout and is_url(target):
+            raise UsageError(f"cannot write to a URL ({target}); write a file, or '-' for standard output")
         self.target = None if self.to_stdout else Path(target)
+        # bad format, codec or option: fail before any file exists
+        container_format = output_format(target, values["format"])
+        self.encoder = encoder_settings(video, values, container_format)
         self.temp: Path | None = None
-        self.left_out: list[str] = []
+        self.left_out: list[str] = [*_source_notes(video), *self.encoder["left_out"]]
+        if video.hdr is not None and self.encoder["codec"] not in HDR_SYNTAX:
+            self.left_out.append(f"the HDR10 mastering display and light levels ({self.encoder['codec']} cannot "
+                                 f"store them; {', '.join(HDR_SYNTAX)} can)")
         self._copies: dict[int, av.stream.Stream] = {}  # source stream index -> output stream
         self._closed = False
-        self.container = self._open(values["format"], overwrite)
+        self.container = self._open(container_format, overwrite)
         try:
-            self.encoder = encoder_settings(video, values, self.container.format.name)
-            if video.hdr is not None and self.encoder["codec"] not in HDR_SYNTAX:
-                self.left_out.append(f"the HDR10 mastering display and light levels ({self.encoder['codec']} cannot "
-                                     f"store them; {', '.join(HDR_SYNTAX)} can)")
             self.stream = self._add_video()
+            self._start_encoder()
             if source is not None:
                 self._add_copies(source, values["drop_incompatible"])
         except BaseException:
@@ -205,11 +386,11 @@ class Writer:
 
     # ---- setup -----------------------------------------------------------------------------
 
-    def _open(self, fmt: str | None, overwrite: bool) -> av.container.OutputContainer:
+    def _open(self, fmt: str, overwrite: bool) -> av.container.OutputContainer:
         if self.to_stdout:
             if sys.stdout.isatty():
                 raise UsageError("standard output is a terminal; send the video into a pipe or a file")
-            return self._av_open(sys.stdout.buffer, fmt or "matroska", "standard output")
+            return self._av_open(sys.stdout.buffer, fmt, "standard output")
         target = self.target
         if target.is_dir():
             raise UsageError(f"output is a directory: {target}")
@@ -226,20 +407,37 @@ class Writer:
             self.temp = None
             raise UsageError(f"cannot write to {target.parent}: {exc.strerror or exc}") from None
         try:
-            return self._av_open(str(self.temp), fmt, str(target))
+            return self._av_open(ffmpeg_name(self.temp), fmt, str(target))
         except BaseException:
             self._remove_temp()
             raise
 
-    def _av_open(self, file: Any, fmt: str | None, name: str) -> av.container.OutputContainer:
+    def _av_open(self, file: Any, fmt: str, name: str) -> av.container.OutputContainer:
         try:
             options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") or str(name).lower().endswith((".mp4", ".mov", ".m4v")) else {}
             return av.open(file, "w", format=fmt, options=options)
-        except ValueError as exc:
-            hint = f"unknown container format {fmt!r}" if fmt else f"cannot tell the container format from the name {name!r}; use --format (e.g. matroska)"
-            raise UsageError(f"{hint} ({exc})") from None
         except av.error.FFmpegError as exc:
             raise UsageError(f"cannot open {name} for writing: {exc}") from None
+
+    def _start_encoder(self) -> None:
+        """Open the video encoder now, so that settings it refuses end the run before any frame
+        is made, in one line that carries the encoder's own reason (x264, x265 and libvpx print
+        it on stderr themselves)."""
+        enc = self.encoder
+        with _library_stderr() as printed:
+            try:
+                self.stream.codec_context.open()
+                failure = None
+            except av.error.FFmpegError as exc:
+                failure = exc
+        if failure is None:
+            sys.stderr.write("".join(f"{line}\n" for line in printed))  # warnings still show
+            return
+        said = [line.strip() for line in printed if line.strip()]
+        reason = next((line for line in reversed(said) if "error" in line.lower()), said[-1] if said else failure.strerror or str(failure))
+        options = " ".join(f"{k}={v}" for k, v in enc["options"].items())
+        raise UsageError(f"{enc['codec']} refused {self.video.width}x{self.video.height} {enc['pix_fmt']} with options "
+                         f"'{options}': {reason}")
 
     def _add_video(self) -> av.video.stream.VideoStream:
         video, enc = self.video, self.encoder
@@ -379,6 +577,42 @@ class Writer:
             self.close()
         else:
             self.abort()
+
+
+def _source_notes(video: VideoInfo) -> list[str]:
+    """What every output leaves out of such a source, whatever the encoder: its alpha channel
+    and its interlacing."""
+    notes = []
+    if video.alpha:
+        notes.append(f"the alpha channel of the {video.pix_fmt} source (the model restores colour only; the output is opaque)")
+    if video.field_order is not None:
+        order = "" if video.field_order == "interlaced" else f", field order {video.field_order}"
+        notes.append(f"the interlacing of the source{order}: each frame's two fields were deblurred together as one "
+                     "progressive picture and are written as progressive frames (deinterlace first, e.g. with "
+                     "ffmpeg -vf bwdif, to deblur each field's own picture)")
+    return notes
+
+
+@contextmanager
+def _library_stderr() -> Iterator[list[str]]:
+    """The lines that C libraries write to file descriptor 2 meanwhile (they bypass Python and
+    FFmpeg's logging), held back instead of printed."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to hold back
+        yield lines
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines.extend(held.read().decode("utf-8", "replace").splitlines())
 
 
 def _fresh_tags(tags: Mapping[str, str]) -> dict[str, str]:
