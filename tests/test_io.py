@@ -475,3 +475,14 @@ def test_lossless_hevc_is_recognised(tmp_path):
     lossy = make_clip(tmp_path / "lossy.mkv", frames=2, codec="libx265", audio=False, options={"x265-params": "log-level=error"})
     with Reader(lossy) as reader:
         assert not reader.info.lossless
+
+
+def test_y4m_keeps_depth_and_gets_yuv_for_rgb(tmp_path):
+    """Y4M holds YUV and grey only, at up to 16 bits (the deeper formats are FFmpeg's extension)."""
+    for source_fmt, colour_space in [("yuv420p10le", b"C420p10"), ("bgr0", b"C444"), ("gray16le", b"Cmono16")]:
+        clip = make_clip(tmp_path / f"{source_fmt}.mkv", frames=2, codec="ffv1", pix_fmt=source_fmt, audio=False)
+        out = tmp_path / f"{source_fmt}.y4m"
+        writer = copy_through(clip, out)
+        header = out.read_bytes().split(b"\n")[0].split()
+        assert writer.encoder["codec"] == "rawvideo" and colour_space in header, header
+        assert len(video_times(out)) == 2

@@ -10,8 +10,9 @@ from a pipe, e.g. NUT, Matroska, Y4M); `vsdeblur.io.paths` says which is which. 
 the first video stream with frame threading and converts every frame to packed RGB with the
 source's matrix and range (`colour.to_rgb`): uint8 for 8-bit sources, uint16 for deeper ones.
 An alpha channel is not part of those frames, and interlaced frames are converted whole, as
-progressive ones; `info` says both (`alpha`, `field_order`) so that a writer can note them. Timestamps are the decoder's, never derived
-from a frame rate, so variable-frame-rate sources keep their exact times.
+progressive ones; `info` says both (`alpha`, `field_order`) so that a writer can note them.
+Timestamps are the decoder's, never derived from a frame rate, so variable-frame-rate sources
+keep their exact times.
 
 `frames(start, stop)` yields frames with index in [start, stop) (a chunk of the clip); from
 a file, a later start seeks to the keyframe before it (exact: indices and pixels equal a

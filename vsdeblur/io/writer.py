@@ -63,9 +63,10 @@ DEFAULT_CRF = {"libx264": 16, "libx265": 18}
 # the option (and entry) that makes these encoders lossless: the default for a lossless source
 LOSSLESS_OPTION = {"libx264": ("qp", "0"), "libx265": ("x265-params", "lossless=1"), "libvpx-vp9": ("lossless", "1")}
 CONSTANT_RATE_FORMATS = {"yuv4mpegpipe"}  # containers without timestamps
-# the pixel formats the Y4M muxer writes (its encoder, rawvideo, takes every format)
-Y4M_FORMATS = tuple(f"{layout}{depth}" for layout in ("yuv420p", "yuv422p", "yuv444p") for depth in ("", "9le", "10le", "12le", "14le", "16le")) \
-    + ("yuv411p", "gray", "gray9le", "gray10le", "gray12le", "gray16le")
+# the pixel formats the Y4M muxer writes (its encoder, rawvideo, takes every format); those
+# deeper than 8 bits need strict=-1
+Y4M_FORMATS = (*(f"{layout}{depth}" for layout in ("yuv420p", "yuv422p", "yuv444p") for depth in ("", "9le", "10le", "12le", "14le", "16le")),
+               "yuv411p", "gray", "gray9le", "gray10le", "gray12le", "gray16le")
 # tags that describe the old file or encode rather than the content (Matroska statistics,
 # the old muxer or encoder): the new muxer writes its own
 STALE_TAGS = {"encoder", "duration", "bps", "number_of_frames", "number_of_bytes"}
@@ -415,6 +416,8 @@ class Writer:
     def _av_open(self, file: Any, fmt: str, name: str) -> av.container.OutputContainer:
         try:
             options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") or str(name).lower().endswith((".mp4", ".mov", ".m4v")) else {}
+            if fmt in CONSTANT_RATE_FORMATS:
+                options["strict"] = "-1"  # Y4M's deeper than 8-bit formats are FFmpeg's extension (x265 --y4m reads them)
             return av.open(file, "w", format=fmt, options=options)
         except av.error.FFmpegError as exc:
             raise UsageError(f"cannot open {name} for writing: {exc}") from None
