@@ -361,6 +361,9 @@ def test_each_encoder_gets_the_closest_format_it_has_and_says_what_it_lacks(tmp_
     codec, pix_fmt, notes = chosen(rgb, codec="libx264")  # lossless by default, but x264 has no RGB
     assert pix_fmt == "yuv444p" and notes and "exact RGB values" in notes[0]
     assert chosen(rgb, codec="libx264", pix_fmt="yuv420p") == ("libx264", "yuv420p", [])  # asked for: no note
+    mjpeg = make_clip(tmp_path / "mjpeg.mkv", frames=1, codec="mjpeg", pix_fmt="yuvj420p", audio=False)
+    with Reader(mjpeg) as reader:  # full-range 4:2:0 is 4:2:0 (with a range tag), not RGB-like 4:4:4
+        assert chosen(reader.info) == ("libx264", "yuv420p", [])
 
 
 def test_grey_is_converted_by_its_range(tmp_path):

@@ -54,6 +54,15 @@ class Layout:
         return cls(fmt.name, model, max(c.bits for c in colour), chroma, len(colour) < len(fmt.components))
 
 
+    @classmethod
+    def source(cls, name: str) -> Layout:
+        """The layout of a source's pixel format: a full-range yuvj format as its yuv twin, a
+        palette or bitstream (GIF, 1-bit) as 8-bit RGB."""
+        if name.startswith("yuvj"):
+            return cls.of("yuv" + name.removeprefix("yuvj"))
+        return cls.of(name) or cls(name, "rgb", 8, (0, 0), False)
+
+
 @dataclass(frozen=True)
 class Loss:
     """What writing a source in another pixel format gives up (0 and False: nothing)."""
@@ -108,7 +117,7 @@ def choose(source: str, formats: Sequence[str], width: int, height: int) -> Layo
     """The format of `formats` that writes `source` with the least loss, or None when none can
     hold frames of this size. Odd sizes rule out subsampling along that axis (x264, x265 and
     others refuse it)."""
-    wanted = Layout.of(source) or Layout(source, "rgb", 8, (0, 0), False)  # a palette or bitstream source
+    wanted = Layout.source(source)
     candidates = []
     for position, name in enumerate(formats):
         layout = Layout.of(name)

@@ -138,9 +138,7 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
             raise UsageError(f"{codec_name} takes no pixel format for {video.width}x{video.height} {video.pix_fmt} video with "
                              f"8 bits per sample or more (it takes {', '.join(formats)}); write another format, e.g. .mkv or .mp4")
         pix_fmt = layout.name
-        source = Layout.of(video.pix_fmt)
-        if source is not None:
-            left_out += loss(source, layout).describe(codec_name, lossless)
+        left_out += loss(Layout.source(video.pix_fmt), layout).describe(codec_name, lossless)
     options = dict(_parse_options(values["encoder_options"]))
     if lossless and codec_name in LOSSLESS_OPTION:
         option, entry = LOSSLESS_OPTION[codec_name]
@@ -208,7 +206,7 @@ def _default_codec(video: VideoInfo, values: Mapping[str, Any], container_format
     """The encoder for an output whose --codec is not given (see LOSSY_CHOICES)."""
     if container_format in CONSTANT_RATE_FORMATS:
         return "rawvideo"  # Y4M holds raw frames only
-    source = Layout.of(video.pix_fmt)
+    source = Layout.source(video.pix_fmt)
 
     def usable(names: tuple[str, ...]) -> list[tuple[str, av.Codec]]:
         found = [(n, _encoder(n)) for n in names]
@@ -216,7 +214,7 @@ def _default_codec(video: VideoInfo, values: Mapping[str, Any], container_format
 
     def keeps(name: str, codec: av.Codec, exactly: bool) -> bool:
         layout = choose(video.pix_fmt, _choices(name, _formats(codec, container_format)), video.width, video.height)
-        if source is None or layout is None:
+        if layout is None:
             return False
         lost = loss(source, layout)
         return lost.none if exactly else lost.faithful
