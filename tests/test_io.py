@@ -472,10 +472,10 @@ def test_lossless_hevc_is_recognised(tmp_path):
     """x265's lossless=1 sets transquant_bypass_enabled_flag in the picture parameter set, so an
     x265 master is read as lossless in turn (in Matroska and MP4, and as a raw Annex B stream)."""
     for name in ["lossless.mkv", "lossless.mp4", "lossless.hevc"]:
-        clip = make_clip(tmp_path / name, frames=2, codec="libx265", audio=False, options={"x265-params": "lossless=1:log-level=error"})
+        clip = make_clip(tmp_path / name, frames=4, codec="libx265", audio=False, options={"x265-params": "lossless=1:log-level=error"})
         with Reader(clip) as reader:
             assert reader.info.lossless, name
-    lossy = make_clip(tmp_path / "lossy.mkv", frames=2, codec="libx265", audio=False, options={"x265-params": "log-level=error"})
+    lossy = make_clip(tmp_path / "lossy.mkv", frames=4, codec="libx265", audio=False, options={"x265-params": "log-level=error"})
     with Reader(lossy) as reader:
         assert not reader.info.lossless
 

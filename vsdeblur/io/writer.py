@@ -82,9 +82,10 @@ EXPRESSION = re.compile(r"[-+*/()., 0-9eE]*[0-9][-+*/()., 0-9eE]*[KMGTPkmgtpiB]*
 # (and vsdeblur, in the next pass) sees the output as that: 4:0:0 H.264 decodes as 4:2:0.
 # Not chosen automatically; --pix-fmt still gives them
 DECODED_AS_OTHER = {"libx264": ("gray", "gray10le")}
-# the encoders an output gets unless --codec names one, in this order of preference: the
-# first the container takes that keeps the source's pixel format (exactly, for a lossless
-# source); FFV1 only for lossless sources, whose size it matches
+# After x264 and x265, the encoders an output may get unless --codec names one: the first
+# that the container takes and that keeps the source's pixel format, else the first that the
+# container takes. A lossless source first gets the first of x264, x265, VP9 and FFV1 that
+# keeps its format exactly (FFV1 only there: its files are the size of a lossless source's)
 LOSSY_CHOICES = ("libvpx-vp9", "libsvtav1")
 
 
