@@ -342,11 +342,6 @@ def _parse_options(text: str | None) -> list[tuple[str, str]]:
     return pairs
 
 
-def _option_names(codec_name: str) -> set[str]:
-    supported = av.CodecContext.create(codec_name, "w").supported_options
-    return {o.name for o in (*supported.generic, *supported.private)}
-
-
 class Writer:
     """Encode restored frames into `target`, copying the other streams of `source`."""
 
@@ -399,7 +394,7 @@ class Writer:
         if not target.parent.is_dir():
             raise UsageError(f"output directory does not exist: {target.parent}")
         # hidden, unique, beside the target (same file system, so the final rename is atomic);
-        # it keeps the target's extension so that FFmpeg can pick the container from it
+        # with the target's extension, so that it is recognisable (the format is already chosen)
         self.temp = target.parent / f".{target.stem}.{secrets.token_hex(4)}.part{target.suffix}"
         try:
             self.temp.touch(exist_ok=False)
