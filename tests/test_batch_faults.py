@@ -1,7 +1,7 @@
 """Fault injection: a batch job killed with SIGKILL again and again (while it plans, while a
 chunk is half-written, between chunks, at a random moment, while a file is joined, right after
-an output is moved into place) and resumed each time ends with outputs equal to an
-uninterrupted run's, and with no partial file anywhere."""
+an output is moved into place), and once stopped by SIGTERM, and resumed each time, ends with
+outputs equal to an uninterrupted run's and with no partial file anywhere."""
 
 from __future__ import annotations
 
@@ -33,14 +33,15 @@ def partial_files(out: Path) -> list[Path]:
 
 
 def joining(out: Path) -> bool:
-    return any("vsdeblur-join" in p.name for p in out.glob(".*"))
+    """A hidden file beside the outputs: a join being written (the Writer's temporary file)."""
+    return any(p.is_file() for p in out.glob(".*"))
 
 
 def test_sigkill_at_many_points_then_resume_gives_the_uninterrupted_outputs(tmp_path, tiny_weights):
     clips = tmp_path / "in"
     clips.mkdir()
     for i in range(2):
-        sliding_noise_clip(clips / f"c{i}.mp4", 40, seed=10 + i, width=96, height=64)
+        sliding_noise_clip(clips / f"c{i}.mp4", 32, seed=10 + i)
     flags = ["--weights", str(tiny_weights), "--device", "cpu", "--workers", "1", "--chunk-frames", "8", "--lossless"]
     reference = batch_cli(str(clips), "-o", str(tmp_path / "ref"), *flags)
     _, err = reference.communicate(timeout=300)
@@ -50,28 +51,39 @@ def test_sigkill_at_many_points_then_resume_gives_the_uninterrupted_outputs(tmp_
     seed = random.randrange(1 << 30)
     moment = random.Random(seed).uniform(1.0, 6.0)  # seconds after the start: Python and torch load, then the job
     first_outputs: list[bool] = []
-    points: list[tuple[str, Callable[[], bool]]] = [
-        ("planning", lambda: (out / ".vsdeblur" / "manifest.sqlite").exists()),
-        ("a chunk half-written", lambda: any(out.glob(".vsdeblur/chunks/*.part"))),
-        ("two more chunks done", lambda: done_chunks(out) >= before + 2),
-        ("a random moment", lambda: time.monotonic() >= started + moment),
-        ("the first join", lambda: joining(out)),
-        ("the first output in place", lambda: first_outputs.append((out / "c0.mkv").exists()) or first_outputs[-1]),
-        ("the second join", lambda: joining(out)),
+    def half_written(pid: int) -> bool:
+        """A chunk file being written by this run (one worker: the job's own process); one
+        left by an earlier run does not count."""
+        return any(out.glob(f".vsdeblur/chunks/*.{pid}.part"))
+
+    kill, term = signal.SIGKILL, signal.SIGTERM
+    points: list[tuple[str, signal.Signals, Callable[[], bool]]] = [
+        ("planning", kill, lambda: (out / ".vsdeblur" / "manifest.sqlite").exists()),
+        ("a chunk half-written", kill, lambda: half_written(job.pid)),
+        ("two more chunks done", kill, lambda: done_chunks(out) >= before + 2),
+        ("a chunk half-written", term, lambda: half_written(job.pid)),
+        ("a random moment", kill, lambda: time.monotonic() >= started + moment),
+        ("the first join", kill, lambda: joining(out)),
+        ("the first output in place", kill, lambda: first_outputs.append((out / "c0.mkv").exists()) or first_outputs[-1]),
+        ("the second join", kill, lambda: joining(out)),
     ]
     killed = []
-    for name, reached in points:
+    for name, how, reached in points:
         before = done_chunks(out)
         job = batch_cli(str(clips), "-o", str(out), *flags)
         started = time.monotonic()
         while job.poll() is None and not reached():
             time.sleep(POLL)
         if job.poll() is None:
-            job.send_signal(signal.SIGKILL)
-            killed.append(name)
-        job.communicate()
+            job.send_signal(how)
+            killed.append((name, how.name))
+        _, err = job.communicate()
+        if how == term and killed[-1] == (name, how.name):
+            assert job.returncode == 143 and err.strip().endswith("terminated"), err
+            assert partial_files(out) == [], "SIGTERM: the run's own clean-up leaves no partial file"
     # every point but the random one is a state the job passes through, so each was reached
-    assert len(killed) >= 5 and {"the first join", "the second join", "a chunk half-written"} <= set(killed), (killed, seed)
+    names = {name for name, how in killed if how == "SIGKILL"}
+    assert len(names) >= 5 and {"the first join", "the second join", "a chunk half-written"} <= names, (killed, seed)
 
     final = batch_cli(str(clips), "-o", str(out), *flags)
     _, err = final.communicate(timeout=300)

@@ -291,7 +291,12 @@ def test_an_unreachable_ray_cluster_fails_fast_with_one_line(tmp_path, tiny_weig
     started = time.monotonic()
     job = batch_cli(*cli_args(tiny_weights, str(clip), "-o", str(tmp_path / "out"), "--executor", "ray",
                               "--ray-address", "127.0.0.1:1"))
-    out, err = job.communicate(timeout=120)
+    try:
+        out, err = job.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        job.kill()  # with the Ray cluster it was still trying to reach
+        job.communicate()
+        raise
     assert job.returncode == 2, err
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in one_error_line(err)
     assert time.monotonic() - started < 60

@@ -164,11 +164,12 @@ def run_batch(
     except DiskFull as exc:
         stopped = str(exc)
 
+    unfinished = "not finished: the job stopped" if stopped else "left {}"
     manifest = Manifest(output)
     try:
         results = [  # a planned-only job reports its files as not done yet
             FileResult(str(f.source), str(f.output), "done" if f.state == "done" else "failed", f.frames or 0, f.seconds or 0.0,
-                       None if f.state == "done" else (f.error or f"left {f.state}"), (f.left_out or "").splitlines())
+                       None if f.state == "done" else (f.error or unfinished.format(f.state)), (f.left_out or "").splitlines())
             for f in manifest.files()
         ]
     finally:
