@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import REPO
 from tests.media import pattern, sliding_noise_clip
 from tests.test_batch import assert_same_video, batch_cli, settings, single_pass  # noqa: F401 (settings: a fixture)
-from vsdeblur.batch import resolved_settings, run_batch
+from vsdeblur.batch import run_batch
 from vsdeblur.batch.plan import Source, discover, output_path
 from vsdeblur.errors import UsageError
 

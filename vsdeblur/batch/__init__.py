@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from vsdeblur.batch.executors import Task, default_workers, run_local, run_ray
 from vsdeblur.batch.manifest import MANIFEST, STATE_DIR, Manifest, damage_reported, output_stamp
-from vsdeblur.batch.plan import check_template, discover, fingerprint, output_path, packet_index, plan_chunks
+from vsdeblur.batch.plan import Source, check_template, discover, fingerprint, output_path, packet_index, plan_chunks
 from vsdeblur.batch.work import DiskFull, disk_full
 from vsdeblur.config import BATCH, ENCODE, ENGINE
 from vsdeblur.engine import chosen_stage, window_radius
@@ -204,7 +204,7 @@ def _owned_outputs(output: Path, strict: bool) -> dict[Path, str]:
         manifest.close()
 
 
-def _plan(output: Path, sources: list, targets: dict[Path, Path], values: dict[str, Any], engine: dict[str, Any],
+def _plan(output: Path, sources: list[Source], targets: dict[Path, Path], values: dict[str, Any], engine: dict[str, Any],
           engine_hash: str, context: int, encode: dict[str, Any], overwrite: bool, owned: dict[Path, str]) -> list[Task]:
     """Bring the manifest up to date with this run's sources and settings; the tasks left to run."""
     manifest = Manifest(output)

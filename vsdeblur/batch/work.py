@@ -30,6 +30,7 @@ from vsdeblur.errors import UsageError
 from vsdeblur.io import Frame, Reader, Writer
 from vsdeblur.stream import background
 
+
 class DiskFull(Exception):
     """The disk the job writes to is full: stop the job; a rerun resumes it."""
 
