@@ -401,6 +401,13 @@ def test_training_runs_the_networks_in_the_asked_precision(tmp_path, precision, 
     assert read_weights(tmp_path / "run" / "final.safetensors").info["precision"] == precision.replace("bf16", "bfloat16").replace("fp32", "float32")
 
 
+def test_a_checkpoint_of_another_preset_is_refused_in_one_line(tmp_path):
+    Trainer(load_config(write_config(tmp_path), {"output": tmp_path / "run", "steps": 3}), out=io.StringIO()).run()
+    other = load_config(write_config(tmp_path), {"output": tmp_path / "run", "preset": "small"})
+    with pytest.raises(UsageError, match="run/checkpoint.safetensors is a checkpoint of stage 1 of preset 'tiny', not of this run's stage 1 of 'small'"):
+        Trainer(other, out=io.StringIO()).run()
+
+
 def test_bad_training_configs(tmp_path):
     with pytest.raises(UsageError, match="unknown key 'stepz'"):
         load_config(_write(tmp_path, "stepz = 3\n"))

@@ -368,7 +368,12 @@ class Trainer:
             meta = json.loads((f.metadata() or {})["checkpoint"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         prefix = f"stage{self.config.stage}."
-        self.model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        try:
+            self.model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        except RuntimeError:
+            trained = meta["recipe"]["train"]
+            raise UsageError(f"{path} is a checkpoint of stage {trained['stage']} of preset {trained['preset']!r}, not of this run's "
+                             f"stage {self.config.stage} of {self.preset.name!r}: resume it with its own recipe or choose another output") from None
         optim = self.optimizer.state_dict()
         state: dict[int, dict] = {}
         for key, value in tensors.items():
