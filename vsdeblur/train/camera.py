@@ -134,13 +134,18 @@ def views(scene: torch.Tensor, poses: np.ndarray, centre: tuple[float, float], s
     scene pixel `centre` (x, y). Returns len(poses) x C x h x w; outside the scene reflects."""
     h, w = size
     H, W = scene.shape[-2:]
-    dtype = torch.float64
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=dtype) - (h - 1) / 2, torch.arange(w, dtype=dtype) - (w - 1) / 2, indexing="ij")
-    p = torch.from_numpy(poses).to(dtype)
-    cos, sin, scale = torch.cos(p[:, 2]), torch.sin(p[:, 2]), torch.exp(-p[:, 3])
-    sx = centre[0] + p[:, 0, None, None] + scale[:, None, None] * (cos[:, None, None] * xs - sin[:, None, None] * ys)
-    sy = centre[1] + p[:, 1, None, None] + scale[:, None, None] * (sin[:, None, None] * xs + cos[:, None, None] * ys)
-    grid = torch.stack([(2 * sx + 1) / W - 1, (2 * sy + 1) / H - 1], dim=-1).to(scene.device, torch.float32)
+    # each pose is an affine map from view offsets (x, y, 1) to grid_sample's coordinates
+    # (-1 .. 1 across the scene): one matrix product gives every view's sampling grid
+    roll, scale = poses[:, 2], np.exp(-poses[:, 3])
+    cos, sin = scale * np.cos(roll), scale * np.sin(roll)
+    affine = np.zeros((len(poses), 3, 2))
+    affine[:, 0] = np.stack([cos, sin], axis=1)
+    affine[:, 1] = np.stack([-sin, cos], axis=1)
+    affine[:, 2] = np.stack([centre[0] + poses[:, 0], centre[1] + poses[:, 1]], axis=1)
+    affine = affine * (2 / np.array([W, H])) + np.array([0, 0, 1])[:, None] * (1 / np.array([W, H]) - 1)
+    ys, xs = torch.meshgrid(torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2, indexing="ij")
+    offsets = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, h * w, 3).to(scene.device, torch.float32)
+    grid = offsets @ torch.from_numpy(affine).to(scene.device, torch.float32)
     # the views stacked as one tall image of one scene: a batch of expanded scenes is copied
     # per view on the CPU, several times slower
     tall = F.grid_sample(scene[None], grid.reshape(1, len(poses) * h, w, 2), mode="bicubic", padding_mode="reflection", align_corners=False)
