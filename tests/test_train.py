@@ -408,6 +408,24 @@ def test_a_checkpoint_of_another_preset_is_refused_in_one_line(tmp_path):
         Trainer(other, out=io.StringIO()).run()
 
 
+def test_ship_puts_a_new_stage1_before_an_existing_stage2(tmp_path, tiny_weights):
+    from conftest import make_weights
+
+    ship = [sys.executable, str(Path(__file__).parents[1] / "pipelines/train/ship.py")]
+    stage1 = make_weights(tmp_path / "s1.safetensors", stages=(1,), seed=5)
+    done = subprocess.run(ship + [str(stage1), str(tmp_path / "both.safetensors"), "--stage2-from", str(tiny_weights)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    both, first, second = (read_weights(p) for p in (tmp_path / "both.safetensors", stage1, tiny_weights))
+    assert tuple(both.stages) == (1, 2)
+    for stage, source in ((1, first), (2, second)):
+        mine, theirs = both.build(stage).state_dict(), source.build(stage).state_dict()
+        assert all(torch.equal(mine[k], theirs[k].half().float()) for k in mine)
+    small = make_weights(tmp_path / "small.safetensors", preset="small", stages=(1, 2))
+    done = subprocess.run(ship + [str(stage1), str(tmp_path / "bad.safetensors"), "--stage2-from", str(small)], capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "does not fit preset 'tiny'" in done.stderr
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
 def test_bad_training_configs(tmp_path):
     with pytest.raises(UsageError, match="unknown key 'stepz'"):
         load_config(_write(tmp_path, "stepz = 3\n"))
