@@ -89,6 +89,8 @@ class Preset:
             raise UsageError(f"invalid preset description: {exc}") from None
 
 
+SMALL_STAGE2 = Stage2Config(head_width=16, encoder_widths=(16, 32, 64, 128), decoder_widths=(128, 64, 32, 16), res_blocks=1)
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -96,23 +98,13 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "small",
             Stage1Config(head_width=16, down_width=32, block_width=32, blocks=6, up_width=24, tail_width=16),
-            Stage2Config(
-                head_width=16,
-                encoder_widths=(16, 32, 64, 128),
-                decoder_widths=(128, 64, 32, 16),
-                res_blocks=1,
-            ),
+            SMALL_STAGE2,
             overlap=64,
         ),
         Preset(
             "medium",  # small's stage 2 behind a stage 1 five times its cost: the deconvolution is stage 1's job
             Stage1Config(head_width=32, down_width=64, block_width=64, blocks=8, up_width=48, tail_width=32),
-            Stage2Config(
-                head_width=16,
-                encoder_widths=(16, 32, 64, 128),
-                decoder_widths=(128, 64, 32, 16),
-                res_blocks=1,
-            ),
+            SMALL_STAGE2,
             overlap=64,
         ),
         Preset(
