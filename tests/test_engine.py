@@ -253,3 +253,29 @@ def test_corrupt_weights_are_refused(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(WeightsError, match="truncated or corrupt"):
         Deblurrer(weights=bad)
+
+
+def test_compiled_networks_compile_once_over_cuts_and_clip_ends(monkeypatch):
+    # Dynamo's own guards decide when a graph recompiles; the "eager" backend keeps them and
+    # skips Inductor's code generation (minutes on a small CPU), which does not change them
+    import functools
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from vsdeblur.models import build_model, get_preset
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    models = {s: build_model(cfg, s) for s in (1, 2)}
+    frames = clip(7)
+    compiled = list(Deblurrer.from_models(cfg, models, compile=True, scene_threshold=0).frames(frames, cuts=[3]))
+    # one graph each for stage 1, the encoder and the aggregation, whatever the window repeats
+    assert counters["stats"]["unique_graphs"] == 3
+    eager = Deblurrer.from_models(cfg, models, scene_threshold=0).frames(frames, cuts=[3])
+    for a, b in zip(compiled, eager, strict=True):
+        assert np.array_equal(a, b)
+    torch._dynamo.reset()

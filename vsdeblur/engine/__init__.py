@@ -246,6 +246,7 @@ class Deblurrer:
         stage2 = self.models.get(2)
         self._encode = maybe_compiled(stage2.encode) if stage2 is not None else None
         self._aggregate = maybe_compiled(stage2.aggregate) if stage2 is not None else None
+        self._compiled = compile
         self._plans: dict[tuple[int, int], list[Tile]] = {}
         self._lru: OrderedDict[Hashable, _FrameState] = OrderedDict()
         # the thread-safe cache of stage2_padded; a Future lets concurrent callers that need
@@ -318,13 +319,26 @@ class Deblurrer:
         def run(i: int, t: Tile) -> torch.Tensor:
             outputs = [
                 untransform(
-                    self._aggregate([s.pyramids[i][j] for s in window], transform(centre[..., t.ys, t.xs], k, m)), k, m
+                    self._aggregate(self._distinct([s.pyramids[i][j] for s in window]), transform(centre[..., t.ys, t.xs], k, m)), k, m
                 )
                 for j, (k, m) in enumerate(self.transforms)
             ]
             return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(0)
 
         return blend(self._plan(centre), run, like=centre).clamp_(-1, 1)
+
+    def _distinct(self, pyramids: list[Pyramid]) -> list[Pyramid]:
+        """The window's pyramids with repeats copied, when the networks are compiled. At clip
+        ends and scene cuts a window repeats its edge frame; Dynamo guards on which inputs
+        are the same object, so each repeat pattern would compile another graph."""
+        if not self._compiled:
+            return pyramids
+        seen: set[int] = set()
+        distinct = []
+        for pyramid in pyramids:
+            distinct.append([t.clone() for t in pyramid] if id(pyramid) in seen else list(pyramid))
+            seen.add(id(pyramid))
+        return distinct
 
     # ---- public API -----------------------------------------------------------------------
 
