@@ -58,7 +58,7 @@ class Setup:
     material: Path
     output: Path
     clips: int = 12
-    frames: int = 24
+    frames: int = 12
     size: tuple[int, int] = (640, 360)
 
     def describe(self, photos: list[Path]) -> dict:

@@ -327,7 +327,7 @@ def run_chunk(manifest_path, index, count) -> None:
 @click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), default=Path("runs/benchmark"), show_default=True,
               help="where the set (kept for the next run) and the restored clips go")
 @click.option("--clips", type=click.IntRange(1), default=12, show_default=True, help="photographs used (the first N by name)")
-@click.option("--frames", type=click.IntRange(2), default=24, show_default=True, help="frames per clip")
+@click.option("--frames", type=click.IntRange(2), default=12, show_default=True, help="frames per clip (stage 2 sees three neighbours each way)")
 @click.option("--size", default="640x360", show_default=True, help="frame size WxH")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="also write the scores as JSON")
 def benchmark(material, weights, output, clips, frames, size, json_path) -> None:
