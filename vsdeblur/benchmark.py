@@ -24,7 +24,7 @@ import av
 import numpy as np
 
 from vsdeblur.errors import UsageError
-from vsdeblur.train.metrics import psnr
+from vsdeblur.train.metrics import psnr, to_uint8
 
 SEED = 20261204
 RATE = Fraction(24)
@@ -109,10 +109,9 @@ def film_clip(photo: np.ndarray, condition: Condition, rng: np.random.Generator,
     H, W = scene.shape[-2:]
     centre = (rng.uniform(-lo[0] + 4, W - hi[0] - 4), rng.uniform(-lo[1] + 4, H - hi[1] - 4))
     blurred, sharp = camera.film(scene, path, frames, (h, w), centre)
-    as_uint8 = lambda x: (x.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
-    sharp_frames = as_uint8(sharp)
+    sharp_frames = to_uint8(sharp.permute(0, 2, 3, 1).numpy())
     if condition.kind == "camera":
-        return as_uint8(blurred), sharp_frames
+        return to_uint8(blurred.permute(0, 2, 3, 1).numpy()), sharp_frames
     if condition.kind == "none":
         return sharp_frames.copy(), sharp_frames
     shaker = synth.ShakeBlur(synth.ShakeSpec(*condition.lengths, kernel_size=33), seed=int(rng.integers(1 << 31)))

@@ -119,14 +119,22 @@ def reach(path: CameraPath, frames: int, size: tuple[int, int]) -> tuple[np.ndar
     return points.min(axis=(0, 1)), points.max(axis=(0, 1))
 
 
+def _affine(poses: np.ndarray) -> np.ndarray:
+    """Each pose as the affine map from view offsets (x, y, 1) to scene offsets from the path's
+    origin: len(poses) x 3 x 2, for row vectors."""
+    roll, scale = poses[:, 2], np.exp(-poses[:, 3])
+    cos, sin = scale * np.cos(roll), scale * np.sin(roll)
+    affine = np.zeros((len(poses), 3, 2))
+    affine[:, 0] = np.stack([cos, sin], axis=1)
+    affine[:, 1] = np.stack([-sin, cos], axis=1)
+    affine[:, 2] = poses[:, :2]
+    return affine
+
+
 def _scene_points(poses: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Scene positions (relative to the path's origin) of view offsets under each pose:
     len(poses) x len(offsets) x 2."""
-    cos, sin, scale = np.cos(poses[:, 2]), np.sin(poses[:, 2]), np.exp(-poses[:, 3])
-    x, y = offsets[None, :, 0], offsets[None, :, 1]
-    sx = poses[:, 0, None] + scale[:, None] * (cos[:, None] * x - sin[:, None] * y)
-    sy = poses[:, 1, None] + scale[:, None] * (sin[:, None] * x + cos[:, None] * y)
-    return np.stack([sx, sy], axis=-1)
+    return np.concatenate([offsets, np.ones((len(offsets), 1))], axis=1)[None] @ _affine(poses)
 
 
 def views(scene: torch.Tensor, poses: np.ndarray, centre: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
@@ -134,14 +142,10 @@ def views(scene: torch.Tensor, poses: np.ndarray, centre: tuple[float, float], s
     scene pixel `centre` (x, y). Returns len(poses) x C x h x w; outside the scene reflects."""
     h, w = size
     H, W = scene.shape[-2:]
-    # each pose is an affine map from view offsets (x, y, 1) to grid_sample's coordinates
+    # each pose's map, moved to the scene's centre pixel and scaled to grid_sample's coordinates
     # (-1 .. 1 across the scene): one matrix product gives every view's sampling grid
-    roll, scale = poses[:, 2], np.exp(-poses[:, 3])
-    cos, sin = scale * np.cos(roll), scale * np.sin(roll)
-    affine = np.zeros((len(poses), 3, 2))
-    affine[:, 0] = np.stack([cos, sin], axis=1)
-    affine[:, 1] = np.stack([-sin, cos], axis=1)
-    affine[:, 2] = np.stack([centre[0] + poses[:, 0], centre[1] + poses[:, 1]], axis=1)
+    affine = _affine(poses)
+    affine[:, 2] += centre
     affine = affine * (2 / np.array([W, H])) + np.array([0, 0, 1])[:, None] * (1 / np.array([W, H]) - 1)
     ys, xs = torch.meshgrid(torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2, indexing="ij")
     offsets = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, h * w, 3).to(scene.device, torch.float32)

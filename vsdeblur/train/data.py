@@ -443,7 +443,7 @@ def filmed_pair(source: object, rng: np.random.Generator, size: int, frames: int
         side = int(np.ceil(2 * np.abs(np.concatenate([low, high])).max())) + 8
         scene = augment(Clip(source.still(rng, side)[None]), rng).sharp
         scene = as_footage(scene, rng, recipe)[0]
-        blurred, sharp = camera.film(torch.from_numpy(np.ascontiguousarray(scene)).permute(2, 0, 1), path, frames, (size, size))
+        blurred, sharp = camera.film(_chw(scene[None])[0], path, frames, (size, size))
         blurred, sharp = _hwc(blurred), _hwc(sharp)
     else:
         margin = recipe.shake.kernel_size // 2
