@@ -23,13 +23,13 @@ def reference_outputs(engine: Deblurrer, frames: list[np.ndarray], scenes: list[
     the networks directly on each clamped window."""
     m1, m2 = engine.models[1], engine.models[2]
     with torch.inference_mode():
-        s1 = [m1(engine._to_tensor(f)).clamp(-1, 1) for f in frames]
+        s1 = [m1(engine.transfer.upload(f)).clamp(-1, 1) for f in frames]
         outputs = []
         for scene in scenes:
             for t in scene:
                 window = [s1[j] for j in window_indices(t, engine.radius, scene.start, scene.stop - 1)]
                 y = m2(window).clamp(-1, 1)
-                outputs.append(engine._to_host(y, frames[t]).result())
+                outputs.append(engine.transfer.download(y, frames[t].shape, frames[t].dtype).result())
     return outputs
 
 
@@ -104,7 +104,8 @@ def test_results_own_their_memory(tiny_weights):
     # of the engine's tensors or (on CUDA) of page-locked staging memory
     engine = Deblurrer(weights=tiny_weights, scene_threshold=0)
     frames = clip(5)
-    kept = list(engine.frames(frames)) + [engine.stage1_padded(frames[0]), engine.stage1_array(frames[0])]
+    padded = [engine.stage1_padded(f) for f in frames[:3]]
+    kept = list(engine.frames(frames)) + padded + [engine.stage2_padded(padded, [0, 1, 2], frames[1])]
     for out in kept:
         assert out.flags.owndata and out.base is None
     for i, a in enumerate(kept):
@@ -144,7 +145,7 @@ def test_tiled_equals_untiled_when_overlap_covers_the_receptive_field(tiny_weigh
     whole = Deblurrer(weights=tiny_weights, stage=1, tile=0).image(frame)
     engine = Deblurrer(weights=tiny_weights, stage=1, tile=256, overlap=112)
     tiled = engine.image(frame)
-    assert [len(p) for p in engine._plans.values()] == [6]  # really tiled: 2 rows x 3 columns
+    assert len(engine.networks.tiles(engine.transfer.upload(frame))) == 6  # really tiled: 2 rows x 3 columns
     assert np.abs(tiled - whole).max() <= 1e-5
 
 
@@ -184,13 +185,24 @@ def test_reduced_precision_stays_close(tiny_weights, precision, tolerance):
     assert out.dtype == np.float32 and np.abs(out - ref).max() < tolerance
 
 
-def test_stage2_array_encodes_each_key_once(tiny_weights):
-    engine = Deblurrer(weights=tiny_weights)
-    s1 = [engine.stage1_array(f) for f in clip(4)]
-    for t in range(4):
-        idx = window_indices(t, 1, 0, 3)
-        engine.stage2_array([s1[j] for j in idx], keys=idx)
-    assert engine.stats.encoder == 4 and engine.stats.stage2 == 4
+def test_random_access_keeps_the_last_few_windows(tiny_weights):
+    # one cache policy: a frame is encoded once while a recent window may still read it;
+    # random access cannot know when that ends, so it keeps four windows' worth (radius 1: 12)
+    engine = Deblurrer(weights=tiny_weights, scene_threshold=0)
+    frames = clip(20)
+    padded = [engine.stage1_padded(f) for f in frames]
+
+    def restore(t: int) -> np.ndarray:
+        idx = window_indices(t, engine.radius, 0, 19)
+        return engine.stage2_padded([padded[j] for j in idx], idx, frames[t])
+
+    for t in range(20):
+        restore(t)
+    assert engine.stats.encoder == 20
+    restore(17)  # frames 16-18 are still kept
+    assert engine.stats.encoder == 20
+    restore(1)  # frames 0-2 were dropped long ago
+    assert engine.stats.encoder == 23
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,7 @@ def test_images_stay_fp32_around_reduced_precision_networks(precision):
     for out, frame in zip(engine.frames(frames), frames, strict=True):
         assert np.array_equal(out, frame)
     tiled = Deblurrer.from_models(get_preset("tiny"), identity_networks(), precision=precision, tile=32, overlap=8)
-    assert len(tiled._plan(tiled._to_tensor(frames[0]))) > 1
+    assert len(tiled.networks.tiles(tiled.transfer.upload(frames[0]))) > 1
     assert np.array_equal(tiled.image(frames[0]), frames[0])
     # the padded random-access path (VapourSynth) hands stage-1 images between its calls
     padded = [engine.stage1_padded(f) for f in frames]

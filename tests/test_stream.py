@@ -278,7 +278,7 @@ def test_pipeline_stays_bounded(tmp_path, monkeypatch):
     encoder, whatever the clip's length."""
     import vsdeblur.io.reader as reader_module
     from vsdeblur.io import Writer
-    from vsdeblur.stream import QUEUE_FRAMES
+    from vsdeblur.threads import QUEUE_FRAMES
 
     counts = {"decoded": 0, "written": 0}
     convert, write = reader_module.to_rgb, Writer.write
@@ -296,12 +296,12 @@ def test_pipeline_stays_bounded(tmp_path, monkeypatch):
     ahead, behind = [], []
 
     class SlowIdentity:
-        def frames(self, frames):
-            for i, frame in enumerate(frames):
+        def tagged(self, items):
+            for i, (tag, frame) in enumerate(items):
                 time.sleep(0.005)
                 ahead.append(counts["decoded"] - (i + 1))
                 behind.append(i - counts["written"])
-                yield frame
+                yield tag, frame
 
     clip = make_clip(tmp_path / "in.mkv", frames=150, audio=True)
     result = stream(clip, tmp_path / "out.mkv", {"encoder_preset": "ultrafast"}, engine=SlowIdentity(), progress=False)

@@ -16,13 +16,10 @@ and `main` (the click command).
 
 from __future__ import annotations
 
-import collections
-import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,58 +28,10 @@ import click
 
 from vsdeblur.config import ENCODE, ENGINE, click_options, engine_kwargs, resolve
 from vsdeblur.errors import Command, UsageError
+from vsdeblur.threads import END, Cancelled, Channel, Stage, join, raise_first
 
 if TYPE_CHECKING:
     from vsdeblur.engine import Deblurrer
-
-QUEUE_FRAMES = 8  # frames per queue: enough to ride out jitter, small enough for 4K in RAM
-_END = object()  # end-of-stream marker in a queue
-
-
-class _Cancelled(Exception):
-    """Raised in a stage when another stage failed or the run was interrupted."""
-
-
-class _Channel:
-    """A bounded queue whose blocking calls give up as soon as the run is being stopped."""
-
-    def __init__(self, stop: threading.Event, size: int = QUEUE_FRAMES) -> None:
-        self.queue: queue.Queue = queue.Queue(size)
-        self.stop = stop
-
-    def put(self, item: Any) -> None:
-        while not self.stop.is_set():
-            try:
-                return self.queue.put(item, timeout=0.1)
-            except queue.Full:
-                pass
-        raise _Cancelled
-
-    def get(self) -> Any:
-        while not self.stop.is_set():
-            try:
-                return self.queue.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        raise _Cancelled
-
-
-class _Stage(threading.Thread):
-    """A pipeline stage in a thread: its first error is kept and stops the whole run."""
-
-    def __init__(self, name: str, work: Callable[[], None], stop: threading.Event) -> None:
-        super().__init__(name=name, daemon=True)
-        self.work, self.stop, self.error = work, stop, None
-
-    def run(self) -> None:
-        try:
-            self.work()
-        except _Cancelled:
-            pass
-        except BaseException as exc:  # handed to the main thread, which raises it
-            self.error = exc
-            self.stop.set()
-
 
 @dataclass
 class StreamResult:
@@ -176,103 +125,57 @@ def stream(
         # the output's settings are checked and its encoder opened before the model loads
         writer = Writer(output, info, values, source=reader, overwrite=overwrite)
         stop = threading.Event()
-        decoded, encoded = _Channel(stop), _Channel(stop)
-        times: collections.deque[int] = collections.deque()  # pts of frames inside the engine
+        decoded, encoded = Channel(stop), Channel(stop)
 
         def read() -> None:
             for item in reader.items():
                 decoded.put(item)
-            decoded.put(_END)
+            decoded.put(END)
 
         def write() -> None:
-            while (item := encoded.get()) is not _END:
+            while (item := encoded.get()) is not END:
                 if isinstance(item, tuple):
                     writer.write(*item)
                 else:
                     writer.copy(item)
 
-        def engine_input() -> Iterator:
-            while (item := decoded.get()) is not _END:
+        def engine_input() -> Iterator[tuple[int, Any]]:
+            while (item := decoded.get()) is not END:
                 if isinstance(item, Frame):
-                    times.append(item.pts)
-                    yield item.rgb
+                    yield item.pts, item.rgb
                 else:  # another stream's packet: straight on to the writer
                     encoded.put(item)
 
         show = progress if progress is not None else (str(output) != "-" or sys.stderr.isatty())
         meter = Progress(info.frames, info.duration) if show else None
-        stages = [_Stage("vsdeblur-read", read, stop), _Stage("vsdeblur-write", write, stop)]
+        stages = [Stage("vsdeblur-read", read, stop), Stage("vsdeblur-write", write, stop)]
         frames = 0
         try:
             if engine is None:
                 engine = Deblurrer(**engine_kwargs(values))
             for stage in stages:
                 stage.start()
-            for rgb in engine.frames(engine_input()):
-                pts = times.popleft()
+            for pts, rgb in engine.tagged(engine_input()):
                 encoded.put((rgb, pts))
                 frames += 1
                 if meter is not None:
                     meter.update(float(pts * info.time_base))
-            encoded.put(_END)
-            _join(stages)
-            _raise_first(stages)
+            encoded.put(END)
+            join(stages)
+            raise_first(stages)
             writer.close()
         except BaseException as exc:
             # stop every stage before the writer's file goes: a stage may be inside FFmpeg
             stop.set()
-            _join(stages)
+            join(stages)
             writer.abort()
-            if isinstance(exc, _Cancelled):  # another stage failed: its error is the story
-                _raise_first(stages)
+            if isinstance(exc, Cancelled):  # another stage failed: its error is the story
+                raise_first(stages)
             raise
         finally:
             if meter is not None:
                 meter.finish()
     return StreamResult(frames, time.monotonic() - started, writer.left_out)
-
-
-@contextmanager
-def background(items: Iterable[Any], name: str = "vsdeblur-background") -> Iterator[Iterator[Any]]:
-    """`items` produced in a thread of their own, up to QUEUE_FRAMES ahead of the consumer, so
-    that decoding, the engine and encoding (FFmpeg and torch release the GIL) overlap as in
-    `stream`. The producer's error is raised in the consumer; leaving the block stops it."""
-    stop = threading.Event()
-    channel = _Channel(stop)
-
-    def produce() -> None:
-        for item in items:
-            channel.put(item)
-        channel.put(_END)
-
-    def consume() -> Iterator[Any]:
-        try:
-            while (item := channel.get()) is not _END:
-                yield item
-        except _Cancelled:
-            _raise_first([stage])
-            raise
-
-    stage = _Stage(name, produce, stop)
-    stage.start()
-    try:
-        yield consume()
-    finally:
-        stop.set()
-        _join([stage])
-
-
-def _join(stages: list[_Stage]) -> None:
-    """Wait for the stages; each leaves its FFmpeg call within moments once stopped."""
-    for stage in stages:
-        while stage.is_alive():
-            stage.join(0.1)
-
-
-def _raise_first(stages: list[_Stage]) -> None:
-    for stage in stages:
-        if stage.error is not None:
-            raise stage.error
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})

@@ -30,7 +30,7 @@ import numpy as np
 import vapoursynth as vs
 
 from vsdeblur.config import ENGINE, VAPOURSYNTH, Option
-from vsdeblur.engine.window import window_indices
+from vsdeblur.engine.window import luma_thumbnail, scene_change, window_indices
 from vsdeblur.errors import UsageError
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["atrous"]
 
-_PROP_DIFF = "VsdeblurDiffNext"  # on stage-1 frames: mean luma change to the next frame
+_PROP_DIFF = "VsdeblurDiffNext"  # on stage-1 frames: the scene-cut rule's change to the next frame
 _SCENE_PROPS = ("_SceneChangePrev", "_SceneChangeNext")
 _graph_ids = itertools.count()
 _STAGE1_CACHE_BYTES = 1 << 30  # stage-1 frames kept (RGBS: 12 bytes a pixel): 40 at 1080p
@@ -70,7 +70,8 @@ def atrous(
     clip's _Matrix and _Range (or older _ColorRange) props, or `matrix` / `color_range` where
     they are missing.
     Scene cuts: stage-2 windows stop at _SceneChangePrev/_SceneChangeNext; where a frame has
-    neither prop, a mean luma change above `scene_threshold` counts as a cut (0 disables).
+    neither prop, the engine's rule (vsdeblur.engine.window: a mean luma change above
+    `scene_threshold`) marks cuts, as in every other door (0 disables).
     The other options are the engine's (see vsdeblur.config). Errors raise vs.Error.
     """
     values = dict(locals())
@@ -138,7 +139,7 @@ def graph(work: vs.VideoNode, engine: Deblurrer, options: dict) -> vs.VideoNode:
     sources = [blank, work]
     threshold = options["scene_threshold"]
     if threshold:
-        sources.append(_luma_change(work))
+        sources.append(_shift(work, 1))
 
     def stage1(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         with slots():
@@ -150,7 +151,8 @@ def graph(work: vs.VideoNode, engine: Deblurrer, options: dict) -> vs.VideoNode:
             if key in f[1].props:
                 out.props[key] = f[1].props[key]
         if threshold:
-            out.props[_PROP_DIFF] = f[2].props["PlaneStatsDiff"]
+            thumbnails = [luma_thumbnail([np.asarray(frame[p]) for p in range(3)]) for frame in f[1:3]]
+            out.props[_PROP_DIFF] = scene_change(*thumbnails)
         return out
 
     s1 = _parallel(blank, sources, stage1)
@@ -244,15 +246,6 @@ def _shift(clip: vs.VideoNode, k: int) -> vs.VideoNode:
     if k < 0:
         return clip.std.DuplicateFrames([0] * -k)[:count]
     return clip
-
-
-def _luma_change(rgb: vs.VideoNode) -> vs.VideoNode:
-    """PlaneStatsDiff of frame n: mean absolute change of luma (0..1) to frame n + 1."""
-    fmt = rgb.format
-    scale = 1.0 if fmt.sample_type == vs.FLOAT else 1.0 / ((1 << fmt.bits_per_sample) - 1)
-    planes = [rgb.std.ShufflePlanes(p, vs.GRAY) for p in range(3)]
-    luma = vs.core.std.Expr(planes, f"x 0.2126 * y 0.7152 * + z 0.0722 * + {scale} *", format=vs.GRAYS)
-    return luma.std.PlaneStats(_shift(luma, 1))
 
 
 def _dtype(fmt: vs.VideoFormat) -> np.dtype:

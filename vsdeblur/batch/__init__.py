@@ -25,7 +25,7 @@ from vsdeblur.batch.manifest import MANIFEST, STATE_DIR, Manifest, damage_report
 from vsdeblur.batch.plan import Source, check_template, discover, fingerprint, output_path, packet_index, plan_chunks
 from vsdeblur.batch.work import DiskFull, disk_full
 from vsdeblur.config import BATCH, ENCODE, ENGINE
-from vsdeblur.engine import chosen_stage, window_radius
+from vsdeblur.engine.window import chosen_stage, window_radius
 from vsdeblur.errors import UsageError
 from vsdeblur.weights import resolve_weights
 

@@ -14,7 +14,6 @@ import json
 import os
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
@@ -28,7 +27,7 @@ from vsdeblur.batch.manifest import ChunkRow, Manifest, joined_file, output_stam
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
 from vsdeblur.io import Frame, Reader, Writer
-from vsdeblur.stream import background
+from vsdeblur.threads import background
 
 
 class DiskFull(Exception):
@@ -106,16 +105,9 @@ def _restore(manifest: Manifest, chunk: ChunkRow) -> int:
     engine = engine_for(manifest.settings()["engine"])
     first = max(0, chunk.start - chunk.context)
     stop = None if chunk.stop is None else chunk.stop + chunk.context
-    pending: deque[Frame] = deque()  # inputs whose outputs have not come out yet (1:1, in order)
-
-    def inputs(decoded: Iterator[Frame]) -> Iterator[np.ndarray]:
-        for frame in decoded:
-            pending.append(frame)
-            yield frame.rgb
 
     def owned(decoded: Iterator[Frame]) -> Iterator[tuple[np.ndarray, int]]:
-        for restored in engine.frames(inputs(decoded)):
-            frame = pending.popleft()
+        for frame, restored in engine.tagged((frame, frame.rgb) for frame in decoded):
             if frame.index >= chunk.start and (chunk.stop is None or frame.index < chunk.stop):
                 yield restored, frame.pts
 

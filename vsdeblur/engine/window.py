@@ -1,13 +1,49 @@
-"""The temporal window: which frames stage 2 sees for frame t, and where scenes cut.
+"""The temporal window: which stage runs, which frames stage 2 sees for frame t, and where
+scenes cut. Numpy only, so that planning (batch) and the VapourSynth graph need no torch.
 
 The window of frame t is t-r .. t+r, clamped to t's scene (the clip's ends are scene edges
 too): a neighbour beyond an edge is replaced by the last frame inside it, the rule of
 VapourSynth's std.AverageFrames(scenechange=True). No window ever mixes two scenes.
+
+A scene cut is where the mean absolute difference of two consecutive frames' small luma
+thumbnails exceeds a threshold (0..1 of full scale): cheap, and blind to camera motion blur.
+Every door (vsdeblur-stream, batch, the VapourSynth filter) uses this one rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+from vsdeblur.errors import UsageError
+
+if TYPE_CHECKING:
+    from vsdeblur.models import Preset
+    from vsdeblur.weights import Weights
+
+THUMB = 64  # thumbnail width of the scene-cut rule
+_LUMA = (0.2126, 0.7152, 0.0722)  # BT.709 weights of R, G, B
+
+
+def chosen_stage(weights: Weights, stage: int | None) -> int:
+    """The stage to run: the one asked for, else the highest the weights hold."""
+    stage = max(weights.stages) if stage is None else stage
+    if stage not in (1, 2):
+        raise UsageError(f"stage must be 1 or 2, not {stage!r}")
+    return stage
+
+
+def window_radius(preset: Preset, stage: int, radius: int | None) -> int:
+    """Frames on each side that a stage reads: stage 2 the radius its weights were trained
+    with (asking for another is an error), stage 1 none."""
+    if stage == 2 and radius is not None and radius != preset.stage2.radius:
+        raise UsageError(
+            f"the stage-2 weights were trained with radius {preset.stage2.radius}; "
+            f"radius {radius} needs weights trained for it"
+        )
+    return preset.stage2.radius if stage == 2 else 0
 
 
 def window_indices(t: int, radius: int, scene_start: int, scene_end: int) -> list[int]:
@@ -15,26 +51,33 @@ def window_indices(t: int, radius: int, scene_start: int, scene_end: int) -> lis
     return [min(max(t + k, scene_start), scene_end) for k in range(-radius, radius + 1)]
 
 
-class SceneDetector:
-    """Flags a cut when the mean absolute difference of two frames' small luma thumbnails
-    exceeds `threshold` (0..1 of full scale). Cheap, and blind to camera motion blur."""
+def luma_thumbnail(planes: Sequence[np.ndarray]) -> np.ndarray:
+    """The R, G and B planes of a frame (any of the engine's dtypes; H x W x 3 frames pass
+    `frame.transpose(2, 0, 1)`) as a small float32 luma picture in 0..1."""
+    step = max(1, planes[0].shape[1] // THUMB)
+    scale = 1.0 / np.iinfo(planes[0].dtype).max if planes[0].dtype.kind == "u" else 1.0
+    luma = np.zeros(planes[0][::step, ::step].shape, np.float32)
+    for plane, weight in zip(planes, _LUMA, strict=True):
+        luma += plane[::step, ::step].astype(np.float32) * np.float32(weight * scale)
+    return luma
 
-    THUMB = 64  # thumbnail width
+
+def scene_change(previous: np.ndarray, thumbnail: np.ndarray) -> float:
+    """How much the picture changed between two frames' luma thumbnails (0..1)."""
+    if previous.shape != thumbnail.shape:
+        return 1.0
+    return float(np.abs(thumbnail - previous).mean())
+
+
+class SceneDetector:
+    """Fed frames in order, flags each that starts a new scene (never the first)."""
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
         self._previous: np.ndarray | None = None
 
-    @staticmethod
-    def _thumbnail(frame: np.ndarray) -> np.ndarray:
-        step = max(1, frame.shape[1] // SceneDetector.THUMB)
-        small = frame[::step, ::step].astype(np.float32)
-        if frame.dtype.kind == "u":
-            small /= np.iinfo(frame.dtype).max
-        return small @ np.array([0.2126, 0.7152, 0.0722], np.float32)
-
     def __call__(self, frame: np.ndarray) -> bool:
-        """Feed the next frame; True when it starts a new scene."""
-        thumb = self._thumbnail(frame)
+        """Feed the next H x W x 3 frame; True when it starts a new scene."""
+        thumb = luma_thumbnail(frame.transpose(2, 0, 1))
         previous, self._previous = self._previous, thumb
-        return previous is not None and previous.shape == thumb.shape and float(np.abs(thumb - previous).mean()) > self.threshold
+        return previous is not None and scene_change(previous, thumb) > self.threshold

@@ -1,0 +1,195 @@
+"""`Deblurrer`: the engine's one public face. It wires the parts together and adds nothing of
+its own: device and precision (device.py), host <-> device frames (transfer.py), the tiled and
+ensembled networks (networks.py), the window and its cache (schedule.py), scene cuts
+(window.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Hashable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vsdeblur.config import ENGINE
+from vsdeblur.engine.device import resolve_device, resolve_precision
+from vsdeblur.engine.networks import EngineStats, FrameState, Networks
+from vsdeblur.engine.schedule import CutTest, Scheduler
+from vsdeblur.engine.tiling import round_up
+from vsdeblur.engine.transfer import HostFrame, Transfer, check_frame
+from vsdeblur.engine.window import SceneDetector, chosen_stage, window_radius
+from vsdeblur.errors import UsageError
+from vsdeblur.models import Preset
+from vsdeblur.weights import resolve_weights
+
+
+class Deblurrer:
+    """Deblur frames with a trained model.
+
+    Args:
+        preset: model preset name; default: the one recorded in the weights file (it must match).
+        weights: a .safetensors weights file; default: the weights shipped with vsdeblur.
+        stage: 1 (per-frame) or 2 (per-frame, then refined from neighbours); default: the
+            highest stage the weights hold.
+        radius: temporal radius of stage 2 (window of 2*radius+1 frames); fixed by the weights,
+            default: theirs.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        precision: "auto" (fp16 on CUDA; bf16 on CPUs with AMX-BF16 or AVX512-BF16, else
+            fp32), "fp32", "fp16" or "bf16".
+        tile: tile side in pixels; None chooses from free memory, 0 never tiles.
+        overlap: tile overlap in pixels; default: the preset's.
+        ensemble: average the eight flips and rotations (8x slower, a little better).
+        scene_threshold: detect scene cuts when consecutive frames differ by more than this
+            (0..1); 0 or None detects none (cuts can still be passed to `frames`).
+        compile: torch.compile the networks (CUDA; pays off on long clips).
+    """
+
+    def __init__(
+        self,
+        preset: str | None = ENGINE["preset"].default,
+        weights: str | Path | None = ENGINE["weights"].default,
+        stage: int | None = ENGINE["stage"].default,
+        radius: int | None = ENGINE["radius"].default,
+        device: str = ENGINE["device"].default,
+        precision: str = ENGINE["precision"].default,
+        tile: int | None = ENGINE["tile"].default,
+        overlap: int | None = ENGINE["overlap"].default,
+        ensemble: bool = ENGINE["ensemble"].default,
+        scene_threshold: float | None = ENGINE["scene_threshold"].default,
+        compile: bool = ENGINE["compile"].default,
+    ) -> None:
+        loaded = resolve_weights(weights)
+        if preset is not None and preset != loaded.preset.name:
+            raise UsageError(
+                f"{loaded.path.name} was trained as preset {loaded.preset.name!r}, not {preset!r}; "
+                "drop the preset option or pass matching weights"
+            )
+        models = {s: loaded.build(s) for s in range(1, chosen_stage(loaded, stage) + 1)}
+        self.weights_path: Path | None = loaded.path
+        self._setup(loaded.preset, models, radius, device, precision, tile, overlap, ensemble, scene_threshold, compile)
+
+    @classmethod
+    def from_models(cls, preset: Preset, models: dict[int, nn.Module], **options: Any) -> Deblurrer:
+        """An engine over modules in memory (training validation, benchmarks)."""
+        self = cls.__new__(cls)
+        self.weights_path = None
+        settings = {k: v for k, v in ENGINE.defaults().items() if k not in ("weights", "preset", "stage")}
+        settings.update(options)
+        self._setup(preset, models, **settings)
+        return self
+
+    def _setup(
+        self,
+        preset: Preset,
+        models: dict[int, nn.Module],
+        radius: int | None,
+        device: str,
+        precision: str,
+        tile: int | None,
+        overlap: int | None,
+        ensemble: bool,
+        scene_threshold: float | None,
+        compile: bool,
+    ) -> None:
+        if scene_threshold is not None and not 0 <= scene_threshold < 1:
+            raise UsageError(f"scene threshold must lie between 0 and 1, not {scene_threshold}")
+        self.preset, self.stage = preset, max(models)
+        self.radius = window_radius(preset, self.stage, radius)
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.scene_threshold = scene_threshold
+        self.networks = Networks(preset, models, self.device, self.dtype, tile, overlap, ensemble, compile)
+        self.multiple = self.networks.multiple
+        self.transfer = Transfer(self.device, self.networks.memory_format, self.multiple)
+        self.scheduler = Scheduler(self.radius, self._frame_state, self.networks.stage2 if self.stage == 2 else None, self._finish)
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.networks.stats
+
+    @property
+    def models(self) -> dict[int, nn.Module]:
+        """The networks as they run: scales folded, on the device, in the compute precision."""
+        return self.networks.models
+
+    def _frame_state(self, frame: np.ndarray) -> FrameState:
+        return self.networks.frame_state(self.networks.stage1(self.transfer.upload(frame)))
+
+    def _finish(self, result: torch.Tensor, frame: np.ndarray) -> HostFrame:
+        return self.transfer.download(result, frame.shape, frame.dtype)
+
+    # ---- streaming --------------------------------------------------------------------------
+
+    def frames(self, frames: Iterable[np.ndarray], cuts: Collection[int] | CutTest | None = None) -> Iterator[np.ndarray]:
+        """Restore a sequence of H x W x 3 frames, yielding each in order, same shape and dtype.
+
+        cuts: indices of frames that start a new scene, or a callable (index, frame) -> bool;
+        combined with the engine's scene_threshold detector. No window crosses a cut.
+        """
+        return (frame for _, frame in self.tagged(((None, f) for f in frames), cuts))
+
+    def tagged(self, items: Iterable[tuple[Any, np.ndarray]], cuts: Collection[int] | CutTest | None = None) -> Iterator[tuple[Any, np.ndarray]]:
+        """As `frames`, over (tag, frame) pairs: each restored frame comes out with its tag (a
+        timestamp, a source frame), so that callers need not track what is inside the window."""
+        return _pipelined(self.scheduler.stream(items, self._cut_test(cuts)))
+
+    def image(self, image: np.ndarray) -> np.ndarray:
+        """Restore a single H x W x 3 image (stage 2 sees it as a one-frame clip)."""
+        return next(self.frames([image]))
+
+    def _cut_test(self, cuts: Collection[int] | CutTest | None) -> CutTest:
+        tests: list[CutTest] = []
+        if callable(cuts):
+            tests.append(cuts)
+        elif cuts is not None:
+            starts = frozenset(int(c) for c in cuts)
+            tests.append(lambda i, _: i in starts)
+        if self.scene_threshold:
+            detector = SceneDetector(self.scene_threshold)
+            tests.append(lambda _, f: detector(f))
+        # every test sees every frame (the detector keeps state), so no short-circuiting
+        return lambda i, f: sum(bool(test(i, f)) for test in tests) > 0
+
+    # ---- random access, for front-ends that request frames out of order and from several
+    # threads at once (VapourSynth). Stage-1 outputs travel padded to the engine's multiple:
+    # stage 2 must see the padded stage-1 output itself, as `frames` does, because re-padding
+    # a cropped one changes the pixels near the bottom and right edges.
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the arrays that `stage1_padded` returns for an H x W frame."""
+        return round_up(height, self.multiple), round_up(width, self.multiple)
+
+    def stage1_padded(self, frame: np.ndarray) -> np.ndarray:
+        """Stage 1 of one H x W x 3 frame as float32 3 x H' x W' in [-1, 1]: exactly the
+        tensor that `frames` keeps."""
+        return HostFrame(self.networks.stage1(self.transfer.upload(check_frame(frame)))[0]).result()
+
+    def stage2_padded(self, window: list[Sequence[np.ndarray]], keys: list[Hashable], like: np.ndarray) -> np.ndarray:
+        """Stage 2 for the centre of a window of `stage1_padded` outputs (clamped to the scene
+        by the caller, see engine.window), as a frame of `like`'s shape and dtype. Each window
+        frame is a 3 x H' x W' array or its three planes (VapourSynth frames are planar); it is
+        read only when its key is not cached yet. Safe to call from several threads, each
+        under its own CUDA stream."""
+        if self.stage != 2:
+            raise UsageError("stage2_padded needs an engine built with stage=2")
+        if len(window) != 2 * self.radius + 1 or len(keys) != len(window):
+            raise UsageError(f"stage 2 needs a window of {2 * self.radius + 1} frames and as many keys")
+
+        def state(planes: Sequence[np.ndarray]) -> FrameState:
+            return self.networks.frame_state(self.transfer.upload_padded(planes))
+
+        result = self.scheduler.window([(key, lambda p=planes: state(p)) for planes, key in zip(window, keys, strict=True)])
+        return self._finish(result, like).result()
+
+
+def _pipelined(pending: Iterator[tuple[Any, HostFrame]]) -> Iterator[tuple[Any, np.ndarray]]:
+    """Yield each frame once the next one is queued, so copies overlap compute on CUDA."""
+    previous = None
+    for item in pending:
+        if previous is not None:
+            yield previous[0], previous[1].result()
+        previous = item
+    if previous is not None:
+        yield previous[0], previous[1].result()

@@ -1,0 +1,154 @@
+"""The window scheduler: which frame's work runs when, and how long its result is kept.
+
+One cache policy serves both ways in: a frame's state (stage 1 and its encoder pyramids) is
+computed once, by the first caller that needs it (others wait for that one), and kept while a
+window may still read it. A stream knows exactly when that is and releases frames as the
+window passes; random access (VapourSynth asks for frames out of order, from several threads)
+cannot know, and keeps the most recent few windows' worth.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+import torch
+
+from vsdeblur.engine.networks import FrameState
+from vsdeblur.engine.transfer import check_frame
+from vsdeblur.engine.window import window_indices
+from vsdeblur.errors import UsageError
+
+CutTest = Callable[[int, np.ndarray], bool]
+WINDOWS_KEPT = 4  # random access keeps the states of this many windows
+
+
+class StateCache:
+    """Frame states by key: computed once even when several threads ask at once, at most
+    `size` kept (least recently used go first), safe from several threads."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Hashable, Future[FrameState]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], FrameState]) -> FrameState:
+        with self._lock:
+            entry = self._entries.get(key)
+            owner = entry is None
+            if owner:
+                entry = self._entries[key] = Future()
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)  # waiters keep their own reference
+        if owner:
+            try:
+                state = compute()
+            except BaseException as exc:
+                self.release(key, entry)
+                entry.set_exception(exc)
+                raise
+            _mark_ready(state)
+            entry.set_result(state)
+        state = entry.result()
+        _wait_ready(state)
+        return state
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def release(self, key: Hashable, entry: Future | None = None) -> None:
+        """Forget a key (only if it still maps to `entry`, when one is given)."""
+        with self._lock:
+            if key in self._entries and (entry is None or self._entries[key] is entry):
+                del self._entries[key]
+
+
+def _mark_ready(state: FrameState) -> None:
+    """On CUDA, mark where the state's work ends on the stream that queued it."""
+    if state.stage1.device.type == "cuda":
+        state.ready = torch.cuda.Event(blocking=True)
+        state.ready.record(torch.cuda.current_stream(state.stage1.device))
+
+
+def _wait_ready(state: FrameState) -> None:
+    """The state may have been computed on another thread's stream: make ours wait for it,
+    and keep the allocator from reusing its memory before ours is done with it."""
+    if state.ready is not None:
+        stream = torch.cuda.current_stream(state.stage1.device)
+        stream.wait_event(state.ready)
+        for tensor in state.tensors():
+            tensor.record_stream(stream)
+
+
+class Scheduler:
+    """Runs frames through the stages in window order.
+
+    compute(frame) does a frame's once-per-frame work; aggregate(window states) its stage 2;
+    finish(result tensor, frame) hands a result towards the host."""
+
+    def __init__(
+        self,
+        radius: int,
+        compute: Callable[[np.ndarray], FrameState],
+        aggregate: Callable[[list[FrameState]], torch.Tensor] | None,
+        finish: Callable[[torch.Tensor, np.ndarray], Any],
+    ) -> None:
+        self.radius, self.compute, self.aggregate, self.finish = radius, compute, aggregate, finish
+        self.shared = StateCache(WINDOWS_KEPT * (2 * radius + 1))
+
+    def stream(self, items: Iterable[tuple[Any, np.ndarray]], is_cut: CutTest) -> Iterator[tuple[Any, Any]]:
+        """(tag, frame) pairs in clip order -> (tag, finished result) in the same order. No
+        window crosses a cut; at most 2r+1 frames' states are held."""
+        cache = StateCache(2 * self.radius + 2)
+        frames: dict[int, tuple[Any, np.ndarray]] = {}
+        scene_start = next_out = 0
+        shape = last = None
+
+        def emit(outputs: Iterable[int], scene_end: int) -> Iterator[tuple[Any, Any]]:
+            for t in outputs:
+                tag, frame = frames.pop(t)
+                if self.aggregate is None:
+                    result = cache.get(t, _missing).stage1
+                else:
+                    indices = window_indices(t, self.radius, scene_start, scene_end)
+                    result = self.aggregate([cache.get(j, _missing) for j in indices])
+                yield tag, self.finish(result, frame)
+                cache.release(t - self.radius)  # no later window reads it
+
+        for i, (tag, frame) in enumerate(items):
+            check_frame(frame, i)
+            if shape is None:
+                shape = frame.shape
+            elif frame.shape != shape:
+                raise UsageError(
+                    f"frame {i} is {frame.shape[1]}x{frame.shape[0]} but the clip started at "
+                    f"{shape[1]}x{shape[0]}; the frame size must not change within a clip"
+                )
+            if is_cut(i, frame) and i > scene_start:
+                yield from emit(range(next_out, i), i - 1)
+                cache.clear()  # no window reads across the cut
+                scene_start = next_out = i
+            frames[i] = (tag, frame)
+            cache.get(i, lambda: self.compute(frame))
+            last = i
+            t = i - self.radius  # the newest frame whose whole window has arrived
+            if t >= next_out:
+                yield from emit([t], i)
+                next_out = t + 1
+        if last is not None:
+            yield from emit(range(next_out, last + 1), last)
+
+    def window(self, states: list[tuple[Hashable, Callable[[], FrameState]]]) -> torch.Tensor:
+        """Stage 2 of a window given as (key, how to compute that frame's state): random
+        access, each frame's state computed once while it stays cached."""
+        return self.aggregate([self.shared.get(key, compute) for key, compute in states])
+
+
+def _missing() -> FrameState:
+    raise RuntimeError("a window frame's state was released before its last window ran")
