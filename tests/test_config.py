@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vsdeblur.config import ENGINE, load_toml, resolve
+from vsdeblur.config import BLUR, ENCODE, ENGINE, SYNTH, TRAIN, load_toml, resolve
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
 
@@ -69,3 +69,70 @@ def test_paths_in_a_job_file_are_taken_from_its_folder(tmp_path, monkeypatch):
     job.write_text('weights = "a.safetensors"\n')
     values = resolve([ENGINE], job, {"weights": Path("b.safetensors")})
     assert values["weights"] == Path("b.safetensors")  # the flag, as given
+
+
+def test_blur_defaults_are_those_of_the_classes_that_draw_the_blur():
+    """BLUR holds its defaults as literals (config.py imports no torch); the dataclasses that
+    draw the blur have their own. Each option's default must be its field's."""
+    from dataclasses import MISSING, fields
+
+    from vsdeblur.train.camera import CameraSpec
+    from vsdeblur.train.data import BlurRecipe
+    from vsdeblur.train.synth import ExtrasSpec, ShakeSpec
+
+    field_defaults: dict[str, object] = {}
+    for spec in (CameraSpec, BlurRecipe, ExtrasSpec, ShakeSpec):  # the shake's lengths win over the camera's
+        field_defaults |= {f.name: f.default for f in fields(spec) if f.default is not MISSING}
+    for option in BLUR.options:
+        assert option.default == field_defaults[option.name], option.name
+
+
+def test_synth_shares_the_blur_options_it_draws_kernels_with():
+    assert all(SYNTH[name] is BLUR[name] for name in ("min_length", "max_length", "max_curvature", "kernel_size"))
+
+
+def test_a_base_file_is_that_file_with_the_keys_given_replaced(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "base.toml").write_text('weights = "models/a.safetensors"\ntile = 512\n[encode]\ncrf = 20\ncodec = "libx265"\n')
+    job = tmp_path / "job.toml"
+    job.write_text('base = "shared/base.toml"\n[engine]\ntile = 256\n[encode]\ncrf = 16\n')
+    values = resolve([ENGINE, ENCODE], job, {"codec": "ffv1"})
+    assert values["weights"] == tmp_path / "shared" / "models" / "a.safetensors"  # from the folder of the file that names it
+    assert (values["tile"], values["crf"], values["codec"]) == (256, 16, "ffv1")  # table keys one by one; the flag last
+    (tmp_path / "shared" / "base.toml").write_text('base = "../job.toml"\n')
+    with pytest.raises(UsageError, match="base recipes form a loop"):
+        load_toml(job, [ENGINE, ENCODE])
+
+
+RECIPE_SOURCES = '[[train_data]]\nkind = "images"\npath = "photos"\n'
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("max_noise = 0.1\n" + RECIPE_SOURCES, "unknown key 'max_noise' in the top level; known keys: stage, preset"),
+        ("blur = 3\n" + RECIPE_SOURCES, r"\[blur\] must be a table"),
+        ("[blur]\nsteps = 3\n", r"unknown key 'steps' in \[blur\]; known keys: min_length"),
+        ("[blur]\nmax_shutter = 2.0\n", "max_shutter must be at most 1.0; got 2.0"),
+        ("train_data = [1]\n", r"train_data entries must be tables \(\[\[train_data\]\]\)"),
+        ('[[val_data]]\nkind = "images"\npath = 3\n', r"path in \[\[val_data\]\] must be a string, not 3"),
+        ("base = 3\n", "base must be the file name of another recipe, not 3"),
+    ],
+)
+def test_bad_training_recipes_get_one_clear_line(tmp_path, text, message):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(text)
+    with pytest.raises(UsageError, match=message) as info:
+        load_toml(recipe, [TRAIN, BLUR])
+    assert "\n" not in str(info.value)
+
+
+def test_paths_in_arrays_of_tables_are_taken_from_the_file_and_resolved_on_request(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "r.toml"
+    recipe.write_text('output = "../runs/r"\n' + RECIPE_SOURCES + '[[train_data]]\nkind = "dead-leaves"\n')
+    as_written = load_toml(recipe, [TRAIN, BLUR])
+    assert as_written["output"] == tmp_path / "recipes" / ".." / "runs" / "r"
+    assert as_written["train_data"] == [{"kind": "images", "path": str(tmp_path / "recipes" / "photos")}, {"kind": "dead-leaves"}]
+    resolved = load_toml(recipe, [TRAIN, BLUR], absolute_paths=True)
+    assert resolved["output"] == (tmp_path / "runs" / "r").resolve()

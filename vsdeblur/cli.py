@@ -14,10 +14,8 @@ from pathlib import Path
 import click
 
 from vsdeblur import __version__
-from vsdeblur import config
-from vsdeblur.config import BATCH, ENCODE, ENGINE, click_options, engine_kwargs, resolve
+from vsdeblur.config import BATCH, ENCODE, ENGINE, SYNTH, click_options, engine_kwargs, resolve
 from vsdeblur.errors import Command, UsageError
-from vsdeblur.train.loop import BLUR
 
 
 class Group(click.Group):
@@ -177,15 +175,6 @@ def train(config_path, steps, output, resume) -> None:
     config = load_config(config_path, {"steps": steps, "output": output})
     weights = Trainer(config).run(resume=resume)
     click.echo(f"weights: {weights}")
-
-
-# `vsdeblur synth` draws kernels from the training recipe's own shake options
-SYNTH = config.Group("synth", (
-    BLUR["min_length"], BLUR["max_length"], BLUR["max_curvature"], BLUR["kernel_size"],
-    config.Option("noise", float, 0.0, "largest read-noise std added after the blur (0..1 scale)", minimum=0.0, maximum=0.2),
-    config.Option("linear", bool, True, "blur in linear light, as a sensor integrates (--no-linear: on code values)"),
-    config.Option("seed", int, 0, "seed of the per-frame kernels: the same seed blurs a clip the same way"),
-))
 
 
 @main.command()

@@ -1,6 +1,11 @@
 """One schema for every option: defaults, types, bounds and help text live here and nowhere
-else. The same Option serves a CLI flag (click), a key in a TOML job file (tomllib) and a
+else. The same Option serves a CLI flag (click), a key in a TOML file (tomllib) and a
 VapourSynth argument. Precedence: defaults < TOML file < command-line flags.
+
+The groups: ENGINE, ENCODE, BATCH and VAPOURSYNTH (restoring: vsdeblur-stream, batch, the
+VapourSynth filter), TRAIN and BLUR (a training recipe), SYNTH (`vsdeblur synth`). Every TOML
+file, a job file or a training recipe, is read by `load_toml` (and `resolve`, which adds the
+defaults and flags).
 
 This module imports only the standard library and click, so that tools which only need the
 schema (the build of the VapourSynth shim, --help) stay fast.
@@ -22,7 +27,7 @@ from vsdeblur.errors import UsageError
 @dataclass(frozen=True)
 class Option:
     name: str  # snake_case: the TOML key and Python keyword; the flag is --kebab-case
-    type: type  # int, float, str, bool or Path
+    type: type  # int, float, str, bool, Path, or list: an array of tables ([[name]]), each kept as given
     default: Any
     help: str
     choices: tuple | None = None
@@ -38,6 +43,8 @@ class Option:
         """Check and convert one value; `where` names its origin in the error message."""
         if value is None and (self.nullable or self.default is None):
             return None
+        if self.type is list:
+            return self._tables(value, where)
         expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path"}[self.type]
         if self.type is bool:
             if not isinstance(value, bool):
@@ -61,13 +68,23 @@ class Option:
             raise UsageError(f"{where}: {self.name} must be at most {self.maximum}; got {value!r}")
         return value
 
+    def _tables(self, value: Any, where: str) -> list[dict]:
+        if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+            raise UsageError(f"{where}: {self.name} entries must be tables ([[{self.name}]])")
+        for entry in value:
+            if not isinstance(entry.get("path", ""), str):
+                raise UsageError(f"{where}: path in [[{self.name}]] must be a string, not {entry['path']!r}")
+        return [dict(entry) for entry in value]
+
 
 @dataclass(frozen=True)
 class Group:
-    """Options that belong together; a TOML file may hold them at top level or in [name]."""
+    """Options that belong together; a TOML file may hold them at top level or in [name]
+    (only in [name] when `table_only`)."""
 
     name: str
     options: tuple[Option, ...]
+    table_only: bool = False
 
     def __getitem__(self, name: str) -> Option:
         for option in self.options:
@@ -78,54 +95,91 @@ class Group:
     def defaults(self) -> dict[str, Any]:
         return {o.name: o.default for o in self.options}
 
+    def pick(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """This group's entries of resolved option values."""
+        return {o.name: values[o.name] for o in self.options}
 
-def load_toml(path: str | Path, groups: Iterable[Group]) -> dict[str, Any]:
-    """Read a TOML file and check every key against the groups; unknown keys are errors."""
-    path = Path(path)
+
+def load_toml(path: str | Path, groups: Iterable[Group], absolute_paths: bool = False) -> dict[str, Any]:
+    """Read a TOML file and check every key against the groups; unknown keys are errors.
+
+    A relative path in the file is taken from the file's folder, so that a file means the same
+    files from whichever folder it is used (`absolute_paths`: also resolved to an absolute
+    path). A file may name a `base` file (a path from its folder): it means that file with the
+    keys given here replaced, [table] keys one by one, arrays of tables ([[name]]) whole."""
+    return _load(Path(path), list(groups), absolute_paths, ())
+
+
+def _load(path: Path, groups: list[Group], absolute_paths: bool, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if path.resolve() in chain:
+        raise UsageError(f"{path}: base recipes form a loop")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}") from None
-    return check_keys(data, list(groups), str(path), base=path.parent)
+    base = data.pop("base", None)
+    values = check_keys(data, groups, str(path), path.parent, absolute_paths)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise UsageError(f"{path}: base must be the file name of another recipe, not {base!r}")
+    return _load(_from_folder(Path(base), path.parent, absolute_paths), groups, absolute_paths, chain + (path.resolve(),)) | values
 
 
-def check_keys(data: Mapping[str, Any], groups: list[Group], where: str, base: Path | None = None) -> dict[str, Any]:
+def _from_folder(path: Path, folder: Path, absolute: bool) -> Path:
+    """A path written in a file in `folder`; an absolute or ~ path stays as it is."""
+    path = folder / path.expanduser()
+    return path.resolve() if absolute else path
+
+
+def check_keys(data: Mapping[str, Any], groups: list[Group], where: str, folder: Path | None = None,
+               absolute_paths: bool = False) -> dict[str, Any]:
     """Flatten [group] tables and parse every value; unknown keys and tables are errors. A
-    relative path is taken from `base` (a job file's folder), so that a job means the same
-    files from whichever folder it is run."""
-    by_name = {o.name: o for g in groups for o in g.options}
+    relative path (a Path option, or `path` in an array of tables) is taken from `folder`."""
+    top_level = {o.name: o for g in groups if not g.table_only for o in g.options}
     tables = {g.name: g for g in groups}
     values: dict[str, Any] = {}
 
     def take(key: str, value: Any, group: Group | None) -> None:
-        option = by_name.get(key)
-        if option is None or (group is not None and option not in group.options):
+        allowed = {o.name: o for o in group.options} if group else top_level
+        option = allowed.get(key)
+        if option is None:
             scope = f"[{group.name}]" if group else "the top level"
-            known = ", ".join(o.name for o in (group.options if group else by_name.values()))
-            raise UsageError(f"{where}: unknown key {key!r} in {scope}; known keys: {known}")
+            raise UsageError(f"{where}: unknown key {key!r} in {scope}; known keys: {', '.join(allowed)}")
         if key in values:
             raise UsageError(f"{where}: {key!r} is given twice")
         values[key] = option.parse(value, where)
-        if base is not None and isinstance(values[key], Path):
-            values[key] = base / values[key].expanduser()  # an absolute path stays as it is
+        if folder is not None:
+            values[key] = _paths_from(values[key], folder, absolute_paths)
 
     for key, value in data.items():
         if isinstance(value, dict) and key in tables:
             for sub_key, sub_value in value.items():
                 take(sub_key, sub_value, tables[key])
+        elif key in tables and key not in top_level:
+            raise UsageError(f"{where}: [{key}] must be a table")
         else:
             take(key, value, None)
     return values
 
 
-def resolve(groups: Iterable[Group], config: str | Path | None, flags: Mapping[str, Any]) -> dict[str, Any]:
+def _paths_from(value: Any, folder: Path, absolute: bool) -> Any:
+    if isinstance(value, Path):
+        return _from_folder(value, folder, absolute)
+    if isinstance(value, list):
+        return [entry | {"path": str(_from_folder(Path(entry["path"]), folder, absolute))} if "path" in entry else entry
+                for entry in value]
+    return value
+
+
+def resolve(groups: Iterable[Group], config: str | Path | None, flags: Mapping[str, Any], absolute_paths: bool = False) -> dict[str, Any]:
     """Defaults, overridden by the TOML file, overridden by the flags that were given (not None)."""
     groups = list(groups)
     values = {k: v for g in groups for k, v in g.defaults().items()}
     if config is not None:
-        values.update(load_toml(config, groups))
+        values.update(load_toml(config, groups, absolute_paths))
     by_name = {o.name: o for g in groups for o in g.options}
     values.update({k: by_name[k].parse(v, "command line") for k, v in flags.items() if v is not None and k in by_name})
     return values
@@ -173,7 +227,7 @@ ENGINE = Group(
 
 def engine_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
     """Deblurrer keyword arguments from resolved option values."""
-    return {o.name: values[o.name] for o in ENGINE.options}
+    return ENGINE.pick(values)
 
 
 ENCODE = Group(
@@ -229,3 +283,78 @@ def vapoursynth_args(*groups: Group) -> str:
     (an omitted argument takes the schema default on the Python side). The C shim is built
     with this string, so the plugin's signature cannot drift from the schema."""
     return "clip:vnode;" + "".join(f"{o.name}:{_VS_TYPES[o.type]}:opt;" for g in groups for o in g.options)
+
+
+# A training recipe (`vsdeblur train --config`): TRAIN at top level, BLUR in [blur].
+TRAIN = Group(
+    "train",
+    (
+        Option("stage", int, 1, "which network to train", choices=(1, 2)),
+        Option("preset", str, "small", "model preset"),
+        Option("output", Path, Path("runs/train"), "directory for checkpoints, log and weights"),
+        Option("steps", int, 2_500_000, "optimiser steps in total (the paper: about 2.5 M)", minimum=1),
+        Option("batch", int, None, "crops per step (paper: 1 for stage 1, 2 for stage 2)", minimum=1),
+        Option("crop", int, 320, "crop side in pixels (a multiple of 16)", minimum=32),
+        Option("lr", float, 1e-4, "Adam learning rate", minimum=0.0),
+        Option("lr_factor", float, 0.1, "learning-rate factor when validation stalls", minimum=0.0, maximum=1.0),
+        Option("patience", int, 4, "validations without a new best PSNR before the rate drops", minimum=1),
+        Option("min_lr", float, 1e-6, "the rate never drops below this", minimum=0.0),
+        Option("decay_start", int, None, "from this step on, the rate falls linearly from lr to min_lr at the last step (a fixed budget; plateau drops stop)", minimum=0),
+        Option("seed", int, 0, "seed of every random draw"),
+        Option("validate_every", int, 1000, "steps between validations", minimum=1),
+        Option("checkpoint_every", int, 1000, "steps between checkpoints", minimum=1),
+        Option("keep_every", int, None, "also export the model every N steps as weights-STEP.safetensors: candidates for checks on real footage, since validation picks between close ones noisily", minimum=1),
+        Option("log_every", int, 50, "steps between progress lines", minimum=1),
+        Option("threads", int, 0, "CPU threads for torch (0: torch's default)", minimum=0),
+        Option("workers", int, 1, "processes drawing and blurring batches ahead of the optimiser (0: in the training process itself; a GPU needs many)", minimum=0),
+        Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
+        Option("precision", str, "auto", "autocast precision of the networks: auto (bf16 on CUDA and on CPUs with AMX or AVX512-BF16, else fp32), fp32 or bf16; weights, optimiser and loss stay fp32", choices=("auto", "fp32", "bf16")),
+        Option("stage1_weights", Path, None, "stage 2 only: the trained stage-1 weights it refines"),
+        Option("radius", int, None, "stage 2 only: temporal radius (window of 2r+1 frames); default: the preset's", minimum=1, maximum=8),
+        Option("init_weights", Path, None, "weights to start the trained stage from instead of random (a stage 2 of a smaller radius is widened: the added frames start with no say)"),
+        Option("val_frames", int, 8, "consecutive frames taken from each validation video", minimum=1),
+        Option("val_max_side", int, 1280, "validation frames are downscaled to at most this side", minimum=64),
+        Option("train_data", list, (), "training sources mixed by their weights: [[train_data]] tables of kind, path, weight, ... (docs/training.md)"),
+        Option("val_data", list, (), "held-out validation sources: [[val_data]] tables like those of train_data"),
+    ),
+)
+
+# The blur synthesised on sharp training material. The defaults are those of the dataclasses
+# that draw it (train.synth.ShakeSpec and ExtrasSpec, train.data.BlurRecipe, train.camera.CameraSpec,
+# which import torch); tests/test_config.py holds the two to each other.
+BLUR = Group(
+    "blur",
+    (
+        Option("min_length", float, 2.0, "shortest camera-shake path, pixels", minimum=0.0),
+        Option("max_length", float, 24.0, "longest camera-shake path, pixels", minimum=0.0),
+        Option("max_curvature", float, 1.0, "0: straight paths .. 1: curved, jerky", minimum=0.0),
+        Option("kernel_size", int, 33, "kernel side (odd)", minimum=3),
+        Option("log_lengths", bool, False, "draw shake lengths log-uniformly (every octave equally likely: more mild blur) instead of uniformly"),
+        Option("max_noise", float, 0.012, "largest read-noise std (0..1 scale)", minimum=0.0),
+        Option("compress_probability", float, 0.5, "share of inputs sent through JPEG", minimum=0.0, maximum=1.0),
+        Option("subframe_probability", float, 0.2, "share blurred along their own global motion", minimum=0.0, maximum=1.0),
+        Option("sharp_probability", float, 0.03, "share left sharp", minimum=0.0, maximum=1.0),
+        Option("gamma_probability", float, 0.3, "share blurred on code values, not linear light", minimum=0.0, maximum=1.0),
+        Option("soft_probability", float, 0.0, "share whose sharp reference is first put partly out of focus (soft content is not motion blur)", minimum=0.0, maximum=1.0),
+        Option("reference_extras_probability", float, 0.0, "share whose sharp reference already carries noise and compression, as real video frames do", minimum=0.0, maximum=1.0),
+        Option("camera_probability", float, 0.0, "share filmed by a camera moving along a continuous path, integrated over the exposure (lengths: min_length..max_length per exposure, log_lengths)", minimum=0.0, maximum=1.0),
+        Option("wobble", float, 1.0, "camera path: handheld wobble's speed relative to the drift's, at most", minimum=0.0),
+        Option("max_roll", float, 0.3, "camera path: roll per exposure, degrees, at most", minimum=0.0),
+        Option("max_zoom", float, 0.01, "camera path: relative zoom per exposure, at most", minimum=0.0),
+        Option("min_shutter", float, 0.5, "camera path: shortest exposure, share of the frame interval", minimum=0.01, maximum=1.0),
+        Option("max_shutter", float, 1.0, "camera path: longest exposure, share of the frame interval", minimum=0.01, maximum=1.0),
+        Option("jerk_probability", float, 0.05, "camera path: chance per frame of a sudden change of direction", minimum=0.0, maximum=1.0),
+    ),
+    table_only=True,
+)
+
+# `vsdeblur synth` draws kernels from the training recipe's own shake options
+SYNTH = Group(
+    "synth",
+    (
+        BLUR["min_length"], BLUR["max_length"], BLUR["max_curvature"], BLUR["kernel_size"],
+        Option("noise", float, 0.0, "largest read-noise std added after the blur (0..1 scale)", minimum=0.0, maximum=0.2),
+        Option("linear", bool, True, "blur in linear light, as a sensor integrates (--no-linear: on code values)"),
+        Option("seed", int, 0, "seed of the per-frame kernels: the same seed blurs a clip the same way"),
+    ),
+)

@@ -29,69 +29,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from vsdeblur.config import Group, Option, check_keys
+from vsdeblur.config import BLUR, TRAIN, resolve
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset, build_model, get_preset
 from vsdeblur.train import camera, synth
 from vsdeblur.train.data import BlurRecipe, Mixture, make_source
 from vsdeblur.train.validate import ValidationSet
 from vsdeblur.weights import read_weights, save_weights
-
-TRAIN = Group(
-    "train",
-    (
-        Option("stage", int, 1, "which network to train", choices=(1, 2)),
-        Option("preset", str, "small", "model preset"),
-        Option("output", Path, Path("runs/train"), "directory for checkpoints, log and weights"),
-        Option("steps", int, 2_500_000, "optimiser steps in total (the paper: about 2.5 M)", minimum=1),
-        Option("batch", int, None, "crops per step (paper: 1 for stage 1, 2 for stage 2)", minimum=1),
-        Option("crop", int, 320, "crop side in pixels (a multiple of 16)", minimum=32),
-        Option("lr", float, 1e-4, "Adam learning rate", minimum=0.0),
-        Option("lr_factor", float, 0.1, "learning-rate factor when validation stalls", minimum=0.0, maximum=1.0),
-        Option("patience", int, 4, "validations without a new best PSNR before the rate drops", minimum=1),
-        Option("min_lr", float, 1e-6, "the rate never drops below this", minimum=0.0),
-        Option("decay_start", int, None, "from this step on, the rate falls linearly from lr to min_lr at the last step (a fixed budget; plateau drops stop)", minimum=0),
-        Option("seed", int, 0, "seed of every random draw"),
-        Option("validate_every", int, 1000, "steps between validations", minimum=1),
-        Option("checkpoint_every", int, 1000, "steps between checkpoints", minimum=1),
-        Option("keep_every", int, None, "also export the model every N steps as weights-STEP.safetensors: candidates for checks on real footage, since validation picks between close ones noisily", minimum=1),
-        Option("log_every", int, 50, "steps between progress lines", minimum=1),
-        Option("threads", int, 0, "CPU threads for torch (0: torch's default)", minimum=0),
-        Option("workers", int, 1, "processes drawing and blurring batches ahead of the optimiser (0: in the training process itself; a GPU needs many)", minimum=0),
-        Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
-        Option("precision", str, "auto", "autocast precision of the networks: auto (bf16 on CUDA and on CPUs with AMX or AVX512-BF16, else fp32), fp32 or bf16; weights, optimiser and loss stay fp32", choices=("auto", "fp32", "bf16")),
-        Option("stage1_weights", Path, None, "stage 2 only: the trained stage-1 weights it refines"),
-        Option("radius", int, None, "stage 2 only: temporal radius (window of 2r+1 frames); default: the preset's", minimum=1, maximum=8),
-        Option("init_weights", Path, None, "weights to start the trained stage from instead of random (a stage 2 of a smaller radius is widened: the added frames start with no say)"),
-        Option("val_frames", int, 8, "consecutive frames taken from each validation video", minimum=1),
-        Option("val_max_side", int, 1280, "validation frames are downscaled to at most this side", minimum=64),
-    ),
-)
-
-BLUR = Group(
-    "blur",
-    (
-        Option("min_length", float, synth.ShakeSpec.min_length, "shortest camera-shake path, pixels", minimum=0.0),
-        Option("max_length", float, synth.ShakeSpec.max_length, "longest camera-shake path, pixels", minimum=0.0),
-        Option("max_curvature", float, synth.ShakeSpec.max_curvature, "0: straight paths .. 1: curved, jerky", minimum=0.0),
-        Option("kernel_size", int, synth.ShakeSpec.kernel_size, "kernel side (odd)", minimum=3),
-        Option("log_lengths", bool, synth.ShakeSpec.log_lengths, "draw shake lengths log-uniformly (every octave equally likely: more mild blur) instead of uniformly"),
-        Option("max_noise", float, synth.ExtrasSpec.max_noise, "largest read-noise std (0..1 scale)", minimum=0.0),
-        Option("compress_probability", float, synth.ExtrasSpec.compress_probability, "share of inputs sent through JPEG", minimum=0.0, maximum=1.0),
-        Option("subframe_probability", float, BlurRecipe.subframe_probability, "share blurred along their own global motion", minimum=0.0, maximum=1.0),
-        Option("sharp_probability", float, BlurRecipe.sharp_probability, "share left sharp", minimum=0.0, maximum=1.0),
-        Option("gamma_probability", float, BlurRecipe.gamma_probability, "share blurred on code values, not linear light", minimum=0.0, maximum=1.0),
-        Option("soft_probability", float, BlurRecipe.soft_probability, "share whose sharp reference is first put partly out of focus (soft content is not motion blur)", minimum=0.0, maximum=1.0),
-        Option("reference_extras_probability", float, BlurRecipe.reference_extras_probability, "share whose sharp reference already carries noise and compression, as real video frames do", minimum=0.0, maximum=1.0),
-        Option("camera_probability", float, BlurRecipe.camera_probability, "share filmed by a camera moving along a continuous path, integrated over the exposure (lengths: min_length..max_length per exposure, log_lengths)", minimum=0.0, maximum=1.0),
-        Option("wobble", float, camera.CameraSpec.wobble, "camera path: handheld wobble's speed relative to the drift's, at most", minimum=0.0),
-        Option("max_roll", float, camera.CameraSpec.max_roll, "camera path: roll per exposure, degrees, at most", minimum=0.0),
-        Option("max_zoom", float, camera.CameraSpec.max_zoom, "camera path: relative zoom per exposure, at most", minimum=0.0),
-        Option("min_shutter", float, camera.CameraSpec.min_shutter, "camera path: shortest exposure, share of the frame interval", minimum=0.01, maximum=1.0),
-        Option("max_shutter", float, camera.CameraSpec.max_shutter, "camera path: longest exposure, share of the frame interval", minimum=0.01, maximum=1.0),
-        Option("jerk_probability", float, camera.CameraSpec.jerk_probability, "camera path: chance per frame of a sudden change of direction", minimum=0.0, maximum=1.0),
-    ),
-)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 WEIGHTS_NAME = "weights.safetensors"  # the best validation
@@ -145,62 +89,24 @@ class TrainConfig:
                 "train_data": self.train_data, "val_data": self.val_data}
 
 
-PATH_KEYS = ("output", "stage1_weights", "init_weights")
-
-
-def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A recipe file as a dict, its relative paths made relative to the file itself. A recipe
-    may name a `base` recipe: it is that one with the keys given here replaced, [blur] key by
-    key, and train_data or val_data whole."""
-    import tomllib
-
-    if path.resolve() in chain:
-        raise UsageError(f"{path}: base recipes form a loop")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path} is not valid TOML: {exc}") from None
-    if not isinstance(data.get("blur", {}), dict):
-        raise UsageError(f"{path}: [blur] must be a table")
-    for spec in data.get("train_data", []) + data.get("val_data", []):
-        if not isinstance(spec, dict):
-            raise UsageError(f"{path}: train_data and val_data entries must be tables ([[train_data]])")
-        if "path" in spec:
-            spec["path"] = str((path.parent / spec["path"]).resolve())
-    for key in PATH_KEYS:
-        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-            data[key] = str((path.parent / data[key]).resolve())
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    if not isinstance(base, str):
-        raise UsageError(f"{path}: base must be the file name of another recipe")
-    merged = _read_recipe(path.parent / base, chain + (path.resolve(),))
-    blur = merged.pop("blur", {}) | data.pop("blur", {})
-    return merged | data | {"blur": blur}
-
-
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A recipe (and its base recipes) with `overrides` on top; relative paths in files are
-    relative to the file, in overrides to the working directory."""
+    relative to the file, in overrides to the working directory. Paths in files are made
+    absolute: every checkpoint and weights file records the recipe, and so which files it used."""
     path = Path(path)
-    data = _read_recipe(path)
-    train_data, val_data = data.pop("train_data", []), data.pop("val_data", [])
-    blur = data.pop("blur", {})
-    values = TRAIN.defaults() | check_keys(data, [TRAIN], str(path))
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    values = resolve([TRAIN, BLUR], path, overrides or {}, absolute_paths=True)
     if values["batch"] is None:
         values["batch"] = 1 if values["stage"] == 1 else 2
     if values["crop"] % 16:
         raise UsageError(f"{path}: crop must be a multiple of 16; got {values['crop']}")
     if values["stage"] == 2 and values["stage1_weights"] is None:
         raise UsageError(f"{path}: stage 2 trains on stage-1 outputs: set stage1_weights")
-    if not train_data:
+    if not values["train_data"]:
         raise UsageError(f"{path}: no [[train_data]] sources")
     get_preset(values["preset"])
-    return TrainConfig(values, BLUR.defaults() | check_keys(blur, [BLUR], f"{path} [blur]"), train_data, val_data)
+    train = TRAIN.pick(values)
+    train_data, val_data = list(train.pop("train_data")), list(train.pop("val_data"))
+    return TrainConfig(train, BLUR.pick(values), train_data, val_data)
 
 
 def budget_lr(lr: float, min_lr: float, decay_start: int, steps: int, step: int) -> float:
