@@ -154,6 +154,23 @@ def test_rgb24_matches_the_engine_exactly(tiny_weights):
     assert all(np.array_equal(a, b) for a, b in zip(out, expected, strict=True))
 
 
+@pytest.mark.parametrize("fmt,dtype,padded", [(vs.RGBH, np.float16, np.float16), (vs.RGB24, np.uint8, np.float16), (vs.RGB48, np.uint16, np.float32)])
+def test_fp16_runs_half_precision_between_the_nodes_where_the_source_allows(tiny_weights, fmt, dtype, padded):
+    # RGBH means fp16 end to end: stage 1 travels to stage 2 as RGBH (half the copies and the
+    # frame cache) for sources whose codes float16 tells apart; 16-bit ones keep float32
+    frames = rgb_frames(4, dtype=np.uint8)
+    frames = [f.astype(np.float16) / 255 if dtype == np.float16 else f.astype(dtype) * (257 if dtype == np.uint16 else 1) for f in frames]
+    engine = Deblurrer(weights=tiny_weights, precision="fp16", scene_threshold=0)
+    assert engine.padded_dtype(np.dtype(dtype)) == padded
+    assert engine.stage1_padded(frames[0]).dtype == padded
+    out = to_arrays(atrous(to_clip(frames, fmt), weights=tiny_weights, precision="fp16", scene_threshold=0))
+    expected = list(engine.frames(frames))
+    assert out[0].dtype == dtype
+    # float16 carries 8-bit and float16 codes to within rounding: at most one code apart
+    one_code = {np.float16: 2e-3, np.uint8: 1, np.uint16: 0}[dtype]
+    assert max_diff(out, expected) <= one_code
+
+
 def test_missing_props_give_clear_errors_and_overrides_work(tiny_weights):
     yuv = core.std.BlankClip(width=WIDTH, height=HEIGHT, format=vs.YUV420P8, length=2)
     with pytest.raises(vs.Error, match="_Range"):

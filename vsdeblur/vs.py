@@ -41,7 +41,7 @@ __all__ = ["atrous"]
 _PROP_DIFF = "VsdeblurDiffNext"  # on stage-1 frames: the scene-cut rule's change to the next frame
 _SCENE_PROPS = ("_SceneChangePrev", "_SceneChangeNext")
 _graph_ids = itertools.count()
-_STAGE1_CACHE_BYTES = 1 << 30  # stage-1 frames kept (RGBS: 12 bytes a pixel): 40 at 1080p
+_STAGE1_CACHE_BYTES = 1 << 30  # stage-1 frames kept (RGBS: 12 bytes a pixel, 40 at 1080p; RGBH: 6)
 _NAME = "deblur.Atrous"  # every error message starts with it, once (the C shim looks for it)
 
 
@@ -115,27 +115,33 @@ def graph(work: vs.VideoNode, engine: Deblurrer, options: dict) -> vs.VideoNode:
     so that `vsdeblur bench --vapoursynth` can time it with the engine it compares against."""
     slots = _Slots(engine, options["num_streams"])
     graph_id = next(_graph_ids)  # keys the engine's encoder cache: graphs may share an engine
-    like_dtype = _dtype(work.format)
+    like = np.empty((work.height, work.width, 3), _dtype(work.format))  # the output's shape and dtype
 
     def interleaved(frame: vs.VideoFrame) -> np.ndarray:
         return np.stack([np.asarray(frame[p]) for p in range(3)], axis=-1)
 
-    def write(frame: vs.VideoFrame, planes: np.ndarray) -> vs.VideoFrame:
+    def planes(frame: vs.VideoFrame) -> list[np.ndarray]:
+        return [np.asarray(frame[p]) for p in range(3)]  # views, no copies
+
+    def write(frame: vs.VideoFrame, planar: np.ndarray) -> vs.VideoFrame:
+        """A copy of `frame` holding a 3 x H x W array."""
         out = frame.copy()
         for p in range(3):
-            np.copyto(np.asarray(out[p]), planes[..., p])
+            np.copyto(np.asarray(out[p]), planar[p])
         return out
 
     if engine.stage == 1:
         # no window: one node, and stage 1 is the whole engine (image == frames for one frame)
         def restore(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
             with slots():
-                return write(f, engine.image(interleaved(f)))
+                return write(f, engine.image(interleaved(f)).transpose(2, 0, 1))
 
         return _parallel(work, [work], restore)
 
     height, width = engine.padded_size(work.height, work.width)
-    blank = work.std.BlankClip(width=width, height=height, format=vs.RGBS, keep=True)
+    # stage 1 travels between the nodes in the dtype the engine hands it over in
+    padded_format = vs.RGBH if engine.padded_dtype(like.dtype) == np.float16 else vs.RGBS
+    blank = work.std.BlankClip(width=width, height=height, format=padded_format, keep=True)
     sources = [blank, work]
     threshold = options["scene_threshold"]
     if threshold:
@@ -143,22 +149,19 @@ def graph(work: vs.VideoNode, engine: Deblurrer, options: dict) -> vs.VideoNode:
 
     def stage1(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         with slots():
-            padded = engine.stage1_padded(interleaved(f[1]))
-        out = f[0].copy()
-        for p in range(3):
-            np.copyto(np.asarray(out[p]), padded[p])
+            out = write(f[0], engine.stage1_padded(planes(f[1])))
         for key in _SCENE_PROPS:
             if key in f[1].props:
                 out.props[key] = f[1].props[key]
         if threshold:
-            thumbnails = [luma_thumbnail([np.asarray(frame[p]) for p in range(3)]) for frame in f[1:3]]
+            thumbnails = [luma_thumbnail(planes(frame)) for frame in f[1:3]]
             out.props[_PROP_DIFF] = scene_change(*thumbnails)
         return out
 
     s1 = _parallel(blank, sources, stage1)
     # A fixed cache, so that stage 1 runs once per frame even when frames are requested far
     # out of order (the core's adaptive cache may drop a frame between two windows' reads).
-    cached = max(4 * (2 * engine.radius + 1), min(work.num_frames, _STAGE1_CACHE_BYTES // (12 * width * height)))
+    cached = max(4 * (2 * engine.radius + 1), min(work.num_frames, _STAGE1_CACHE_BYTES // (3 * engine.padded_dtype(like.dtype).itemsize * width * height)))
     vs.core.std.SetVideoCache(s1, mode=1, fixedsize=1, maxsize=cached, maxhistory=cached)
     r, last = engine.radius, work.num_frames - 1
     shifted = [_shift(s1, k) for k in range(-r, r + 1)]
@@ -180,10 +183,10 @@ def graph(work: vs.VideoNode, engine: Deblurrer, options: dict) -> vs.VideoNode:
         while end < min(n + r, last) and not cut_between(frames[end].props, frames[end + 1].props):
             end += 1
         indices = window_indices(n, r, start, end)
-        window = [[np.asarray(frames[i][p]) for p in range(3)] for i in indices]  # views, no copies
+        window = [planes(frames[i]) for i in indices]
         keys = [(graph_id, i) for i in indices]
         with slots():
-            result = engine.stage2_padded(window, keys, np.empty((work.height, work.width, 3), like_dtype))
+            result = engine.stage2_padded(window, keys, like, planar=True)
         return write(f[0], result)
 
     return _parallel(work, [work, *shifted], stage2)

@@ -18,7 +18,7 @@ from vsdeblur.engine.device import resolve_device, resolve_precision
 from vsdeblur.engine.networks import EngineStats, FrameState, Networks
 from vsdeblur.engine.schedule import CutTest, Scheduler
 from vsdeblur.engine.tiling import round_up
-from vsdeblur.engine.transfer import HostFrame, Transfer, check_frame
+from vsdeblur.engine.transfer import HostFrame, Transfer, check_frame, check_planes
 from vsdeblur.engine.window import SceneDetector, chosen_stage, window_radius
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset
@@ -161,17 +161,29 @@ class Deblurrer:
         """(height, width) of the arrays that `stage1_padded` returns for an H x W frame."""
         return round_up(height, self.multiple), round_up(width, self.multiple)
 
-    def stage1_padded(self, frame: np.ndarray) -> np.ndarray:
-        """Stage 1 of one H x W x 3 frame as float32 3 x H' x W' in [-1, 1]: exactly the
-        tensor that `frames` keeps."""
-        return HostFrame(self.networks.stage1(self.transfer.upload(check_frame(frame)))[0]).result()
+    def padded_dtype(self, source: np.dtype) -> np.dtype:
+        """The dtype of `stage1_padded`'s arrays for frames of dtype `source`: float16 when
+        the networks compute in fp16 and the source is 8-bit or float16, whose codes float16
+        still tells apart (half the memory and copies between VapourSynth's nodes); else
+        float32, so that deeper sources keep their precision between the stages."""
+        half = self.dtype == torch.float16 and np.dtype(source) in (np.dtype(np.uint8), np.dtype(np.float16))
+        return np.dtype(np.float16 if half else np.float32)
 
-    def stage2_padded(self, window: list[Sequence[np.ndarray]], keys: list[Hashable], like: np.ndarray) -> np.ndarray:
+    def stage1_padded(self, frame: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Stage 1 of one H x W x 3 frame, or of its three planes, as a 3 x H' x W' array in
+        [-1, 1] of `padded_dtype(frame's dtype)`: in float32, exactly the tensor that `frames`
+        keeps."""
+        checked = check_frame(frame) if isinstance(frame, np.ndarray) else check_planes(frame)
+        s1 = self.networks.stage1(self.transfer.upload(checked))[0]
+        dtype = self.padded_dtype(checked.dtype if isinstance(checked, np.ndarray) else checked[0].dtype)
+        return HostFrame(s1.to(torch.float16) if dtype == np.float16 else s1).result()
+
+    def stage2_padded(self, window: list[Sequence[np.ndarray]], keys: list[Hashable], like: np.ndarray, planar: bool = False) -> np.ndarray:
         """Stage 2 for the centre of a window of `stage1_padded` outputs (clamped to the scene
-        by the caller, see engine.window), as a frame of `like`'s shape and dtype. Each window
-        frame is a 3 x H' x W' array or its three planes (VapourSynth frames are planar); it is
-        read only when its key is not cached yet. Safe to call from several threads, each
-        under its own CUDA stream."""
+        by the caller, see engine.window), as a frame of `like`'s shape and dtype (3 x H x W
+        when `planar`). Each window frame is a 3 x H' x W' array or its three planes
+        (VapourSynth frames are planar); it is read only when its key is not cached yet. Safe
+        to call from several threads, each under its own CUDA stream."""
         if self.stage != 2:
             raise UsageError("stage2_padded needs an engine built with stage=2")
         if len(window) != 2 * self.radius + 1 or len(keys) != len(window):
@@ -181,7 +193,7 @@ class Deblurrer:
             return self.networks.frame_state(self.transfer.upload_padded(planes))
 
         result = self.scheduler.window([(key, lambda p=planes: state(p)) for planes, key in zip(window, keys, strict=True)])
-        return self._finish(result, like).result()
+        return self.transfer.download(result, like.shape, like.dtype, planar).result()
 
 
 def _pipelined(pending: Iterator[tuple[Any, HostFrame]]) -> Iterator[tuple[Any, np.ndarray]]:

@@ -44,6 +44,15 @@ def check_frame(frame: object, index: int | None = None) -> np.ndarray:
     return frame
 
 
+def check_planes(planes: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+    """Validate the three H x W planes of an RGB frame, as `check_frame` does a frame."""
+    if len(planes) != 3 or any(p.ndim != 2 or p.shape != planes[0].shape or p.dtype != planes[0].dtype for p in planes):
+        raise UsageError("a planar frame must be three H x W planes of one shape and dtype")
+    for plane in planes:  # a broadcast view: checked as a frame, with no copy
+        check_frame(np.broadcast_to(plane[..., None], (*plane.shape, 3)))
+    return planes
+
+
 class Transfer:
     """Moves frames to one device in one memory format, padded to the model's multiple."""
 
@@ -51,17 +60,26 @@ class Transfer:
         self.device, self.memory_format, self.multiple = device, memory_format, multiple
         self._pinned = device.type == "cuda"
 
-    def upload(self, frame: np.ndarray) -> torch.Tensor:
-        """H x W x 3 numpy -> padded 1 x 3 x H' x W' fp32 tensor in [-1, 1] on the device."""
-        host = torch.from_numpy(np.ascontiguousarray(frame))
-        if self._pinned:
-            host = host.pin_memory()
-        x = host.to(self.device, non_blocking=True).permute(2, 0, 1)[None].float()
-        x = x * (2.0 / FULL_SCALE[frame.dtype]) - 1.0
+    def upload(self, frame: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+        """An H x W x 3 frame, or its three H x W planes (VapourSynth's layout, copied straight
+        into a C x H x W tensor with no interleaved copy between) -> padded 1 x 3 x H' x W'
+        fp32 tensor in [-1, 1] on the device."""
+        if isinstance(frame, np.ndarray):
+            host = torch.from_numpy(np.ascontiguousarray(frame))
+            host = host.pin_memory() if self._pinned else host
+            x, dtype = host.to(self.device, non_blocking=True).permute(2, 0, 1), frame.dtype
+        else:
+            dtype = frame[0].dtype
+            host = torch.empty((3, *frame[0].shape), dtype=TORCH_DTYPES[dtype], pin_memory=self._pinned)
+            for p in range(3):
+                np.copyto(host[p].numpy(), frame[p])
+            x = host.to(self.device, non_blocking=True)
+        x = x[None].float()
+        x = x * (2.0 / FULL_SCALE[dtype]) - 1.0
         return pad_to_multiple(x.contiguous(memory_format=self.memory_format), self.multiple)
 
     def upload_padded(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
-        """Three H' x W' float32 planes already in [-1, 1] and padded -> 1 x 3 x H' x W'.
+        """Three H' x W' float planes already in [-1, 1] and padded -> 1 x 3 x H' x W' fp32.
         One copy per plane straight into a staging tensor: planes may be strided views of
         someone else's memory (VapourSynth frames)."""
         host = torch.empty((3, *planes[0].shape), dtype=torch.float32, pin_memory=self._pinned)
@@ -70,8 +88,9 @@ class Transfer:
         x = host.to(self.device, non_blocking=True)[None]
         return x.contiguous(memory_format=self.memory_format)
 
-    def download(self, y: torch.Tensor, shape: tuple[int, ...], dtype: np.dtype) -> HostFrame:
-        """Padded output tensor -> cropped to `shape` (H x W x 3), in `dtype`'s range."""
+    def download(self, y: torch.Tensor, shape: tuple[int, ...], dtype: np.dtype, planar: bool = False) -> HostFrame:
+        """Padded output tensor -> cropped to `shape` (H x W x ...), in `dtype`'s range; as
+        H x W x 3, or as 3 x H x W when `planar` (VapourSynth's layout)."""
         h, w = shape[:2]
         y = y[0, :, :h, :w]
         finite = torch.isfinite(y).all()  # NaN would otherwise be cast to black
@@ -79,7 +98,8 @@ class Transfer:
         scale = FULL_SCALE[np.dtype(dtype)]
         if scale != 1.0:
             y = (y * scale).round_()
-        return HostFrame(y.to(TORCH_DTYPES[np.dtype(dtype)]).permute(1, 2, 0), finite)
+        y = y.to(TORCH_DTYPES[np.dtype(dtype)])
+        return HostFrame(y if planar else y.permute(1, 2, 0), finite)
 
 
 class HostFrame:
