@@ -4,6 +4,7 @@ through vsdeblur-stream and scored against the blurred input and the best unshar
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import pytest
 from vsdeblur import benchmark
 from vsdeblur.evaluate import decoded
 from vsdeblur.train.data import dead_leaves
-from vsdeblur.train.metrics import psnr
+from vsdeblur.metrics import clip_vmaf, psnr
 
 from test_train import write_png
 
@@ -74,6 +75,33 @@ def test_the_best_unsharp_mask_never_loses_to_the_input_and_helps_blur():
     assert max(scores.values()) > as_is + 2
 
 
+def test_scores_by_psnr_and_vmaf_of_each_variant_and_baseline(material, tmp_path):
+    # two stand-in restorers on a real set: one gives the sharp clip back, one the blurred input
+    setup = benchmark.Setup(material, tmp_path, clips=1, frames=3, size=(64, 48))
+    photos = benchmark.photos_of(material, 1)
+    benchmark.build_set(setup, photos, log=lambda line: None)
+    for condition in benchmark.CONDITIONS:
+        for variant, kind in (("perfect", "sharp"), ("as-is", "blurred")):
+            (tmp_path / variant / condition.name).mkdir(parents=True)
+            shutil.copy(tmp_path / "set" / condition.name / f"{photos[0].stem}.{kind}.mkv", tmp_path / variant / condition.name / f"{photos[0].stem}.mkv")
+    rows = {r.condition: r for r in benchmark.score(setup, photos, ["perfect", "as-is"])}
+
+    sharp, blurred = benchmark.clip_pair(setup, benchmark.CONDITIONS[0], photos[0])
+    assert rows["mild"].vmaf["blurred"] == rows["mild"].vmaf["as-is"] == pytest.approx(clip_vmaf(blurred, sharp))
+    assert rows["mild"].vmaf["perfect"] > 97 and rows["strong"].vmaf["blurred"] < rows["mild"].vmaf["blurred"] < 90
+    strong_sharp, strong_blurred = benchmark.clip_pair(setup, benchmark.CONDITIONS[2], photos[0])
+    assert rows["strong"].vmaf["unsharp"] == pytest.approx(benchmark.unsharp_vmaf(strong_blurred, strong_sharp, rows["strong"].unsharp_setting))
+    assert benchmark.unsharp_vmaf(blurred, sharp, (1.0, 0.0)) == pytest.approx(clip_vmaf(blurred, sharp))  # amount 0 is the input
+    assert rows["none"].vmaf["blurred"] is None and rows["none"].vmaf["unsharp"] is None and rows["none"].vmaf["perfect"] > 97
+
+    text = benchmark.table(list(rows.values()), ["perfect", "as-is"])
+    psnr_table, vmaf_table = text.split("\n\n")
+    assert vmaf_table.splitlines()[-1].startswith("VMAF (vmaf_v0.6.1")
+    mild = next(line for line in vmaf_table.splitlines() if line.startswith("mild"))
+    assert mild.split()[1] == f"{rows['mild'].vmaf['blurred']:.2f}" and f"{rows['mild'].vmaf['perfect']:6.2f} (+" in mild
+    assert [line.split()[0] for line in psnr_table.splitlines()[1:7]] == ["mild", "medium", "strong", "shake", "none", "coherent"]
+
+
 @pytest.mark.slow
 def test_the_command_prints_one_table_of_every_condition(material, tmp_path, tiny_weights):
     json_path = tmp_path / "scores.json"
@@ -86,6 +114,8 @@ def test_the_command_prints_one_table_of_every_condition(material, tmp_path, tin
     report = json.loads(json_path.read_text())
     rows = {r["condition"]: r for r in report["rows"]}
     assert set(rows["mild"]["restored"]) == {"stage 1", "both stages"}
+    assert set(rows["mild"]["vmaf"]) == {"blurred", "unsharp", "stage 1", "both stages"}
+    assert all(isinstance(v, float) for v in rows["mild"]["vmaf"].values()) and "VMAF (vmaf_v0.6.1" in done.stdout
     assert rows["strong"]["unsharp"] >= rows["strong"]["blurred"]
     assert (tmp_path / "out" / "both-stages" / "strong" / "photo0.mkv").is_file()
 

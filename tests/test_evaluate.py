@@ -18,7 +18,7 @@ from vsdeblur.errors import UsageError
 from vsdeblur.io import Reader
 from vsdeblur.evaluate import PANEL_GAP, evaluate
 from vsdeblur.train.data import dead_leaves, decode_rgb
-from vsdeblur.train.metrics import psnr
+from vsdeblur.metrics import clip_vmaf, psnr
 from vsdeblur.train.synth import ShakeBlur, ShakeSpec
 
 
@@ -72,9 +72,12 @@ def test_evaluate_scores_and_rejects_mismatched_clips():
     result = evaluate(sharp, strong, mild)
     assert result.frames == 4
     assert result.blurred.psnr == pytest.approx(np.mean([psnr(b, s) for b, s in zip(strong, sharp)]))
-    assert result.gain.psnr > 3 and result.gain.ssim > 0
+    assert result.gain.psnr > 3 and result.gain.ssim > 0 and result.gain.vmaf > 10
+    assert result.restored.vmaf == pytest.approx(clip_vmaf(mild, sharp)) and result.blurred.vmaf == pytest.approx(clip_vmaf(strong, sharp))
     assert [f["frame"] for f in result.per_frame] == [0, 1, 2, 3]
+    assert result.restored.vmaf == pytest.approx(np.mean([f["restored_vmaf"] for f in result.per_frame]))
     assert "gain" in result.table() and f"{result.restored.psnr:.2f}" in result.table()
+    assert "VMAF" in result.table().splitlines()[0] and f"{result.gain.vmaf:+.2f}" in result.table()
 
     with pytest.raises(UsageError, match="the clips differ in length: restored ended after 3 frames"):
         evaluate(sharp, strong, mild[:3])
@@ -102,6 +105,9 @@ def test_eval_command_runs_the_model_and_writes_json_and_picture(tmp_path, tiny_
     assert scores["frames"] == 4
     assert scores["restored"]["psnr"] == pytest.approx(expected.restored.psnr, abs=1e-6)
     assert scores["blurred"]["psnr"] == pytest.approx(expected.blurred.psnr, abs=1e-6)
+    assert scores["restored"]["vmaf"] == pytest.approx(expected.restored.vmaf, abs=1e-6)
+    assert scores["gain"]["vmaf"] == pytest.approx(expected.gain.vmaf, abs=1e-6)
+    assert set(scores["per_frame"][0]) >= {"blurred_vmaf", "restored_vmaf"} and "vmaf_skipped" not in scores
 
     picture = next(decode_rgb(tmp_path / "compare.png"))
     assert picture.shape == (96, 3 * 96 + 2 * PANEL_GAP, 3)

@@ -147,7 +147,7 @@ def sample_shot() -> list[np.ndarray]:
 @pytest.mark.parametrize("lengths, floor", [((2.0, 6.0), 0.85), ((6.0, 12.0), 0.9), ((12.0, 24.0), 0.6)], ids=["2-6px", "6-12px", "12-24px"])
 def test_the_shipped_default_model_deblurs(sample_shot, lengths, floor):
     from vsdeblur.engine import Deblurrer
-    from vsdeblur.train import metrics
+    from vsdeblur import metrics
     from vsdeblur.train.synth import ShakeBlur, ShakeSpec
     from vsdeblur.weights import default_weights_path
 

@@ -22,7 +22,7 @@ from vsdeblur.errors import UsageError
 from vsdeblur.io import Colour, Reader, VideoInfo, Writer
 from vsdeblur.models import build_model, get_preset
 from vsdeblur.stream import stream
-from vsdeblur.train.metrics import psnr
+from vsdeblur.metrics import psnr
 from vsdeblur.weights import save_weights
 
 

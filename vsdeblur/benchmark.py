@@ -6,8 +6,9 @@ The set is deterministic: every photograph of the material folder (sorted by nam
 `frames` frames at `size`, and written losslessly (FFV1, RGB) with its sharp reference (the
 mid-exposure views). The clips are restored through vsdeblur-stream with its defaults, once
 with stage 1 alone and once with both stages, and scored as `vsdeblur eval` scores (8-bit RGB
-PSNR, means of per-frame scores). Baselines: the blurred input, and the best unsharp mask of a
-grid (chosen per condition on the set itself: an oracle, so it is a floor, not a rival).
+PSNR and VMAF, means of per-frame scores). Baselines: the blurred input, and the best unsharp
+mask of a grid (chosen per condition by PSNR on the set itself: an oracle, so it is a floor, not
+a rival).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import av
 import numpy as np
 
 from vsdeblur.errors import UsageError
-from vsdeblur.train.metrics import psnr, to_uint8
+from vsdeblur.metrics import clip_vmaf, psnr, to_uint8, vmaf_unavailable
 
 SEED = 20261204
 RATE = Fraction(24)
@@ -73,6 +74,9 @@ class Row:
     unsharp: float
     unsharp_setting: tuple[float, float]
     restored: dict[str, float] = field(default_factory=dict)  # "stage 1" / "both stages" -> PSNR
+    # VMAF of "blurred", "unsharp" (the setting chosen by PSNR) and each variant; None where the
+    # frames are too small for VMAF, and for the unblurred input and its unsharp mask
+    vmaf: dict[str, float | None] = field(default_factory=dict)
 
 
 def photos_of(material: Path, clips: int) -> list[Path]:
@@ -159,23 +163,39 @@ def clip_psnr(restored: list[np.ndarray], sharp: list[np.ndarray]) -> float:
     return float(np.mean([psnr(r, s) for r, s in zip(restored, sharp, strict=True)]))
 
 
-def unsharp_scores(blurred: list[np.ndarray], sharp: list[np.ndarray]) -> dict[tuple[float, float], float]:
-    """PSNR of every unsharp mask of the grid on one clip: x + amount * (x - gauss(x, sigma))."""
+def clip_vmaf_of(distorted: list[np.ndarray], sharp: list[np.ndarray]) -> float | None:
+    """The clip's VMAF, None where its frames are too small for VMAF."""
+    height, width = sharp[0].shape[:2]
+    return None if vmaf_unavailable(width, height) else clip_vmaf(distorted, sharp)
+
+
+def unsharp_masks(blurred: list[np.ndarray], sigmas: tuple[float, ...] = UNSHARP_SIGMAS,
+                  amounts: tuple[float, ...] = UNSHARP_AMOUNTS) -> Iterator[tuple[tuple[float, float], np.ndarray]]:
+    """((sigma, amount), float frames) of every unsharp mask of the grid on one clip:
+    x + amount * (x - gauss(x, sigma))."""
     import torch
     import torch.nn.functional as F
 
     x = torch.from_numpy(np.stack(blurred)).permute(0, 3, 1, 2).float() / 255
-    scores = {}
-    for sigma in UNSHARP_SIGMAS:
+    for sigma in sigmas:
         radius = int(np.ceil(3 * sigma))
         taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2 / (2 * sigma**2))
         taps = (taps / taps.sum()).expand(3, 1, 1, -1)
         soft = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), taps, groups=3)
         soft = F.conv2d(F.pad(soft, (0, 0, radius, radius), mode="reflect"), taps.transpose(2, 3), groups=3)
-        for amount in UNSHARP_AMOUNTS:
-            sharpened = (x + amount * (x - soft)).permute(0, 2, 3, 1).numpy()
-            scores[(sigma, amount)] = clip_psnr(list(sharpened), sharp)
-    return scores
+        for amount in amounts:
+            yield (sigma, amount), (x + amount * (x - soft)).permute(0, 2, 3, 1).numpy()
+
+
+def unsharp_scores(blurred: list[np.ndarray], sharp: list[np.ndarray]) -> dict[tuple[float, float], float]:
+    """PSNR of every unsharp mask of the grid on one clip."""
+    return {setting: clip_psnr(list(sharpened), sharp) for setting, sharpened in unsharp_masks(blurred)}
+
+
+def unsharp_vmaf(blurred: list[np.ndarray], sharp: list[np.ndarray], setting: tuple[float, float]) -> float | None:
+    """VMAF of one unsharp mask of the grid on one clip."""
+    (_, sharpened), = unsharp_masks(blurred, (setting[0],), (setting[1],))
+    return clip_vmaf_of(list(sharpened), sharp)
 
 
 def decoded_frames(path: Path) -> list[np.ndarray]:
@@ -209,45 +229,86 @@ def _slug(name: str) -> str:
 def score(setup: Setup, photos: list[Path], variants: list[str]) -> Iterator[Row]:
     for condition in CONDITIONS:
         blurred_scores, restored_scores = [], {v: [] for v in variants}
+        vmaf_scores: dict[str, list[float | None]] = {name: [] for name in ("blurred", "unsharp", *variants)}
         unsharp: dict[tuple[float, float], list[float]] = {}
+        blurred_input = condition.kind != "none"
         for photo in photos:
-            folder = setup.output / "set" / condition.name
-            sharp = decoded_frames(folder / f"{photo.stem}.sharp.mkv")
-            blurred = decoded_frames(folder / f"{photo.stem}.blurred.mkv")
-            blurred_scores.append(clip_psnr(blurred, sharp) if condition.kind != "none" else float("inf"))
-            if condition.kind != "none":
+            sharp, blurred = clip_pair(setup, condition, photo)
+            blurred_scores.append(clip_psnr(blurred, sharp) if blurred_input else float("inf"))
+            if blurred_input:
+                vmaf_scores["blurred"].append(clip_vmaf_of(blurred, sharp))
                 for setting, value in unsharp_scores(blurred, sharp).items():
                     unsharp.setdefault(setting, []).append(value)
             for variant in variants:
                 restored = decoded_frames(setup.output / _slug(variant) / condition.name / f"{photo.stem}.mkv")
                 restored_scores[variant].append(clip_psnr(restored, sharp))
+                vmaf_scores[variant].append(clip_vmaf_of(restored, sharp))
         best = max(unsharp, key=lambda s: np.mean(unsharp[s])) if unsharp else (0.0, 0.0)
+        if blurred_input:  # a second pass, since the setting is chosen over all the condition's clips
+            for photo in photos:
+                sharp, blurred = clip_pair(setup, condition, photo)
+                vmaf_scores["unsharp"].append(unsharp_vmaf(blurred, sharp, best))
         yield Row(condition.name, float(np.mean(blurred_scores)), float(np.mean(unsharp[best])) if unsharp else float("inf"),
-                  best, {v: float(np.mean(s)) for v, s in restored_scores.items()})
+                  best, {v: float(np.mean(s)) for v, s in restored_scores.items()},
+                  {name: _mean_or_none(values) for name, values in vmaf_scores.items()})
+
+
+def clip_pair(setup: Setup, condition: Condition, photo: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(sharp, blurred) frames of one clip of the set."""
+    folder = setup.output / "set" / condition.name
+    return decoded_frames(folder / f"{photo.stem}.sharp.mkv"), decoded_frames(folder / f"{photo.stem}.blurred.mkv")
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    """The mean, None when there is nothing to average or any value is missing."""
+    return None if not values or None in values else float(np.mean(values))
+
+
+class MetricRow(NamedTuple):
+    """One condition's scores by one metric."""
+
+    condition: str
+    blurred: float | None
+    unsharp: float | None
+    restored: dict[str, float | None]
 
 
 def table(rows: list[Row], variants: list[str]) -> str:
-    """One line per condition; gains over the blurred input in brackets; the mean over the
-    coherent conditions; the unblurred row as PSNR against the original."""
-    def cell(value: float, base: float) -> str:
-        return f"{value:6.2f} ({value - base:+.2f})" if np.isfinite(base) else f"{value:6.2f}"
+    """Two tables, PSNR then VMAF: one line per condition; gains over the blurred input in
+    brackets; the mean over the coherent conditions; the unblurred row against the original."""
+    psnr_rows = [MetricRow(r.condition, r.blurred, r.unsharp, r.restored) for r in rows]
+    vmaf_rows = [MetricRow(r.condition, r.vmaf["blurred"], r.vmaf["unsharp"], {v: r.vmaf[v] for v in variants}) for r in rows]
+    settings = {r.condition: r.unsharp_setting for r in rows}
+    return "\n\n".join([
+        _metric_table(psnr_rows, variants, settings, " dB",
+                      "PSNR in dB (8-bit RGB, mean of per-frame scores); in brackets the gain over the blurred input"),
+        _metric_table(vmaf_rows, variants, settings, "",
+                      "VMAF (vmaf_v0.6.1, mean of per-frame scores), the unsharp mask chosen by PSNR; "
+                      "in brackets the gain over the blurred input"),
+    ])
 
-    head = f"{'condition':<10} {'blurred':>8}  {'best unsharp mask':<24}" + "".join(f"  {v:<15}" for v in variants)
-    lines = [head]
-    for row in rows:
-        if row.condition == "none":
-            lines.append(f"{'none':<10} {'-':>8}  {'(against the original)':<24}" + "".join(f"  {row.restored[v]:6.2f} dB      " for v in variants))
+
+def _metric_table(rows: list[MetricRow], variants: list[str], settings: dict[str, tuple[float, float]], unit: str, legend: str) -> str:
+    def cell(value: float | None, base: float | None) -> str:
+        if value is None:
+            return "     -"
+        return f"{value:6.2f} ({value - base:+.2f})" if base is not None and np.isfinite(base) else f"{value:6.2f}"
+
+    lines = [f"{'condition':<10} {'blurred':>8}  {'best unsharp mask':<24}" + "".join(f"  {v:<15}" for v in variants)]
+    for condition, blurred, unsharp, restored in rows:
+        if condition == "none":
+            lines.append(f"{'none':<10} {'-':>8}  {'(against the original)':<24}" + "".join(f"  {cell(restored[v], None) + unit:<15}" for v in variants))
             continue
-        sigma, amount = row.unsharp_setting
-        lines.append(f"{row.condition:<10} {row.blurred:8.2f}  {cell(row.unsharp, row.blurred) + f' s{sigma:g} a{amount:g}':<24}"
-                     + "".join(f"  {cell(row.restored[v], row.blurred):<15}" for v in variants))
-    coherent = [r for r in rows if r.condition in COHERENT]
+        sigma, amount = settings[condition]
+        lines.append(f"{condition:<10} {cell(blurred, None):>8}  {cell(unsharp, blurred) + f' s{sigma:g} a{amount:g}':<24}"
+                     + "".join(f"  {cell(restored[v], blurred):<15}" for v in variants))
+    coherent = [row for row in rows if row.condition in COHERENT]
     if coherent:
-        blurred = float(np.mean([r.blurred for r in coherent]))
-        unsharp = float(np.mean([r.unsharp for r in coherent]))
-        lines.append(f"{'coherent':<10} {blurred:8.2f}  {cell(unsharp, blurred):<24}"
-                     + "".join(f"  {cell(float(np.mean([r.restored[v] for r in coherent])), blurred):<15}" for v in variants))
-    lines.append("PSNR in dB (8-bit RGB, mean of per-frame scores); in brackets the gain over the blurred input")
+        blurred = _mean_or_none([row.blurred for row in coherent])
+        unsharp = _mean_or_none([row.unsharp for row in coherent])
+        lines.append(f"{'coherent':<10} {cell(blurred, None):>8}  {cell(unsharp, blurred):<24}"
+                     + "".join(f"  {cell(_mean_or_none([row.restored[v] for row in coherent]), blurred):<15}" for v in variants))
+    lines.append(legend)
     return "\n".join(lines)
 
 
@@ -260,4 +321,6 @@ def run(setup: Setup, weights: Path | None, log=print) -> tuple[str, dict]:
     rows = list(score(setup, photos, list(variants)))
     report = {"set": setup.describe(photos), "weights": str(weights) if weights else "default",
               "rows": [asdict(r) for r in rows]}
-    return table(rows, list(variants)), report
+    text = table(rows, list(variants))
+    reason = vmaf_unavailable(*setup.size)
+    return (text if reason is None else f"{text}\nno VMAF: {reason}"), report

@@ -216,10 +216,11 @@ def synth(input, output, overwrite, quiet, **flags) -> None:
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="also write the scores (and per-frame scores) as JSON")
 @click.option("--picture", type=click.Path(path_type=Path, dir_okay=False), help="write a side-by-side PNG of the middle frame: blurred | restored | sharp")
 def evaluate(sharp, blurred, restored, max_frames, json_path, picture, **engine_flags) -> None:
-    """PSNR and SSIM of RESTORED and of BLURRED against SHARP (videos or images).
+    """PSNR, SSIM and VMAF of RESTORED and of BLURRED against SHARP (videos or images).
 
     Without RESTORED, the model (engine options below) restores BLURRED first.
-    Conventions: 8-bit RGB, PSNR over all channels, SSIM 11x11 Gaussian window; means over frames."""
+    Conventions: 8-bit RGB, PSNR over all channels, SSIM 11x11 Gaussian window, VMAF
+    vmaf_v0.6.1 (libvmaf; frames of at least 48x48); means over frames."""
     from vsdeblur.engine import Deblurrer
     from vsdeblur.evaluate import decoded, estimate_frames
     from vsdeblur.evaluate import evaluate as score
@@ -323,7 +324,7 @@ def benchmark(material, weights, output, clips, frames, size, json_path) -> None
     """Judge a model on camera-like blur it never trained on: mild, medium and strong blur from
     a camera moving along a continuous path, independent per-frame shake, and no blur at all;
     restored through vsdeblur-stream's defaults (stage 1 alone and both stages), against the
-    blurred input and the best unsharp mask (docs/training.md)."""
+    blurred input and the best unsharp mask, by PSNR and VMAF (docs/training.md)."""
     from vsdeblur.benchmark import Setup, run
 
     if weights is not None and not weights.is_file():

@@ -1,7 +1,7 @@
 """`vsdeblur eval`: how much a model restores. Scores the restored frames and the blurred input
-against the sharp reference, frame by frame, with the conventions of vsdeblur.train.metrics
-(8-bit RGB, PSNR over all channels, SSIM with an 11x11 Gaussian window), and draws a
-side-by-side picture of one frame: blurred | restored | sharp.
+against the sharp reference, frame by frame, with the conventions of vsdeblur.metrics (8-bit
+RGB, PSNR over all channels, SSIM with an 11x11 Gaussian window; VMAF by libvmaf on the same
+frames), and draws a side-by-side picture of one frame: blurred | restored | sharp.
 
 Frames arrive as iterables, so clips of any length are scored in bounded memory.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +19,7 @@ import av
 import numpy as np
 
 from vsdeblur.errors import UsageError
-from vsdeblur.train.metrics import psnr, ssim, to_uint8
+from vsdeblur.metrics import VmafMeter, psnr, ssim, to_uint8, vmaf_unavailable
 
 PANEL_GAP = 8  # pixels of black between the panels of the picture
 _END = object()
@@ -28,6 +29,7 @@ _END = object()
 class Scores:
     psnr: float
     ssim: float
+    vmaf: float | None  # None where the frames are too small for VMAF
 
 
 @dataclass
@@ -36,23 +38,30 @@ class Evaluation:
     blurred: Scores
     restored: Scores
     per_frame: list[dict] = field(repr=False)
+    vmaf_skipped: str | None = None  # why VMAF was not computed
 
     @property
     def gain(self) -> Scores:
-        return Scores(self.restored.psnr - self.blurred.psnr, self.restored.ssim - self.blurred.ssim)
+        vmaf = None if self.restored.vmaf is None or self.blurred.vmaf is None else self.restored.vmaf - self.blurred.vmaf
+        return Scores(self.restored.psnr - self.blurred.psnr, self.restored.ssim - self.blurred.ssim, vmaf)
 
     def as_dict(self) -> dict:
+        skipped = {"vmaf_skipped": self.vmaf_skipped} if self.vmaf_skipped else {}
         return {"frames": self.frames, "blurred": asdict(self.blurred), "restored": asdict(self.restored),
-                "gain": asdict(self.gain), "per_frame": self.per_frame,
+                "gain": asdict(self.gain), "per_frame": self.per_frame, **skipped,
                 "conventions": "8-bit RGB; PSNR over all channels; SSIM 11x11 Gaussian (sigma 1.5), per channel, "
-                               "averaged; clip scores are means of per-frame scores"}
+                               "averaged; VMAF vmaf_v0.6.1 (libvmaf) on the frames' luma (BT.709 for HD, BT.601 "
+                               "below, limited range); clip scores are means of per-frame scores"}
 
     def table(self) -> str:
         rows = [("blurred input", self.blurred, ""), ("restored", self.restored, ""), ("gain", self.gain, "+")]
-        lines = [f"{'':<16} {'PSNR (dB)':>10} {'SSIM':>8}"]
+        lines = [f"{'':<16} {'PSNR (dB)':>10} {'SSIM':>8} {'VMAF':>7}"]
         for name, s, sign in rows:
-            lines.append(f"{name:<16} {s.psnr:>{sign}10.2f} {s.ssim:>{sign}8.4f}")
+            vmaf = f"{s.vmaf:>{sign}7.2f}" if s.vmaf is not None else f"{'-':>7}"
+            lines.append(f"{name:<16} {s.psnr:>{sign}10.2f} {s.ssim:>{sign}8.4f} {vmaf}")
         lines.append(f"({self.frames} frames)")
+        if self.vmaf_skipped:
+            lines.append(f"no VMAF: {self.vmaf_skipped}")
         return "\n".join(lines)
 
 
@@ -63,23 +72,37 @@ def evaluate(sharp: Iterable[np.ndarray], blurred: Iterable[np.ndarray], restore
     last frame, for shorter clips) when `picture` is given."""
     per_frame: list[dict] = []
     shown: tuple[np.ndarray, ...] | None = None
-    for index, (s, b, r) in enumerate(_zip_exact(sharp, blurred, restored)):
-        if not (s.shape == b.shape == r.shape):
-            raise UsageError(f"frame {index}: sizes differ (sharp {_size(s)}, blurred {_size(b)}, restored {_size(r)})")
-        per_frame.append({"frame": index, "blurred_psnr": psnr(b, s), "restored_psnr": psnr(r, s),
-                          "blurred_ssim": ssim(b, s), "restored_ssim": ssim(r, s)})
-        if index <= picture_frame:
-            shown = (b, r, s)
-    if not per_frame:
-        raise UsageError("nothing to evaluate: no frames")
+    vmaf_skipped: str | None = None
+    with ExitStack() as stack:
+        meters = {name: stack.enter_context(VmafMeter()) for name in ("blurred", "restored")}
+        for index, (s, b, r) in enumerate(_zip_exact(sharp, blurred, restored)):
+            if not (s.shape == b.shape == r.shape):
+                raise UsageError(f"frame {index}: sizes differ (sharp {_size(s)}, blurred {_size(b)}, restored {_size(r)})")
+            if index == 0:
+                vmaf_skipped = vmaf_unavailable(s.shape[1], s.shape[0])
+            per_frame.append({"frame": index, "blurred_psnr": psnr(b, s), "restored_psnr": psnr(r, s),
+                              "blurred_ssim": ssim(b, s), "restored_ssim": ssim(r, s)})
+            if vmaf_skipped is None:
+                meters["blurred"].add(b, s)
+                meters["restored"].add(r, s)
+            if index <= picture_frame:
+                shown = (b, r, s)
+        if not per_frame:
+            raise UsageError("nothing to evaluate: no frames")
+        if vmaf_skipped is None:
+            for name, meter in meters.items():
+                for scores, vmaf in zip(per_frame, meter.scores(), strict=True):
+                    scores[f"{name}_vmaf"] = vmaf
     if picture is not None and shown is not None:
         write_picture(side_by_side(*shown), picture)
 
-    def mean(key: str) -> float:
-        return float(np.mean([f[key] for f in per_frame]))
+    def mean(clip: str) -> Scores:
+        def of(metric: str) -> float:
+            return float(np.mean([f[f"{clip}_{metric}"] for f in per_frame]))
 
-    return Evaluation(len(per_frame), Scores(mean("blurred_psnr"), mean("blurred_ssim")),
-                      Scores(mean("restored_psnr"), mean("restored_ssim")), per_frame)
+        return Scores(of("psnr"), of("ssim"), None if vmaf_skipped else of("vmaf"))
+
+    return Evaluation(len(per_frame), mean("blurred"), mean("restored"), per_frame, vmaf_skipped)
 
 
 def decoded(path: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:

@@ -1,5 +1,5 @@
 """A fixed validation set: held-out sharp frames blurred once with seeded camera shake, and
-the scores (metrics.py) of a model on it, run through the engine as users run it."""
+the scores (vsdeblur.metrics) of a model on it, run through the engine as users run it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vsdeblur import metrics
 from vsdeblur.errors import UsageError
-from vsdeblur.train import camera, metrics, synth
+from vsdeblur.train import camera, synth
 from vsdeblur.train.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, BlurRecipe, _files, _resize, read_image, read_video
 
 
