@@ -45,8 +45,8 @@ def decoded(path: Path) -> tuple[list[np.ndarray], list[int], list[tuple[str, in
 
 def assert_same_video(a: Path, b: Path) -> None:
     """Same pixels, pts and other streams. Meant for lossless outputs, whose pixels are the
-    restored frames themselves whatever a lossy encoder decides (x264's AVX-512 code once made
-    CRF outputs differ between runs: test_io checks the encoder on its own)."""
+    restored frames themselves whatever a lossy encoder decides (x264's AVX-512 code makes CRF
+    outputs differ between runs, which writer.py avoids and test_io checks on its own)."""
     fa, pa, oa = decoded(a)
     fb, pb, ob = decoded(b)
     assert pa == pb
@@ -166,7 +166,7 @@ def batch_cli(*args: str, **kwargs) -> subprocess.Popen:
 
 def test_sigkill_then_resume_redoes_no_finished_chunk(tmp_path, tiny_weights, settings):
     # 24 chunks: enough left after the second finishes that the kill lands mid-job even when
-    # chunks take a few milliseconds (6 once finished between two polls on an idle machine)
+    # chunks take a few milliseconds (on an idle machine up to 6 finish between two polls)
     clip = sliding_noise_clip(tmp_path / "long.mp4", 96, seed=3)
     args = [str(clip), "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu",
             "--workers", "1", "--chunk-frames", "4", "--lossless"]

@@ -276,9 +276,9 @@ def test_a_lossless_source_is_encoded_losslessly_unless_told_otherwise(tmp_path)
 
 
 def test_x264_output_does_not_depend_on_what_memory_held(tmp_path):
-    # glibc fills each fresh allocation with MALLOC_PERTURB_'s byte. x264's AVX-512 code read
-    # such memory: the same frames gave three different streams for three bytes, and decoded
-    # pixels up to 25 levels apart (vsdeblur now keeps x264 below AVX-512; see writer.py)
+    # glibc fills each fresh allocation with MALLOC_PERTURB_'s byte. x264's AVX-512 code reads
+    # such memory: the same frames give three different streams for three bytes, and decoded
+    # pixels up to 25 levels apart, which is why vsdeblur keeps x264 below AVX-512 (writer.py)
     clip = sliding_noise_clip(tmp_path / "a.mp4", 10, seed=1)
     # in a process of its own, so that MALLOC_PERTURB_ applies
     script = "import sys; from pathlib import Path; from media import copy_through; copy_through(*map(Path, sys.argv[1:]))"

@@ -93,7 +93,7 @@ def test_stage2_output_is_centre_stage1_image_plus_residual():
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_an_untrained_stage2_starts_close_to_its_centre_input(preset):
     # Stage 2 trains on top of a trained stage 1: starting far from its input would throw that
-    # work away first (its weight-normalised output layer once started at full gain, 0.3 off).
+    # work away first (at full gain its weight-normalised output layer would start 0.3 off).
     torch.manual_seed(0)
     net = build_model(preset, 2).eval()
     frames = [torch.rand(1, 3, 64, 64) * 2 - 1 for _ in range(3)]

@@ -441,9 +441,9 @@ def test_bad_training_configs(tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_training_with_one_line(tmp_path):
     # Large batches keep the workers' queue threads busy handing batches over: stopped right
-    # after the first step, a worker that shut down the usual way aborted (8 runs of 8), and
-    # torch printed a page of traceback after "terminated"; or, once workers left at once, a
-    # worker's resource sharer printed the main process's hang-up (4 of 8).
+    # after the first step, a worker that shuts down the usual way aborts (8 runs of 8), and
+    # torch prints a page of traceback after "terminated"; a worker that leaves at once but does
+    # not silence its resource sharer prints the main process's hang-up (4 of 8).
     config = write_config(tmp_path)
     config.write_text(config.read_text().replace("batch = 2", "batch = 16\nworkers = 2").replace("crop = 48", "crop = 192")
                       .replace("steps = 6", "steps = 100000").replace("validate_every = 3", "validate_every = 1000"))

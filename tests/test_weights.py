@@ -138,12 +138,10 @@ def sample_shot() -> list[np.ndarray]:
     return [np.ascontiguousarray(f[200:456, 300:684]) for f in frames]
 
 
-# Mean gains of the shipped model (stage 2 over 7 frames) here: +1.02, +1.20 and +0.84 dB (the
-# previous default: +0.96, +1.07, +0.76); over 5 frames +0.83, +0.85 and +0.57, over 3 +0.69,
-# +0.66 and +0.50 (docs/training.md). Each
+# Mean gains of the shipped model (stage 2 over 7 frames) here: +1.02, +1.20 and +0.84 dB. Each
 # frame is shaken with its own kernel, as `vsdeblur synth` does. The floors sit below the gains, so
-# the test catches a default that stops deblurring or starts damaging; the 5-frame model fails all
-# three, stage 1 alone (+0.51, +0.16, +0.04) too.
+# the test catches a default that stops deblurring or starts damaging: stage 2 over 5 frames
+# (+0.83, +0.85, +0.57) fails all three, stage 1 alone (+0.51, +0.16, +0.04) too (docs/training.md).
 @pytest.mark.parametrize("lengths, floor", [((2.0, 6.0), 0.85), ((6.0, 12.0), 0.9), ((12.0, 24.0), 0.6)], ids=["2-6px", "6-12px", "12-24px"])
 def test_the_shipped_default_model_deblurs(sample_shot, lengths, floor):
     from vsdeblur.engine import Deblurrer

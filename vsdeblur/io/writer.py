@@ -306,9 +306,9 @@ def names_a_rate(settings: Mapping[str, Any]) -> bool:
     return settings.get("crf") is not None or not {"crf", "qp"}.isdisjoint(given)
 
 
-# x264's AVX-512 code reads memory it has not written: at a CRF, the same frames came out
-# differently from run to run, and changed with what the heap held (MALLOC_PERTURB_). Without
-# AVX-512 every run was identical, as fast (720p, 2 cores). AVX2,Cache64 is what x264 detects on
+# x264's AVX-512 code reads memory it has not written: at a CRF, the same frames come out
+# differently from run to run, and change with what the heap holds (MALLOC_PERTURB_). Without
+# AVX-512 every run is identical, and as fast (720p, 2 cores). AVX2,Cache64 is what x264 detects on
 # such a CPU, less AVX-512; an asm the user gives in x264-params wins.
 X264_WITHOUT_AVX512 = "asm=AVX2,Cache64"
 

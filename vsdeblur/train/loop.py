@@ -140,10 +140,9 @@ class StepBatches(torch.utils.data.Dataset):
 
 
 # A warnings filter for multiprocessing's resource tracker, which takes its -W options from this
-# process when it starts. A run stopped by an error (an unreadable training image) sometimes
-# left one semaphore of the loader's queues registered and never unregistered (1 to 4 runs in 40
-# under load; once a queue's write lock; the cause was not found), and the tracker then printed
-# its "leaked semaphore" warnings after the run's one line. It still removes what was left.
+# process when it starts. A run stopped by an error (an unreadable training image) can leave one
+# semaphore of the loader's queues registered (rarely, under load), and the tracker would print
+# its "leaked semaphore" warnings after the run's one line; it removes the semaphore either way.
 QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
 
 
