@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard plugin/*) vsdeblur/config.py
 	@test -n "$(PYTHON)" || { echo "error: Python 3.12 or newer not found (install python3.12)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,train,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[test,train,ray,onnx,openvino]'
 	$(BIN)/python -m vapoursynth config >/dev/null
 	touch $(STAMP)
 

@@ -336,6 +336,21 @@ def benchmark(material, weights, output, clips, frames, size, json_path) -> None
         json_path.write_text(json.dumps(report, indent=1) + "\n")
 
 
+@main.command("export")
+@click.argument("weights", type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="folder to create (missing or empty) for the graphs and vsdeblur-onnx.json")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="the networks' precision; images stay float32")
+def export_command(weights, output, precision) -> None:
+    """ONNX graphs of a model for ONNX Runtime, OpenVINO, TensorRT or vs-mlrt: stage 1, stage 2's
+    per-frame encoder and its aggregation over the window, with dynamic height, width and batch,
+    described in vsdeblur-onnx.json and each checked against PyTorch with ONNX Runtime."""
+    from vsdeblur.export import export_onnx
+    from vsdeblur.weights import read_weights
+
+    export_onnx(read_weights(weights), output, precision, log=click.echo)
+
+
 def _parse_size(size: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in size.lower().split("x"))

@@ -1,0 +1,90 @@
+"""What every runner of exported graphs shares: finding the graphs (an exported folder, or a
+weights file exported into the cache on first use), and turning the engine's tensors into a
+graph's named inputs and its outputs back into tensors."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+
+from vsdeblur.errors import UsageError
+from vsdeblur.export import cached_export, read_manifest
+from vsdeblur.weights import Weights, read_weights, resolve_weights
+
+Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]  # a loaded graph: named inputs -> outputs in order
+
+
+def require(backend: str, module: str, extra: str) -> ModuleType:
+    """The runtime's package, or one line saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"backend {backend!r} needs the {module} package: pip install 'vsdeblur[{extra}]'") from None
+
+
+def exported_folder(source: str | os.PathLike | Weights | None, precision: str, cache: str | os.PathLike | None) -> Path:
+    """`source` when it is an exported folder; otherwise the cached export of a weights file
+    (None: the shipped default)."""
+    if isinstance(source, Weights):
+        return cached_export(source, precision, cache)
+    if source is not None and Path(source).is_dir():
+        return Path(source)
+    weights = resolve_weights(None) if source is None else read_weights(source)
+    return cached_export(weights, precision, cache)
+
+
+class GraphRunner:
+    """The three graphs of an export, loaded by a runtime (a subclass's `load`)."""
+
+    name = ""
+    module = ""  # the runtime's Python package
+    extra = ""  # the pyproject extra that installs it
+
+    def __init__(self, source: str | os.PathLike | Weights | None = None, *, precision: str = "fp32",
+                 cache: str | os.PathLike | None = None, threads: int = 0) -> None:
+        """source: a folder written by `vsdeblur export`, or a weights file (a path or Weights;
+        None for the shipped default) exported at `precision` into `cache` (default
+        ~/.cache/vsdeblur/onnx) on first use. threads: the runtime's CPU threads, 0 for its default."""
+        self.runtime = require(self.name, self.module, self.extra)
+        self.folder = exported_folder(source, precision, cache)
+        self.manifest = read_manifest(self.folder)
+        self.precision = self.manifest["precision"]
+        self.frames = 2 * self.manifest["radius"] + 1 if self.manifest["radius"] is not None else None
+        self._specs = self.manifest["graphs"]
+        self._graphs = {name: self.load(self.folder / spec["file"], threads) for name, spec in self._specs.items()}
+
+    def load(self, path: Path, threads: int) -> Run:
+        raise NotImplementedError
+
+    def stage1(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage 1 of N x 3 x H x W images in [-1, 1] (H, W multiples of the stage-1 multiple)."""
+        return self._run("stage1", {"input": x})[0]
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Stage 2's feature pyramid of N x 3 x H x W stage-1 images: full resolution ... 1/16."""
+        return self._run("encode", {"input": x})
+
+    def aggregate(self, pyramids: list[list[torch.Tensor]], centre: torch.Tensor) -> torch.Tensor:
+        """Stage 2's output for the centre of a window of 2r+1 pyramids (centre in the middle)
+        whose centre stage-1 image is `centre`."""
+        if self.frames is not None and len(pyramids) != self.frames:
+            raise UsageError(f"{self.folder} aggregates windows of {self.frames} frames, not {len(pyramids)}")
+        named = {f"frame{i}_level{level}": t for i, pyramid in enumerate(pyramids) for level, t in enumerate(pyramid)}
+        return self._run("aggregate", {"centre": centre, **named})[0]
+
+    def _run(self, graph: str, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        spec = self._specs.get(graph)
+        if spec is None:
+            stages = " and ".join(map(str, self.manifest["stages"]))
+            raise UsageError(f"{self.folder} holds the graphs of stage {stages} only, not {graph}")
+        feed = {
+            port["name"]: tensors[port["name"]].detach().to("cpu", getattr(torch, port["dtype"])).contiguous().numpy()
+            for port in spec["inputs"]
+        }
+        return [torch.from_numpy(array) for array in self._graphs[graph](feed)]

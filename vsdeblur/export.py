@@ -1,0 +1,363 @@
+"""ONNX export: a model's networks as graphs that ONNX Runtime, OpenVINO, TensorRT and vs-mlrt run.
+
+Three graphs, so that stage 2's per-frame work still runs once per frame, as in the engine:
+
+- `stage1`: image -> deblurred image;
+- `encode`: stage 2's per-frame encoder, image -> feature pyramid (`level0` at full
+  resolution ... `level4` at 1/16);
+- `aggregate`: stage 2 over a window of 2r+1 frames: the centre's stage-1 image and the
+  window's pyramids -> the centre's output. It takes only what the network reads: every
+  frame's coarser levels and the centre's full-resolution level.
+
+Height and width are dynamic (multiples of the stage's multiple), the batch too. Images are
+NCHW RGB in [-1, 1] and stay float32 at every precision; with `fp16` the networks and their
+features are float16. `vsdeblur-onnx.json` beside the graphs describes each input and output,
+and what the export check found: every graph run by ONNX Runtime on random inputs of two sizes
+against the PyTorch network it came from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vsdeblur import __version__
+from vsdeblur.errors import UsageError
+from vsdeblur.models import Preset, fold_scales
+from vsdeblur.weights import Weights, tensor_digest
+
+MANIFEST = "vsdeblur-onnx.json"
+FORMAT = "vsdeblur-onnx"
+FORMAT_VERSION = "1"
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+# The sides a graph is traced and checked at are at least this (the CLI's smallest frame): at
+# 1/16 a stage-2 level is then 2 pixels, what its reflect padding needs.
+MIN_SIDE = 32
+CHECK_SHAPES = ((1, 32, 48), (2, 64, 32))  # N, H, W: two sizes (each side a multiple of 16), two batches
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # largest |ONNX Runtime - PyTorch| an export accepts
+
+
+class OutputExists(UsageError):
+    """The export's output folder exists and holds something."""
+
+
+@dataclass(frozen=True)
+class Port:
+    """One input or output of a graph: N x channels x H/2^level x W/2^level."""
+
+    name: str
+    channels: int
+    level: int = 0
+    image: bool = True  # images are float32 at every precision; features are in the network's
+
+    def shape(self) -> list[int | str]:
+        scale = "" if self.level == 0 else f"/{2 ** self.level}"
+        return ["N", self.channels, f"H{scale}", f"W{scale}"]
+
+
+@dataclass
+class Graph:
+    """A network to export, as a module over flat tensors, and its ports."""
+
+    name: str
+    stage: int
+    module: nn.Module
+    inputs: list[Port]
+    outputs: list[Port]
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.onnx"
+
+
+# Each graph's module takes its inputs as one flat list, as an ONNX graph does, so that one
+# form of dynamic_shapes fits them all.
+
+
+class _Stage1(nn.Module):
+    def __init__(self, atrous: nn.Module) -> None:
+        super().__init__()
+        self.atrous = atrous
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.atrous(*inputs)
+
+
+class _Encode(nn.Module):
+    def __init__(self, mlfa: nn.Module) -> None:
+        super().__init__()
+        self.mlfa = mlfa
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.mlfa.encode(*inputs))
+
+
+class _Aggregate(nn.Module):
+    """MLFA.aggregate over the centre image and the features it reads, in `aggregate_inputs` order."""
+
+    def __init__(self, mlfa: nn.Module) -> None:
+        super().__init__()
+        self.mlfa = mlfa
+        self.frames, self.levels = mlfa.frames, len(mlfa.cfg.encoder_widths)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        centre, features = inputs[0], inputs[1:]
+        middle = self.frames // 2
+        window = [
+            [features[0] if i == middle else None, *features[1 + i * self.levels : 1 + (i + 1) * self.levels]]
+            for i in range(self.frames)
+        ]
+        return self.mlfa.aggregate(window, centre)
+
+
+def pyramid_ports(preset: Preset, prefix: str = "level") -> list[Port]:
+    widths = (preset.stage2.head_width, *preset.stage2.encoder_widths)
+    return [Port(f"{prefix}{level}", width, level, image=False) for level, width in enumerate(widths)]
+
+
+def aggregate_inputs(preset: Preset) -> list[Port]:
+    """The centre image, the centre frame's full-resolution features, then frame by frame
+    its levels 1 ... 4: what MLFA.aggregate reads of a window's pyramids."""
+    frames = 2 * preset.stage2.radius + 1
+    per_frame = [pyramid_ports(preset, f"frame{i}_level") for i in range(frames)]
+    return [Port("centre", 3), per_frame[frames // 2][0], *(port for ports in per_frame for port in ports[1:])]
+
+
+def graphs(weights: Weights, precision: str) -> list[Graph]:
+    """The graphs of every stage that `weights` holds, from the folded networks in eval mode."""
+    dtype = PRECISIONS[precision]
+
+    def network(stage: int) -> nn.Module:
+        return fold_scales(weights.build(stage)).requires_grad_(False).to(dtype)
+
+    found = []
+    if 1 in weights.stages:
+        found.append(Graph("stage1", 1, _Stage1(network(1)), [Port("input", 3)], [Port("output", 3)]))
+    if 2 in weights.stages:
+        mlfa = network(2)
+        found.append(Graph("encode", 2, _Encode(mlfa), [Port("input", 3)], pyramid_ports(weights.preset)))
+        found.append(Graph("aggregate", 2, _Aggregate(mlfa), aggregate_inputs(weights.preset), [Port("output", 3)]))
+    for graph in found:
+        graph.module.eval()
+    return found
+
+
+def example_inputs(graph: Graph, shape: tuple[int, int, int], dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
+    """Random inputs for `graph` at batch N and size H x W: images uniform in [-1, 1], features
+    normal. Each its own tensor: the exporter takes inputs that are one object as one input."""
+    n, h, w = shape
+    generator = torch.Generator().manual_seed(seed)
+    tensors = []
+    for port in graph.inputs:
+        size = (n, port.channels, h >> port.level, w >> port.level)
+        if port.image:
+            tensors.append(torch.rand(size, generator=generator) * 2 - 1)
+        else:
+            tensors.append(torch.randn(size, generator=generator).to(dtype))
+    return tensors
+
+
+def dynamic_shapes(graph: Graph, multiple: int) -> tuple[tuple[dict, ...]]:
+    """Batch, height and width free; every port's sides derived from one height and one width
+    in units of `multiple`, so the exporter knows each level is the finer one halved."""
+    batch = torch.export.Dim("batch")
+    least = max(1, -(-MIN_SIDE // multiple))
+    height, width = torch.export.Dim("height", min=least), torch.export.Dim("width", min=least)
+
+    def side(dim: torch.export.Dim, level: int) -> object:
+        factor = multiple >> level
+        return dim * factor if factor > 1 else dim
+
+    return (tuple({0: batch, 2: side(height, p.level), 3: side(width, p.level)} for p in graph.inputs),)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter logs that torchvision's operators are not registered and warns about every
+    derived axis name; neither concerns these networks."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"# The axis name")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_graph(graph: Graph, path: Path, multiple: int, dtype: torch.dtype) -> None:
+    """Write one graph. torch.onnx's torch.export-based exporter (dynamo=True, which needs
+    onnxscript): it is torch's default since 2.9, while the TorchScript exporter warns that it
+    is deprecated and is to be removed; torch.export also states the dynamic sides as multiples
+    of the stage's multiple instead of tracing one size."""
+    # a batch of 2: torch.export takes a side of 1 for a constant
+    example = tuple(example_inputs(graph, (2, 2 * MIN_SIDE, 3 * MIN_SIDE), dtype, seed=0))
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            graph.module,
+            example,
+            dynamo=True,
+            verbose=False,
+            input_names=[p.name for p in graph.inputs],
+            output_names=[p.name for p in graph.outputs],
+            dynamic_shapes=dynamic_shapes(graph, multiple),
+        )
+    # one self-contained file a graph (no external data), as vs-mlrt and trtexec take it
+    program.save(str(path), external_data=False)
+
+
+def check_graph(graph: Graph, path: Path, dtype: torch.dtype) -> float:
+    """The largest |ONNX Runtime - PyTorch| over every output, on random inputs of CHECK_SHAPES."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for seed, shape in enumerate(CHECK_SHAPES, start=1):
+        inputs = example_inputs(graph, shape, dtype, seed)
+        with torch.no_grad():
+            expected = graph.module(*inputs)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        got = session.run(None, {p.name: t.numpy() for p, t in zip(graph.inputs, inputs)})
+        for want, have in zip(expected, got):
+            worst = max(worst, float(np.abs(have.astype(np.float32) - want.float().numpy()).max()))
+    return worst
+
+
+def _port_json(port: Port, dtype: torch.dtype) -> dict:
+    return {"name": port.name, "shape": port.shape(), "dtype": "float32" if port.image else str(dtype).removeprefix("torch.")}
+
+
+def manifest(weights: Weights, precision: str, exported: list[Graph], diffs: dict[str, float]) -> dict:
+    """The description written beside the graphs."""
+    import onnxruntime
+
+    dtype = PRECISIONS[precision]
+    preset = weights.preset
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vsdeblur": __version__,
+        "torch": torch.__version__,
+        "weights": weights.path.name,
+        "weights_tensors_sha256": tensor_digest(weights.tensors),  # as in the weights file's header
+        "preset": preset.to_dict(),
+        "stages": list(weights.stages),
+        "radius": preset.stage2.radius if 2 in weights.stages else None,
+        "multiples": {str(stage): preset.multiple(stage) for stage in weights.stages},
+        "precision": precision,
+        "value_range": [-1.0, 1.0],
+        "layout": "NCHW",
+        "channels": "RGB",
+        "graphs": {
+            g.name: {
+                "file": g.file,
+                "stage": g.stage,
+                "multiple": preset.multiple(g.stage),
+                "inputs": [_port_json(p, dtype) for p in g.inputs],
+                "outputs": [_port_json(p, dtype) for p in g.outputs],
+            }
+            for g in exported
+        },
+        "check": {
+            "runtime": f"onnxruntime {onnxruntime.__version__} (CPU)",
+            "shapes": [list(s) for s in CHECK_SHAPES],
+            "max_abs_diff": diffs,
+            "tolerance": TOLERANCE[precision],
+        },
+    }
+
+
+def require_exporter() -> None:
+    """One line naming the extra when the exporter's packages are missing."""
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UsageError(f"exporting to ONNX needs the {module} package: pip install 'vsdeblur[onnx]'") from None
+
+
+def export_onnx(weights: Weights, output: str | os.PathLike, precision: str = "fp32",
+                log: Callable[[str], None] | None = None) -> dict:
+    """Export every stage of `weights` into the new folder `output`, check each graph against
+    PyTorch, and return the manifest. Written into a folder beside `output` and renamed into
+    place: `output` appears complete or not at all."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise OutputExists(f"{output} exists and is not an empty folder; choose a new one")
+    require_exporter()
+    dtype = PRECISIONS[precision]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.{os.getpid()}.part")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        exported, diffs = graphs(weights, precision), {}
+        for graph in exported:
+            path = partial / graph.file
+            export_graph(graph, path, weights.preset.multiple(graph.stage), dtype)
+            diffs[graph.name] = check_graph(graph, path, dtype)
+            if diffs[graph.name] > TOLERANCE[precision]:
+                raise RuntimeError(f"the exported {graph.name} graph differs from PyTorch by up to {diffs[graph.name]:.3g}")
+            if log is not None:
+                log(f"{graph.name}: {output / graph.file} (ONNX Runtime within {diffs[graph.name]:.2g} of PyTorch)")
+        description = manifest(weights, precision, exported, diffs)
+        (partial / MANIFEST).write_text(json.dumps(description, indent=2) + "\n")
+        try:
+            os.replace(partial, output)  # onto a missing or empty folder only
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise OutputExists(f"{output} was filled by someone else during the export") from None
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return description
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """The manifest of an exported folder; one line when it is not one."""
+    path = Path(directory) / MANIFEST
+    try:
+        description = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{directory} holds no {MANIFEST}: not a folder written by `vsdeblur export`") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    if description.get("format") != FORMAT or description.get("format_version") != FORMAT_VERSION:
+        raise UsageError(f"{path} is not a {FORMAT} version {FORMAT_VERSION} description; export the model again")
+    return description
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vsdeblur" / "onnx"
+
+
+def cached_export(weights: Weights, precision: str = "fp32", root: str | os.PathLike | None = None) -> Path:
+    """The exported folder of `weights` in the cache (`root`, or ~/.cache/vsdeblur/onnx), exported
+    there on first use. Keyed by the weights' tensors, so a retrained file never meets the graphs
+    of the old one; several processes exporting at once leave one complete folder."""
+    root = Path(root) if root is not None else cache_root()
+    folder = root / f"v{FORMAT_VERSION}-{tensor_digest(weights.tensors)[:16]}-{precision}"
+    if not (folder / MANIFEST).is_file():
+        try:
+            export_onnx(weights, folder, precision)
+        except OutputExists:
+            if not (folder / MANIFEST).is_file():
+                raise
+    return folder
