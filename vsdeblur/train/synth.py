@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -217,17 +218,24 @@ def jpeg_roundtrip(image: np.ndarray, qscale: int) -> np.ndarray:
 class ShakeBlur:
     """Blur a clip frame by frame with camera shake: each frame gets its own kernel, drawn from
     (seed, frame index), so a clip blurs the same way every time. Shaped like the engine
-    (`.frames(iterable)` in, same shapes and dtypes out), so it runs anywhere the engine does."""
+    (`.frames(iterable)` and `.tagged(iterable of (tag, frame))` in, same shapes and dtypes
+    out), so it runs anywhere the engine does."""
 
     def __init__(self, shake: ShakeSpec = ShakeSpec(), noise: float = 0.0, seed: int = 0, linear: bool = True) -> None:
         self.shake, self.noise, self.seed, self.linear = shake, noise, seed, linear
 
     def frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for index, frame in enumerate(frames):
-            rng = np.random.default_rng([self.seed, index])
-            white = 1.0 if frame.dtype.kind == "f" else float(np.iinfo(frame.dtype).max)
-            image = convolve(frame.astype(np.float32) / white, shake_kernel(rng, self.shake), self.linear)
-            if self.noise > 0:
-                # the noisy sensor was shaken: noise is added after the blur, never blurred
-                image = add_extras(image, rng, ExtrasSpec(max_noise=self.noise, compress_probability=0.0))
-            yield image if frame.dtype.kind == "f" else (image * white + 0.5).astype(frame.dtype)
+        return (frame for _, frame in self.tagged((None, frame) for frame in frames))
+
+    def tagged(self, items: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, np.ndarray]]:
+        for index, (tag, frame) in enumerate(items):
+            yield tag, self._blurred(index, frame)
+
+    def _blurred(self, index: int, frame: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, index])
+        white = 1.0 if frame.dtype.kind == "f" else float(np.iinfo(frame.dtype).max)
+        image = convolve(frame.astype(np.float32) / white, shake_kernel(rng, self.shake), self.linear)
+        if self.noise > 0:
+            # the noisy sensor was shaken: noise is added after the blur, never blurred
+            image = add_extras(image, rng, ExtrasSpec(max_noise=self.noise, compress_probability=0.0))
+        return image if frame.dtype.kind == "f" else (image * white + 0.5).astype(frame.dtype)
