@@ -85,23 +85,29 @@ def test_runner_matches_pytorch_on_two_sizes(runner, exported, networks):
             assert (restored - mlfa(window)).abs().max() < 1e-4
 
 
-def test_runner_exports_a_weights_file_into_its_cache_once(tiny_weights_stage1, tmp_path):
-    backend = OnnxRuntimeBackend(tiny_weights_stage1, cache=tmp_path)
+def test_runner_exports_a_weights_file_into_its_cache_once_in_fp16(tiny_weights_stage1, tmp_path):
+    backend = OnnxRuntimeBackend(tiny_weights_stage1, precision="fp16", cache=tmp_path)
     (folder,) = tmp_path.iterdir()
-    assert folder == backend.folder and json.loads((folder / MANIFEST).read_text())["stages"] == [1]
+    description = json.loads((folder / MANIFEST).read_text())
+    assert folder == backend.folder and description["stages"] == [1] and description["precision"] == "fp16"
     written = (folder / MANIFEST).stat().st_mtime_ns
     x = frames(1, 32, 48, 1, seed=5)[0]
-    assert OnnxRuntimeBackend(read_weights(tiny_weights_stage1), cache=tmp_path).stage1(x).shape == x.shape
+    again = OnnxRuntimeBackend(read_weights(tiny_weights_stage1), precision="fp16", cache=tmp_path)
     assert (folder / MANIFEST).stat().st_mtime_ns == written, "the cached export was written again"
+    restored = again.stage1(x)
+    assert restored.dtype == torch.float32  # images stay float32 around an fp16 network
+    with torch.no_grad():
+        expected = fold_scales(read_weights(tiny_weights_stage1).build(1)).eval()(x)
+    assert (restored - expected).abs().max() < 1e-2
     with pytest.raises(UsageError, match="stage 1 only"):
         backend.encode(x)
 
 
 @pytest.mark.parametrize("runner, package, extra", [(OnnxRuntimeBackend, "onnxruntime", "onnx"), (OpenVinoBackend, "openvino", "openvino")])
-def test_a_missing_runtime_is_one_line_naming_the_extra(runner, package, extra, exported, monkeypatch):
+def test_a_missing_runtime_is_one_line_naming_the_extra(runner, package, extra, tiny_weights, monkeypatch):
     monkeypatch.setitem(sys.modules, package, None)  # `import package` now fails as when it is not installed
     with pytest.raises(UsageError) as caught:
-        runner(exported)
+        runner(tiny_weights)
     assert str(caught.value) == f"backend '{package}' needs the {package} package: pip install 'vsdeblur[{extra}]'"
 
 
