@@ -1,8 +1,12 @@
 """The exported graphs on OpenVINO's CPU plugin.
 
-OpenVINO's CPU plugin computes in bf16 by default on CPUs that have it (AVX512-BF16, AMX),
-which moves the output by up to a few 8-bit code values; this runner asks for f32 so that its
-output matches PyTorch's fp32. `inference_precision="bf16"` gives the faster bf16 back."""
+OpenVINO's CPU plugin computes in bf16 by default on CPUs that have it (AVX512-BF16, AMX; its
+INFERENCE_PRECISION_HINT reads bfloat16 on this project's EPYC), so its output would differ from
+PyTorch's fp32 (up to 0.16 of an 8-bit code on the shipped stage 1 at 640x360). This runner asks
+for f32; `inference_precision="bf16"` gives the faster bf16 back.
+
+Importing openvino starts OpenVINO's own usage telemetry (a client id under ~/intel) unless the
+user opted out with its `opt_in_out --opt_out` or CI=true is set."""
 
 from __future__ import annotations
 
