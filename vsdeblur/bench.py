@@ -1,5 +1,14 @@
-"""Throughput benchmarks behind `vsdeblur bench`: the bare networks against the engine on the
-same frames, so that the engine's own cost (conversion, padding, windowing, copies) shows."""
+"""Throughput measurements behind `vsdeblur bench`, through public interfaces only: the bare
+networks (built from the model API and run on ready tensors) against the engine
+(`Deblurrer.frames`, numpy in and out) on the same frames, so that the engine's own cost
+(conversion, padding, windowing, copies) shows; optionally vsdeblur-stream, the VapourSynth
+graph and batch jobs. `vsdeblur bench --suite gpu` (vsdeblur.bench_suite) is built from the
+same parts.
+
+Nothing here imports PyAV, VapourSynth or Ray at module level: the measurements that need them
+import them when they run, so that the networks and the engine can be measured on a machine
+without them (`python -m vsdeblur.bench --suite gpu` on a bare CUDA machine).
+"""
 
 from __future__ import annotations
 
@@ -8,29 +17,34 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from vsdeblur.batch import resolved_settings, run_batch
+from vsdeblur.config import engine_kwargs
 from vsdeblur.engine import Deblurrer
-from vsdeblur.engine.device import precision_name
+from vsdeblur.engine.tiling import pad_to_multiple
 from vsdeblur.errors import UsageError
-from vsdeblur.io import Colour, Reader, VideoInfo, Writer
-from vsdeblur.models import build_model, get_preset
-from vsdeblur.stream import stream
-from vsdeblur.metrics import psnr
-from vsdeblur.weights import save_weights
+from vsdeblur.models import build_model, fold_scales, get_preset
+from vsdeblur.weights import resolve_weights, save_weights
+
+Run = Callable[[], None]
+PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+BARE = "bare networks"
+ENGINE_RUN = "engine (numpy in, numpy out)"
 
 
 @dataclass
 class Measurement:
     name: str
     frames: int
-    seconds: float
+    seconds: float  # median of the timed rounds
+    first_seconds: float | None = None  # the untimed warm-up pass: compilation and caches
+    details: dict[str, Any] = field(default_factory=dict)  # what was measured, for the JSON
 
     @property
     def ms_per_frame(self) -> float:
@@ -41,9 +55,12 @@ class Measurement:
         return self.frames / self.seconds
 
     def as_dict(self) -> dict:
+        first = {} if self.first_seconds is None else {"first_pass_seconds": round(self.first_seconds, 4)}
         return {"name": self.name, "frames": self.frames, "seconds": round(self.seconds, 4),
-                "ms_per_frame": round(self.ms_per_frame, 3), "fps": round(self.fps, 4)}
+                "ms_per_frame": round(self.ms_per_frame, 3), "fps": round(self.fps, 4), **first, **self.details}
 
+
+# ---- material ---------------------------------------------------------------------------------
 
 def synthetic_frames(width: int, height: int, count: int, seed: int = 0) -> list[np.ndarray]:
     """Smooth random frames (noise is not what a deblurrer sees, but costs the same)."""
@@ -56,7 +73,7 @@ def synthetic_frames(width: int, height: int, count: int, seed: int = 0) -> list
 def clip_frames(path: Path, count: int) -> list[np.ndarray]:
     """The first `count` frames of a video as 8-bit RGB, converted as the pipeline converts
     them: real pictures, for measurements whose result depends on the content (precision)."""
-    from vsdeblur.evaluate import decoded
+    from vsdeblur.evaluate import decoded  # PyAV
 
     if not path.is_file():
         raise UsageError(f"clip not found: {path}")
@@ -66,7 +83,21 @@ def clip_frames(path: Path, count: int) -> list[np.ndarray]:
     return frames
 
 
-def _timed(device: torch.device, work: Callable[[], None]) -> float:
+def model_file(weights: Path | None, preset: str | None, workdir: Path) -> Path | None:
+    """The weights to measure: the file given; else, for a preset, its untrained networks (both
+    stages, seed 0) saved into `workdir` (speed does not depend on the values); else None, the
+    shipped default."""
+    if weights is not None or preset is None:
+        return weights
+    cfg = get_preset(preset)
+    torch.manual_seed(0)
+    models = {s: build_model(cfg, s) for s in (1, 2)}
+    return save_weights(workdir / f"untrained-{preset}.safetensors", cfg, models, recipe={"note": "untrained, for benchmarks"})
+
+
+# ---- timing -----------------------------------------------------------------------------------
+
+def _timed(device: torch.device, work: Run) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -76,125 +107,111 @@ def _timed(device: torch.device, work: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def compare(device: torch.device, runs: dict[str, Callable[[], None]], frames: int, rounds: int = 3) -> list[Measurement]:
+def compare(device: torch.device, runs: dict[str, Run], frames: int, rounds: int = 3) -> list[Measurement]:
     """Time each run `rounds` times, interleaved so that a passing load on the machine hits
-    all of them alike, after one warm-up each; report each run's median."""
-    for work in runs.values():
-        work()
+    all of them alike, after one warm-up each (timed apart: it holds compilation); report
+    each run's median."""
+    first = {name: _timed(device, work) for name, work in runs.items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, work in runs.items():
             times[name].append(_timed(device, work))
-    return [Measurement(name, frames, float(np.median(t))) for name, t in times.items()]
+    return [Measurement(name, frames, float(np.median(t)), first[name]) for name, t in times.items()]
 
 
-def engine_for(preset: str, weights: str | None, stage: int, **options) -> Deblurrer:
-    """The engine over the given weights, or over untrained weights of the preset (speed does
-    not depend on the values)."""
-    if weights is not None:
-        return Deblurrer(weights=weights, stage=stage, **options)
-    return Deblurrer.from_models(get_preset(preset), untrained_models(preset, stage), **options)
+def peak_memory(device: torch.device, work: Run) -> int | None:
+    """Bytes the CUDA allocator held at most while `work` ran; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    work()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device)
 
 
-def untrained_models(preset: str, stage: int) -> dict[int, torch.nn.Module]:
-    """The preset's networks up to `stage`, initialised from seed 0: the same every call."""
-    cfg = get_preset(preset)
-    torch.manual_seed(0)
-    return {s: build_model(cfg, s) for s in range(1, stage + 1)}
+# ---- the bare networks ------------------------------------------------------------------------
 
-
-def precision_engines(preset: str, weights: str | None, stage: int, precisions: str, **options) -> dict[str, Deblurrer]:
-    """One engine per precision of a comma-separated list, keyed by a label that shows what
-    `auto` chose ("auto (bf16)"); the networks are the same for all."""
-    engines: dict[str, Deblurrer] = {}
-    for token in (t.strip() for t in precisions.split(",")):
-        engine = engine_for(preset, weights, stage, precision=token, **options)
-        label = f"auto ({precision_name(engine.dtype)})" if token == "auto" else token
-        if label in engines:
-            raise UsageError(f"precision {token!r} is listed twice in {precisions!r}")
-        engines[label] = engine
-    return engines
-
-
-def precision_runs(engines: dict[str, Deblurrer], frames: list[np.ndarray]) -> dict[str, Callable[[], None]]:
-    """The bare networks and the engine at each precision; with more than one precision each
-    name ends in its label, e.g. "engine (numpy in, numpy out) [auto (bf16)]"."""
-    runs: dict[str, Callable[[], None]] = {}
-    for label, engine in engines.items():
-        runs[_run_name("bare networks", label, engines)] = bare_forward(engine, frames)
-        runs[_run_name("engine (numpy in, numpy out)", label, engines)] = engine_run(engine, frames)
-    return runs
-
-
-def _run_name(what: str, label: str, engines: dict[str, Deblurrer]) -> str:
-    return f"{what} [{label}]" if len(engines) > 1 else what
+def network_layout(device: torch.device, compiled: bool) -> torch.memory_format:
+    """The memory layout the engine runs the networks in (docs/architecture.md): channels_last
+    for compiled graphs and the CPU's oneDNN kernels, NCHW for eager CUDA, whose convolutions
+    with explicit reflect padding are faster so."""
+    return torch.channels_last if compiled or device.type == "cpu" else torch.contiguous_format
 
 
 @dataclass
-class PrecisionComparison:
-    """One precision against the reference (the last one listed) on the same frames."""
+class BareNetworks:
+    """A model's networks as the engine runs them (folded, on its device, in its precision
+    and layout, compiled or not), without the engine around them."""
 
-    label: str
-    reference: str
-    speedup: float  # engine throughput over the reference engine's
-    psnr_db: float | None  # PSNR of all output frames together from the reference's; None: identical
-    max_difference: int  # largest difference of any output value, in 8-bit code values
-
-    def as_dict(self) -> dict:
-        return {"precision": self.label, "reference": self.reference, "engine_speedup": round(self.speedup, 4),
-                "psnr_db": None if self.psnr_db is None else round(self.psnr_db, 2), "max_difference": self.max_difference}
-
-    def line(self) -> str:
-        quality = "identical output" if self.psnr_db is None else (
-            f"output {self.psnr_db:.1f} dB PSNR from {self.reference}'s, max difference {self.max_difference} code value(s)")
-        return f"{self.label} against {self.reference}: engine {self.speedup:.2f}x the throughput; {quality}"
+    stage1: Callable[[torch.Tensor], torch.Tensor]
+    encode: Callable | None  # stage 2: frame -> pyramid
+    aggregate: Callable | None  # stage 2: (window of pyramids, centre image) -> image
+    radius: int
+    multiple: int
+    device: torch.device
+    layout: torch.memory_format
 
 
-def compare_precisions(engines: dict[str, Deblurrer], frames: list[np.ndarray], measurements: list[Measurement]) -> list[PrecisionComparison]:
-    """Each precision but the last against the last: the engines' throughput from
-    `measurements` (of `precision_runs`) and their outputs on `frames`, run once more."""
-    labels = list(engines)
-    reference = labels[-1]
-    fps = {m.name: m.fps for m in measurements}
-    engine_fps = {label: fps[_run_name("engine (numpy in, numpy out)", label, engines)] for label in labels}
-    expected = np.stack(list(engines[reference].frames(frames)))
-    comparisons = []
-    for label in labels[:-1]:
-        outputs = np.stack(list(engines[label].frames(frames)))
-        score = psnr(outputs, expected)
-        difference = int(np.abs(outputs.astype(np.int16) - expected.astype(np.int16)).max())
-        comparisons.append(PrecisionComparison(label, reference, engine_fps[label] / engine_fps[reference],
-                                               None if score == float("inf") else score, difference))
-    return comparisons
+def bare_networks(weights: Path | None, stage: int, device: torch.device, dtype: torch.dtype, compiled: bool) -> BareNetworks:
+    """The networks of `weights` (None: the shipped default) up to `stage`."""
+    loaded = resolve_weights(weights)
+    layout = network_layout(device, compiled)
+    maybe_compiled = torch.compile if compiled else lambda fn: fn
+    nets = {s: fold_scales(loaded.build(s)).eval().requires_grad_(False).to(device, dtype, memory_format=layout)
+            for s in range(1, stage + 1)}
+    stage2 = nets.get(2)
+    return BareNetworks(
+        stage1=maybe_compiled(nets[1]),
+        encode=maybe_compiled(stage2.encode) if stage2 is not None else None,
+        aggregate=maybe_compiled(stage2.aggregate) if stage2 is not None else None,
+        radius=loaded.preset.stage2.radius if stage2 is not None else 0,
+        multiple=loaded.preset.multiple(stage),
+        device=device,
+        layout=layout,
+    )
 
 
-def bare_forward(engine: Deblurrer, frames: list[np.ndarray]) -> Callable[[], None]:
-    """The networks alone on tensors already on the device: stage 1 per frame and, for stage 2,
-    the encoder per frame plus one aggregation per frame with the window's pyramids reused.
-    They run as the engine runs them (compiled, in its precision)."""
-    inputs = [engine._to_tensor(f) for f in frames]
-    model1 = engine._stage1_net
+def ready_tensor(frame: np.ndarray, nets: BareNetworks) -> torch.Tensor:
+    """An 8-bit H x W x 3 frame as the networks take it: 1 x 3 x H' x W' in [-1, 1] on the
+    device, reflect-padded to the model's multiple, in the networks' layout."""
+    x = torch.from_numpy(np.ascontiguousarray(frame)).to(nets.device).permute(2, 0, 1)[None].float() * (2 / 255) - 1
+    return pad_to_multiple(x.contiguous(memory_format=nets.layout), nets.multiple)
+
+
+def bare_forward(nets: BareNetworks, frames: list[np.ndarray]) -> Run:
+    """The networks alone on tensors already on the device, the once-per-frame work of the
+    engine's steady state: stage 1 per frame and, for stage 2, the encoder per frame plus one
+    aggregation over a window of 2r+1 distinct pyramids (the neighbours' are encoded once,
+    beforehand: a window that repeats a tensor would make a compiled graph recompile)."""
+    inputs = [ready_tensor(f, nets) for f in frames]
+    with torch.inference_mode():
+        neighbours = [nets.encode(nets.stage1(inputs[0]).clamp_(-1, 1)) for _ in range(2 * nets.radius)] if nets.encode else []
 
     @torch.inference_mode()
     def work() -> None:
-        previous = None
         for x in inputs:
-            s1 = model1(x).clamp_(-1, 1)
-            if engine.stage == 2:
-                pyramid = engine._encode(s1)
-                r = engine.radius  # a window of 2r+1 pyramids, the earlier ones from the previous frame
-                engine._aggregate([previous or pyramid] * r + [pyramid] * (r + 1), s1)
-                previous = pyramid
+            s1 = nets.stage1(x).clamp_(-1, 1)
+            if nets.encode is not None:
+                window = neighbours[:nets.radius] + [nets.encode(s1)] + neighbours[nets.radius:]
+                nets.aggregate(window, s1)
 
     return work
 
 
-def engine_run(engine: Deblurrer, frames: list[np.ndarray]) -> Callable[[], None]:
+# ---- the engine and the doors onto it ----------------------------------------------------------
+
+def engine_run(engine: Deblurrer, frames: list[np.ndarray], cuts: list[int] | None = None) -> Run:
     """The whole engine: numpy frames in, numpy frames out."""
-    return lambda: [None for _ in engine.frames(frames)]
+    return lambda: [None for _ in engine.frames(frames, cuts=cuts)]
 
 
-def vapoursynth_run(engine: Deblurrer, frames: list[np.ndarray], num_streams: int = 1) -> Callable[[], None]:
+def precision_label(token: str, engine: Deblurrer) -> str:
+    """A precision as asked for, with what `auto` chose: "auto (bf16)"."""
+    return f"auto ({PRECISION_NAMES[engine.dtype]})" if token == "auto" else token
+
+
+def vapoursynth_run(engine: Deblurrer, frames: list[np.ndarray], num_streams: int = 1) -> Run:
     """The VapourSynth graph of core.deblur.Atrous over the same engine and frames (RGB24, so
     no format conversion is timed). A fresh graph per run: the core's frame cache and the
     engine's encoder cache must not carry results over from the previous round."""
@@ -221,12 +238,15 @@ def vapoursynth_run(engine: Deblurrer, frames: list[np.ndarray], num_streams: in
     return work
 
 
-def stream_runs(engine: Deblurrer, frames: list[np.ndarray], workdir: Path) -> dict[str, Callable[[], None]]:
+def stream_runs(engine: Deblurrer, frames: list[np.ndarray], workdir: Path) -> dict[str, Run]:
     """vsdeblur-stream against the engine alone on the same decoded frames: the frames are
     encoded losslessly (FFV1) into a clip; the stream run decodes it, restores and encodes
     with the default encoder settings, so the ratio shows what decode and encode cost on top
     of the model when they run in their own threads."""
-    clip = _write_clip(workdir / "bench.mkv", frames)
+    from vsdeblur.io import Reader
+    from vsdeblur.stream import stream
+
+    clip = write_clip(workdir / "bench.mkv", frames)
     with Reader(clip) as reader:
         decoded = [f.rgb for f in reader.frames()]
     target = workdir / "out.mkv"
@@ -236,17 +256,19 @@ def stream_runs(engine: Deblurrer, frames: list[np.ndarray], workdir: Path) -> d
     }
 
 
-def batch_runs(engine: Deblurrer, frames: list[np.ndarray], files: int, workdir: Path, settings: dict) -> dict[str, Callable[[], None]]:
+def batch_runs(engine: Deblurrer, frames: list[np.ndarray], files: int, workdir: Path, settings: dict) -> dict[str, Run]:
     """`files` short clips (the same frames, each its own file) restored three ways with the
     same engine settings and the default encoder: vsdeblur-stream on one file after another
     (one engine), and `vsdeblur batch` with the local and with the Ray executor, each into a
     fresh output folder without resuming. `settings` are the batch job's values (ENGINE,
-    ENCODE, BATCH); its weights must be the engine's, saved to a file (see `saved_weights`).
-    The Ray executor needs a cluster already started (`local_ray`), so that its start-up is
-    not timed."""
+    ENCODE, BATCH); its weights must be the engine's file. The Ray executor needs a cluster
+    already started (`local_ray`), so that its start-up is not timed."""
+    from vsdeblur.batch import run_batch
+    from vsdeblur.stream import stream
+
     clips = workdir / "clips"
     clips.mkdir()
-    sources = [_write_clip(clips / f"clip{i}.mkv", frames) for i in range(files)]
+    sources = [write_clip(clips / f"clip{i}.mkv", frames) for i in range(files)]
     streamed = workdir / "stream"
     streamed.mkdir()
 
@@ -254,7 +276,7 @@ def batch_runs(engine: Deblurrer, frames: list[np.ndarray], files: int, workdir:
         for source in sources:
             stream(source, streamed / source.name, engine=engine, overwrite=True, progress=False)
 
-    def batch(executor: str) -> Callable[[], None]:
+    def batch(executor: str) -> Run:
         output = workdir / executor
 
         def work() -> None:
@@ -269,24 +291,14 @@ def batch_runs(engine: Deblurrer, frames: list[np.ndarray], files: int, workdir:
             "batch, ray executor": batch("ray")}
 
 
-def batch_comparison(engine: Deblurrer, frames: list[np.ndarray], files: int, weights: Path | str, engine_options: dict, rounds: int) -> list[Measurement]:
-    """`batch_runs` timed on a local Ray cluster of 2 CPUs. Batch workers load weights by path:
-    given a preset name instead, its untrained networks (the engine's) are saved to a file."""
+def batch_comparison(engine: Deblurrer, frames: list[np.ndarray], files: int, engine_options: dict, rounds: int) -> list[Measurement]:
+    """`batch_runs` timed on a local Ray cluster of 2 CPUs; `engine_options` are the engine's
+    ENGINE values, its weights a file (batch workers load weights by path)."""
+    from vsdeblur.batch import resolved_settings
+
     with tempfile.TemporaryDirectory() as workdir, local_ray(cpus=2):
-        path = weights if isinstance(weights, Path) else saved_weights(weights, engine_options["stage"], Path(workdir) / "weights.safetensors")
-        runs = batch_runs(engine, frames, files, Path(workdir), batch_settings(path, **engine_options))
+        runs = batch_runs(engine, frames, files, Path(workdir), resolved_settings(None, engine_options))
         return compare(engine.device, runs, files * len(frames), rounds)
-
-
-def saved_weights(preset: str, stage: int, path: Path) -> Path:
-    """`engine_for`'s untrained networks as a weights file, for runs that load weights by path
-    (batch workers); the engine's own modules are already prepared for inference."""
-    return save_weights(path, get_preset(preset), untrained_models(preset, stage), recipe={"note": "untrained, for benchmarks"})
-
-
-def batch_settings(weights: Path, **engine_options) -> dict:
-    """A batch job's values: the defaults with these weights and engine options."""
-    return resolved_settings(None, {"weights": weights, **engine_options})
 
 
 @contextmanager
@@ -304,16 +316,175 @@ def local_ray(cpus: int) -> Iterator[None]:
         ray.shutdown()
 
 
-def _write_clip(path: Path, frames: list[np.ndarray]) -> Path:
-    """The frames as a lossless (FFV1) 25 fps clip."""
-    with Writer(path, _video_info(frames), {"codec": "ffv1", "pix_fmt": "yuv420p"}, overwrite=True) as writer:
+def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
+    """The frames as a lossless (FFV1) 25 fps, BT.709 limited-range 8-bit clip."""
+    from vsdeblur.io import Colour, VideoInfo, Writer
+
+    h, w = frames[0].shape[:2]
+    info = VideoInfo(w, h, "yuv420p", 8, "rgb24", Fraction(1, 25), Fraction(25), len(frames), len(frames) / 25,
+                     Colour(1, 1, 1, 1), 0, "rawvideo")
+    with Writer(path, info, {"codec": "ffv1", "pix_fmt": "yuv420p"}, overwrite=True) as writer:
         for i, frame in enumerate(frames):
             writer.write(frame, i)
     return path
 
 
-def _video_info(frames: list[np.ndarray]) -> VideoInfo:
-    """A 25 fps, BT.709 limited-range 8-bit stream description for synthetic frames."""
-    h, w = frames[0].shape[:2]
-    return VideoInfo(w, h, "yuv420p", 8, "rgb24", Fraction(1, 25), Fraction(25), len(frames), len(frames) / 25,
-                     Colour(1, 1, 1, 1), 0, "rawvideo")
+# ---- `vsdeblur bench`: one configuration, at one precision or several compared ----------------
+
+@dataclass
+class PrecisionComparison:
+    """One precision against the reference (the last one listed) on the same frames."""
+
+    label: str
+    reference: str
+    speedup: float  # engine throughput over the reference engine's
+    psnr_db: float | None  # PSNR of all output frames together from the reference's; None: identical
+    max_difference: int  # largest difference of any output value, in 8-bit code values
+
+    def as_dict(self) -> dict:
+        return {"precision": self.label, "reference": self.reference, "engine_speedup": round(self.speedup, 4),
+                "psnr_db": None if self.psnr_db is None else round(self.psnr_db, 2), "max_difference": self.max_difference}
+
+    def line(self) -> str:
+        quality = "identical output" if self.psnr_db is None else (
+            f"output {self.psnr_db:.1f} dB PSNR from {self.reference}'s, max difference {self.max_difference} code value(s)")
+        return f"{self.label} against {self.reference}: engine {self.speedup:.2f}x the throughput; {quality}"
+
+
+def compare_precisions(engines: dict[str, Deblurrer], frames: list[np.ndarray], engine_fps: dict[str, float]) -> list[PrecisionComparison]:
+    """Each precision but the last against the last: their engines' throughput (`engine_fps`
+    by label) and their outputs on `frames`, run once more."""
+    from vsdeblur.metrics import psnr  # imports PyAV (for VMAF)
+
+    labels = list(engines)
+    reference = labels[-1]
+    expected = np.stack(list(engines[reference].frames(frames)))
+    comparisons = []
+    for label in labels[:-1]:
+        outputs = np.stack(list(engines[label].frames(frames)))
+        score = psnr(outputs, expected)
+        difference = int(np.abs(outputs.astype(np.int16) - expected.astype(np.int16)).max())
+        comparisons.append(PrecisionComparison(label, reference, engine_fps[label] / engine_fps[reference],
+                                               None if score == float("inf") else score, difference))
+    return comparisons
+
+
+def precision_engines(values: dict[str, Any], weights: Path | None) -> dict[str, Deblurrer]:
+    """One engine per precision of the comma-separated --precision, keyed by a label that
+    shows what `auto` chose; the other engine options and the networks are the same for all."""
+    engines: dict[str, Deblurrer] = {}
+    for token in (t.strip() for t in values["precision"].split(",")):
+        engine = Deblurrer(**{**engine_kwargs(values), "weights": weights, "precision": token})
+        label = precision_label(token, engine)
+        if label in engines:
+            raise UsageError(f"precision {token!r} is listed twice in {values['precision']!r}")
+        engines[label] = engine
+    return engines
+
+
+@dataclass
+class BenchResult:
+    """What `vsdeblur bench` measured for one configuration."""
+
+    engines: dict[str, Deblurrer]  # by precision label; the first ran every other measurement
+    width: int
+    height: int
+    measurements: list[Measurement]
+    ratios: dict[str, float]  # e.g. engine_overhead, stream_ratio, by their JSON keys
+    comparisons: list[PrecisionComparison]
+
+
+def measure_configuration(values: dict[str, Any], weights: Path | None, clip: list[np.ndarray]) -> BenchResult:
+    """The bare networks and the engine at each precision, then what the BENCH options ask for,
+    at the first precision."""
+    engines = precision_engines(values, weights)
+    first, engine = next(iter(engines.items()))
+    rounds = values["rounds"]
+
+    def named(what: str, label: str) -> str:
+        return f"{what} [{label}]" if len(engines) > 1 else what
+
+    runs: dict[str, Run] = {}
+    for label, e in engines.items():
+        runs[named(BARE, label)] = bare_forward(bare_networks(weights, e.stage, e.device, e.dtype, values["compile"]), clip)
+        runs[named(ENGINE_RUN, label)] = engine_run(e, clip)
+    if values["vapoursynth"]:
+        runs["vapoursynth (core.deblur graph)"] = vapoursynth_run(engine, clip, values["num_streams"])
+    measurements = compare(engine.device, runs, len(clip), rounds)
+    by_name = {m.name: m for m in measurements}
+    full = by_name[named(ENGINE_RUN, first)]
+    ratios = {"engine_overhead": full.seconds / by_name[named(BARE, first)].seconds - 1}
+    comparisons = []
+    if len(engines) > 1:
+        comparisons = compare_precisions(engines, clip, {label: by_name[named(ENGINE_RUN, label)].fps for label in engines})
+    if values["vapoursynth"]:
+        ratios["vapoursynth_relative_throughput"] = full.seconds / by_name["vapoursynth (core.deblur graph)"].seconds
+    if values["stream"]:
+        with tempfile.TemporaryDirectory() as workdir:
+            streamed = compare(engine.device, stream_runs(engine, clip, Path(workdir)), len(clip), rounds)
+        measurements += streamed
+        ratios["stream_ratio"] = streamed[1].fps / streamed[0].fps
+    if values["batch"]:
+        # batch workers load the weights by path, in the first precision listed
+        options = {**engine_kwargs(values), "weights": weights or resolve_weights(None).path, "stage": engine.stage,
+                   "precision": values["precision"].split(",")[0].strip()}
+        batched = batch_comparison(engine, clip, values["batch_files"], options, rounds)
+        measurements += batched
+        ratios["batch_local_ratio"] = batched[1].fps / batched[0].fps
+        ratios["batch_ray_cost"] = batched[2].seconds / batched[1].seconds - 1
+    height, width = clip[0].shape[:2]
+    return BenchResult(engines, width, height, measurements, ratios, comparisons)
+
+
+RATIO_LINES = {
+    "vapoursynth_relative_throughput": "vapoursynth throughput relative to the engine: {:.1f} %",
+    "stream_ratio": "stream fps / engine-only fps: {:.1f} %",
+    "batch_local_ratio": "batch local fps / stream one after another fps: {:.1f} %",
+    "batch_ray_cost": "batch ray time over batch local time: {:+.1f} %",
+}
+
+
+def run_bench(values: dict[str, Any], given: set[str], echo: Callable[[str], None]) -> dict[str, Any]:
+    """`vsdeblur bench` without --suite: `values` are the resolved BENCH_ENGINE and BENCH
+    options (size as (width, height)), `given` the names of those given on the command line.
+    Prints a table through `echo` and returns the JSON's content."""
+    if values["clip"] is not None and "size" in given:
+        raise UsageError("--size and --clip exclude each other: the clip's frames keep their size")
+    with tempfile.TemporaryDirectory() as workdir:
+        weights = model_file(values["weights"], values["preset"], Path(workdir))
+        clip = clip_frames(values["clip"], values["frames"]) if values["clip"] is not None else synthetic_frames(*values["size"], values["frames"])
+        result = measure_configuration(values, weights, clip)
+    labels, engine = list(result.engines), next(iter(result.engines.values()))
+    echo(f"preset {engine.preset.name}, stage {engine.stage}, {result.width}x{result.height}, {len(clip)} frames x "
+         f"{values['rounds']} rounds, device {engine.device}, {', '.join(labels)}"
+         + (f", frames of {values['clip']}" if values["clip"] is not None else "") + (", compiled" if values["compile"] else ""))
+    echo_table(result.measurements, echo)
+    at = f" ({labels[0]})" if len(labels) > 1 else ""
+    echo(f"engine overhead over the bare networks{at}: {100 * result.ratios['engine_overhead']:+.1f} %")
+    for comparison in result.comparisons:
+        echo(comparison.line())
+    for key, line in RATIO_LINES.items():
+        if key in result.ratios:
+            echo(line.format(100 * result.ratios[key]))
+    config = {"preset": engine.preset.name, "stage": engine.stage, "width": result.width, "height": result.height,
+              "frames": len(clip), "rounds": values["rounds"], "device": str(engine.device), "compile": values["compile"],
+              "precision": [str(e.dtype) for e in result.engines.values()] if len(labels) > 1 else str(engine.dtype),
+              **({"clip": str(values["clip"])} if values["clip"] is not None else {}),
+              **({"batch_files": values["batch_files"]} if values["batch"] else {})}
+    return {"config": config, "measurements": [m.as_dict() for m in result.measurements], **result.ratios,
+            **({"precisions": [c.as_dict() for c in result.comparisons]} if result.comparisons else {})}
+
+
+def echo_table(measurements: list[Measurement], echo: Callable[[str], None]) -> None:
+    """One line per measurement: name, ms per frame, frames per second."""
+    name_width = max(34, *(len(m.name) for m in measurements))
+    echo(f"{'measurement':<{name_width}} {'ms/frame':>10} {'fps':>8}")
+    for m in measurements:
+        echo(f"{m.name:<{name_width}} {m.ms_per_frame:>10.1f} {m.fps:>8.2f}")
+
+
+if __name__ == "__main__":
+    # `python -m vsdeblur.bench --suite gpu --json FILE`: the same command as `vsdeblur bench`
+    from vsdeblur.cli import bench
+
+    bench(prog_name="python -m vsdeblur.bench")

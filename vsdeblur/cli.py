@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
 from vsdeblur import __version__
-from vsdeblur.config import BATCH, ENCODE, ENGINE, SYNTH, click_options, engine_kwargs, resolve
+from vsdeblur.config import BATCH, BENCH, BENCH_ENGINE, ENCODE, ENGINE, SYNTH, click_options, engine_kwargs, resolve
 from vsdeblur.errors import Command, UsageError
 
 
@@ -76,91 +75,38 @@ def _vapoursynth_status() -> str:
 
 
 @main.command()
-@click.option("--preset", default="small", show_default=True, help="preset to measure (untrained weights unless --weights)")
-@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), help="measure this weights file instead")
-@click.option("--stage", type=click.Choice(["1", "2"]), default="1", show_default=True, help="networks to run")
-@click.option("--size", default="640x360", show_default=True, help="frame size WIDTHxHEIGHT of the synthetic frames")
-@click.option("--clip", "clip_path", type=click.Path(path_type=Path, dir_okay=False), help="measure on the first --frames frames of this video (at its size) instead of synthetic frames")
-@click.option("--frames", type=click.IntRange(1), default=8, show_default=True, help="frames per measurement")
-@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="interleaved repetitions; medians are reported")
-@click.option("--device", default=ENGINE["device"].default, show_default=True, help=ENGINE["device"].help)
-@click.option("--precision", default=ENGINE["precision"].default, show_default=True,
-              help=f"{ENGINE['precision'].help}; a comma-separated list (e.g. auto,fp32) times each and compares "
-                   "each with the last: throughput and output PSNR (the other measurements use the first)")
-@click.option("--tile", type=click.IntRange(0), default=None, help=ENGINE["tile"].help)
-@click.option("--compile/--no-compile", default=False, help=ENGINE["compile"].help)
-@click.option("--vapoursynth", is_flag=True, help="also time the core.deblur.Atrous graph (VapourSynth) on the same frames")
-@click.option("--num-streams", type=click.IntRange(1), default=1, show_default=True, help="VapourSynth: frames in flight (see --vapoursynth)")
-@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="also write the results as JSON")
-@click.option("--stream", "with_stream", is_flag=True, help="also time vsdeblur-stream (decode + engine + encode) against the engine alone on the same decoded frames")
-@click.option("--batch", "with_batch", is_flag=True, help="also time vsdeblur batch (local and Ray executors) against vsdeblur-stream on one short file after another")
-@click.option("--batch-files", type=click.IntRange(1), default=4, show_default=True, help="--batch: files of --frames frames each")
-def bench(preset, weights, stage, size, clip_path, frames, rounds, device, precision, tile, compile, vapoursynth, num_streams, with_stream, with_batch, batch_files, json_path) -> None:
+@click_options(BENCH_ENGINE, BENCH)
+def bench(**flags) -> None:
     """Throughput of the bare networks and of the engine on the same frames, at one precision
     or several compared; optionally of the VapourSynth filter and of vsdeblur-stream, each as a
-    ratio to the engine, and of batch jobs as a ratio to vsdeblur-stream."""
-    from vsdeblur.bench import (batch_comparison, clip_frames, compare, compare_precisions, precision_engines, precision_runs,
-                                stream_runs, synthetic_frames, vapoursynth_run)
+    ratio to the engine, and of batch jobs as a ratio to vsdeblur-stream. The model: --weights,
+    else untrained networks of --preset, else the shipped default.
 
-    if clip_path is not None and click.get_current_context().get_parameter_source("size") is click.core.ParameterSource.COMMANDLINE:
-        raise UsageError("--size and --clip exclude each other: the clip's frames keep their size")
-    width, height = _parse_size(size)
-    options = {"device": device, "tile": tile, "compile": compile, "scene_threshold": 0}
-    engines = precision_engines(preset, weights, int(stage), precision, **options)
-    # VapourSynth, stream and batch run at the first precision listed
-    first, engine = next(iter(engines.items()))
-    options["precision"] = precision.split(",")[0].strip()
-    clip = clip_frames(clip_path, frames) if clip_path is not None else synthetic_frames(width, height, frames)
-    height, width = clip[0].shape[:2]
-    frames = len(clip)
-    runs = precision_runs(engines, clip)
-    if vapoursynth:
-        runs["vapoursynth (core.deblur graph)"] = vapoursynth_run(engine, clip, num_streams)
-    measured = compare(engine.device, runs, frames, rounds)
-    bare, full = measured[:2]
-    vs_run = measured[len(engines) * 2:]
-    measurements = list(measured)
-    ratios = {"engine_overhead": full.seconds / bare.seconds - 1}
-    comparisons = compare_precisions(engines, clip, measured) if len(engines) > 1 else []
-    if vs_run:
-        ratios["vapoursynth_relative_throughput"] = full.seconds / vs_run[0].seconds
-    if with_stream:
-        with tempfile.TemporaryDirectory() as workdir:
-            streamed = compare(engine.device, stream_runs(engine, clip, Path(workdir)), frames, rounds)
-        measurements += streamed
-        ratios["stream_ratio"] = streamed[1].fps / streamed[0].fps
-    if with_batch:
-        batched = batch_comparison(engine, clip, batch_files, weights or preset, {"stage": int(stage), **options}, rounds)
-        measurements += batched
-        ratios["batch_local_ratio"] = batched[1].fps / batched[0].fps
-        ratios["batch_ray_cost"] = batched[2].seconds / batched[1].seconds - 1
-    header = (f"preset {engine.preset.name}, stage {engine.stage}, {width}x{height}, {frames} frames x {rounds} rounds, "
-              f"device {engine.device}, {', '.join(engines)}" + (f", frames of {clip_path}" if clip_path is not None else ""))
-    click.echo(header)
-    name_width = max(34, *(len(m.name) for m in measurements))
-    click.echo(f"{'measurement':<{name_width}} {'ms/frame':>10} {'fps':>8}")
-    for m in measurements:
-        click.echo(f"{m.name:<{name_width}} {m.ms_per_frame:>10.1f} {m.fps:>8.2f}")
-    at = f" ({first})" if len(engines) > 1 else ""
-    click.echo(f"engine overhead over the bare networks{at}: {100 * ratios['engine_overhead']:+.1f} %")
-    for comparison in comparisons:
-        click.echo(comparison.line())
-    if vs_run:
-        click.echo(f"vapoursynth throughput relative to the engine: {100 * ratios['vapoursynth_relative_throughput']:.1f} %")
-    if with_stream:
-        click.echo(f"stream fps / engine-only fps: {100 * ratios['stream_ratio']:.1f} %")
-    if with_batch:
-        click.echo(f"batch local fps / stream one after another fps: {100 * ratios['batch_local_ratio']:.1f} %")
-        click.echo(f"batch ray time over batch local time: {100 * ratios['batch_ray_cost']:+.1f} %")
-    if json_path is not None:
-        result = {"config": {"preset": engine.preset.name, "stage": engine.stage, "width": width, "height": height,
-                             "frames": frames, "rounds": rounds, "device": str(engine.device),
-                             "precision": [str(e.dtype) for e in engines.values()] if len(engines) > 1 else str(engine.dtype),
-                             **({"clip": str(clip_path)} if clip_path is not None else {}),
-                             **({"batch_files": batch_files} if with_batch else {})},
-                  "measurements": [m.as_dict() for m in measurements], **ratios,
-                  **({"precisions": [c.as_dict() for c in comparisons]} if comparisons else {})}
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    --suite gpu runs the GPU check instead (docs/performance.md): one JSON with every number
+    and a pass/fail per target; on a CPU at reduced sizes."""
+    from vsdeblur.bench import run_bench
+    from vsdeblur.bench_suite import run_suite
+
+    values = resolve([BENCH_ENGINE, BENCH], None, flags)
+    given = {name for name, value in flags.items() if value is not None}
+    values["size"] = _parse_size(values["size"])
+    json_path = values["json"]
+    if json_path is not None and not json_path.parent.is_dir():
+        raise UsageError(f"--json {json_path}: the folder {json_path.parent} does not exist")
+    save = (lambda result: _write_json(json_path, result)) if json_path is not None else None
+    if values["suite"] is not None:
+        result = run_suite(values, given, click.echo, save)
+    else:
+        result = run_bench(values, given, click.echo)
+    if save is not None:
+        save(result)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write `data` as JSON to `path` whole or not at all: a reader never sees half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    partial.replace(path)
 
 
 @main.command()

@@ -358,3 +358,33 @@ SYNTH = Group(
         Option("seed", int, 0, "seed of the per-frame kernels: the same seed blurs a clip the same way"),
     ),
 )
+
+
+# `vsdeblur bench`: what to measure. The engine measured takes the ENGINE options, except that
+# --precision may list several precisions to compare (BENCH_ENGINE).
+BENCH = Group(
+    "bench",
+    (
+        Option("size", str, "640x360", "frame size WIDTHxHEIGHT of the synthetic frames"),
+        Option("clip", Path, None, "measure on the first --frames frames of this video (at its size) instead of synthetic frames; auto: synthetic frames"),
+        Option("frames", int, 8, "frames per measurement", minimum=1),
+        Option("rounds", int, 3, "interleaved repetitions; medians are reported", minimum=1),
+        Option("vapoursynth", bool, False, "also time the core.deblur.Atrous graph (VapourSynth) on the same frames"),
+        VAPOURSYNTH["num_streams"],
+        Option("stream", bool, False, "also time vsdeblur-stream (decode + engine + encode) against the engine alone on the same decoded frames"),
+        Option("batch", bool, False, "also time vsdeblur batch (local and Ray executors) against vsdeblur-stream on one short file after another"),
+        Option("batch_files", int, 4, "--batch: files of --frames frames each", minimum=1),
+        Option("suite", str, None, "run a fixed set of measurements instead: gpu, the GPU check of docs/performance.md (on a CPU at reduced sizes); auto: none", choices=("gpu",)),
+        Option("json", Path, None, "also write the results as JSON to this file; auto: none"),
+    ),
+)
+
+BENCH_ENGINE = Group(
+    "engine",
+    tuple(
+        Option(o.name, o.type, o.default, f"{o.help}; a comma-separated list (e.g. auto,fp32) times each and compares each with the last: "
+               "throughput and output PSNR (the other measurements use the first)")
+        if o.name == "precision" else o
+        for o in ENGINE.options
+    ),
+)
