@@ -131,3 +131,18 @@ def test_export_refuses_bad_weights_and_a_non_empty_output(tiny_weights, tmp_pat
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"vsdeblur export: error: {taken} exists and is not an empty folder; choose a new one"]
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+
+def test_openvino_sends_no_telemetry(exported, tmp_path):
+    # importing openvino registers a client id under ~/intel and sends a usage event unless
+    # telemetry is opted out; vsdeblur must neither write there nor phone home
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+    code = (
+        "import os, sys\n"
+        "from vsdeblur.backends.openvino import OpenVinoBackend\n"
+        f"OpenVinoBackend({str(exported)!r})\n"
+        "assert 'CI' not in os.environ\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "intel").exists()

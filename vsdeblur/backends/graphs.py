@@ -51,13 +51,16 @@ class GraphRunner:
         """source: a folder written by `vsdeblur export`, or a weights file (a path or Weights;
         None for the shipped default) exported at `precision` into `cache` (default
         ~/.cache/vsdeblur/onnx) on first use. threads: the runtime's CPU threads, 0 for its default."""
-        self.runtime = require(self.name, self.module, self.extra)
+        self.runtime = self.import_runtime()
         self.folder = exported_folder(source, precision, cache)
         self.manifest = read_manifest(self.folder)
         self.precision = self.manifest["precision"]
         self.frames = 2 * self.manifest["radius"] + 1 if self.manifest["radius"] is not None else None
         self._specs = self.manifest["graphs"]
         self._graphs = {name: self.load(self.folder / spec["file"], threads) for name, spec in self._specs.items()}
+
+    def import_runtime(self) -> ModuleType:
+        return require(self.name, self.module, self.extra)
 
     def load(self, path: Path, threads: int) -> Run:
         raise NotImplementedError

@@ -5,8 +5,10 @@ INFERENCE_PRECISION_HINT reads bfloat16 on this project's EPYC), so its output w
 PyTorch's fp32 (up to 0.16 of an 8-bit code on the shipped stage 1 at 640x360). This runner asks
 for f32; `inference_precision="bf16"` gives the faster bf16 back.
 
-Importing openvino starts OpenVINO's own usage telemetry (a client id under ~/intel) unless the
-user opted out with its `opt_in_out --opt_out` or CI=true is set."""
+Importing openvino starts OpenVINO's usage telemetry (a client id under ~/intel and an event
+sent to Google Analytics) unless the user opted out with its `opt_in_out --opt_out`. vsdeblur
+sends nothing anywhere: it imports openvino under CI=true, the opt-out that this telemetry
+honours without a file."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 import threading
 from functools import cached_property
 from pathlib import Path
+from types import ModuleType
 
 from vsdeblur.backends.graphs import GraphRunner, Run
 from vsdeblur.errors import UsageError
@@ -34,6 +37,17 @@ class OpenVinoBackend(GraphRunner):
             raise UsageError(f"inference precision must be one of {', '.join(INFERENCE_PRECISIONS)}, not {inference_precision!r}")
         self.inference_precision = inference_precision
         super().__init__(source, precision=precision, cache=cache, threads=threads)
+
+    def import_runtime(self) -> ModuleType:
+        previous = os.environ.get("CI")
+        os.environ["CI"] = "true"
+        try:
+            return super().import_runtime()
+        finally:
+            if previous is None:
+                del os.environ["CI"]
+            else:
+                os.environ["CI"] = previous
 
     @cached_property
     def core(self):
