@@ -127,6 +127,10 @@ def test_eval_command_errors(tmp_path, tiny_weights_stage1):
     (tmp_path / "text.mkv").write_text("not a video")
     result = runner.invoke(main, ["eval", str(tmp_path / "a.mkv"), str(tmp_path / "text.mkv"), str(tmp_path / "a.mkv")])
     assert result.exit_code == 2 and "text.mkv is not a video file FFmpeg can read" in result.output
+    # a --json that cannot be written is refused before any scoring, not after it
+    missing = tmp_path / "no-such-folder" / "scores.json"
+    result = runner.invoke(main, ["eval", str(tmp_path / "a.mkv"), str(tmp_path / "a.mkv"), str(tmp_path / "a.mkv"), "--json", str(missing)])
+    assert result.exit_code == 2 and f"--json {missing}: the folder {missing.parent} does not exist" in result.output
 
 
 def test_eval_converts_yuv_as_the_pipeline_does(tmp_path):

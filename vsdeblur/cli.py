@@ -90,9 +90,7 @@ def bench(**flags) -> None:
     values = resolve([BENCH_ENGINE, BENCH], None, flags)
     given = {name for name, value in flags.items() if value is not None}
     values["size"] = _parse_size(values["size"])
-    json_path = values["json"]
-    if json_path is not None and not json_path.parent.is_dir():
-        raise UsageError(f"--json {json_path}: the folder {json_path.parent} does not exist")
+    json_path = _json_target(values["json"])
     save = (lambda result: _write_json(json_path, result)) if json_path is not None else None
     if values["suite"] is not None:
         result = run_suite(values, given, click.echo, save)
@@ -100,6 +98,13 @@ def bench(**flags) -> None:
         result = run_bench(values, given, click.echo)
     if save is not None:
         save(result)
+
+
+def _json_target(path: Path | None) -> Path | None:
+    """A --json path, checked before any work: its folder must exist."""
+    if path is not None and not path.parent.is_dir():
+        raise UsageError(f"--json {path}: the folder {path.parent} does not exist")
+    return path
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -174,6 +179,7 @@ def evaluate(sharp, blurred, restored, max_frames, json_path, picture, **engine_
     for path in (sharp, blurred, restored):
         if path is not None and not path.is_file():
             raise UsageError(f"input not found: {path}")
+    _json_target(json_path)
     if restored is not None:
         restored_frames = decoded(restored, max_frames)
     else:
@@ -185,7 +191,7 @@ def evaluate(sharp, blurred, restored, max_frames, json_path, picture, **engine_
     if picture is not None:
         click.echo(f"picture: {picture} (blurred | restored | sharp)")
     if json_path is not None:
-        json_path.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        _write_json(json_path, result.as_dict())
 
 
 @main.command()
@@ -275,11 +281,12 @@ def benchmark(material, weights, output, clips, frames, size, json_path) -> None
 
     if weights is not None and not weights.is_file():
         raise UsageError(f"weights not found: {weights}")
+    _json_target(json_path)
     setup = Setup(material, output, clips, frames, _parse_size(size))
     text, report = run(setup, weights, log=lambda line: click.echo(line, err=True))
     click.echo(text)
     if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=1) + "\n")
+        _write_json(json_path, report)
 
 
 @main.command("export")
