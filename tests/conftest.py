@@ -21,6 +21,17 @@ def make_weights(path: Path, preset: str = "tiny", stages: tuple[int, ...] = (1,
     return save_weights(path, cfg, {s: build_model(cfg, s) for s in stages}, recipe={"note": "untrained, for tests"})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> Path:
+    """Caches (the ONNX graphs that the graph backends export on first use) go to a folder of
+    the test session's own, never into the user's ~/.cache; subprocesses inherit it."""
+    import os
+
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """Tiny preset, stages 1 and 2, random initialisation (seed 0)."""

@@ -104,7 +104,7 @@ def test_single_configuration_json_with_stream_and_vapoursynth(tmp_path):
     data = json.loads(out.read_text())
     assert data["config"] | {"device": None, "precision": None} == {
         "preset": "tiny", "stage": 2, "width": 64, "height": 48, "frames": 2, "rounds": 1, "compile": False,
-        "device": None, "precision": None}
+        "device": None, "precision": None, "backend": "torch"}
     assert [m["name"] for m in data["measurements"]] == [
         "bare networks", "engine (numpy in, numpy out)", "vapoursynth (core.deblur graph)",
         "engine on the decoded frames", "stream (decode + engine + encode)"]

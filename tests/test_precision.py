@@ -149,8 +149,8 @@ def test_bench_compares_precisions_on_a_real_clip(tmp_path, sample_clip):
     assert (data["config"]["width"], data["config"]["height"], data["config"]["frames"]) == (1280, 720, 2)
     assert [m["name"] for m in data["measurements"]] == [
         "bare networks [bf16]", "engine (numpy in, numpy out) [bf16]", "bare networks [fp32]", "engine (numpy in, numpy out) [fp32]"]
-    [comparison] = data["precisions"]
-    assert comparison["precision"] == "bf16" and comparison["reference"] == "fp32" and comparison["engine_speedup"] > 0
+    [comparison] = data["comparisons"]
+    assert comparison["configuration"] == "bf16" and comparison["reference"] == "fp32" and comparison["engine_speedup"] > 0
     # the same untrained networks in bf16: close to fp32, yet not identical
     assert 30 < comparison["psnr_db"] < 100 and comparison["max_difference"] >= 1
 

@@ -27,6 +27,7 @@ import torch
 
 from vsdeblur.config import engine_kwargs
 from vsdeblur.engine import Deblurrer
+from vsdeblur.engine.backend import Backend
 from vsdeblur.engine.tiling import pad_to_multiple
 from vsdeblur.errors import UsageError
 from vsdeblur.models import build_model, fold_scales, get_preset
@@ -153,9 +154,17 @@ class BareNetworks:
     layout: torch.memory_format
 
 
-def bare_networks(weights: Path | None, stage: int, device: torch.device, dtype: torch.dtype, compiled: bool) -> BareNetworks:
-    """The networks of `weights` (None: the shipped default) up to `stage`."""
+def bare_networks(weights: Path | None, stage: int, device: torch.device, dtype: torch.dtype, compiled: bool,
+                  backend: str = "torch") -> BareNetworks:
+    """The networks of `weights` (None: the shipped default) up to `stage`, run by PyTorch or,
+    for a graph backend (engine.backend), by its runner of the exported graphs."""
     loaded = resolve_weights(weights)
+    radius = loaded.preset.stage2.radius if stage == 2 else 0
+    if backend != "torch":
+        runner = Backend(backend, dtype, device).runner(loaded)
+        return BareNetworks(stage1=runner.stage1, encode=runner.encode if stage == 2 else None,
+                            aggregate=runner.aggregate if stage == 2 else None, radius=radius,
+                            multiple=loaded.preset.multiple(stage), device=device, layout=torch.contiguous_format)
     layout = network_layout(device, compiled)
     maybe_compiled = torch.compile if compiled else lambda fn: fn
     nets = {s: fold_scales(loaded.build(s)).eval().requires_grad_(False).to(device, dtype, memory_format=layout)
@@ -165,7 +174,7 @@ def bare_networks(weights: Path | None, stage: int, device: torch.device, dtype:
         stage1=maybe_compiled(nets[1]),
         encode=maybe_compiled(stage2.encode) if stage2 is not None else None,
         aggregate=maybe_compiled(stage2.aggregate) if stage2 is not None else None,
-        radius=loaded.preset.stage2.radius if stage2 is not None else 0,
+        radius=radius,
         multiple=loaded.preset.multiple(stage),
         device=device,
         layout=layout,
@@ -209,6 +218,11 @@ def engine_run(engine: Deblurrer, frames: list[np.ndarray], cuts: list[int] | No
 def precision_label(token: str, engine: Deblurrer) -> str:
     """A precision as asked for, with what `auto` chose: "auto (bf16)"."""
     return f"auto ({PRECISION_NAMES[engine.dtype]})" if token == "auto" else token
+
+
+def backend_label(token: str, engine: Deblurrer) -> str:
+    """A backend as asked for, with what `auto` chose: "auto (openvino)"."""
+    return f"auto ({engine.backend})" if token == "auto" else token
 
 
 def vapoursynth_run(engine: Deblurrer, frames: list[np.ndarray], num_streams: int = 1) -> Run:
@@ -329,11 +343,12 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
     return path
 
 
-# ---- `vsdeblur bench`: one configuration, at one precision or several compared ----------------
+# ---- `vsdeblur bench`: one configuration, or several (precisions, backends) compared ------------
 
 @dataclass
-class PrecisionComparison:
-    """One precision against the reference (the last one listed) on the same frames."""
+class Comparison:
+    """One configuration (a precision, a backend or both) against the reference (the last one
+    listed) on the same frames."""
 
     label: str
     reference: str
@@ -342,7 +357,7 @@ class PrecisionComparison:
     max_difference: int  # largest difference of any output value, in 8-bit code values
 
     def as_dict(self) -> dict:
-        return {"precision": self.label, "reference": self.reference, "engine_speedup": round(self.speedup, 4),
+        return {"configuration": self.label, "reference": self.reference, "engine_speedup": round(self.speedup, 4),
                 "psnr_db": None if self.psnr_db is None else round(self.psnr_db, 2), "max_difference": self.max_difference}
 
     def line(self) -> str:
@@ -351,9 +366,9 @@ class PrecisionComparison:
         return f"{self.label} against {self.reference}: engine {self.speedup:.2f}x the throughput; {quality}"
 
 
-def compare_precisions(engines: dict[str, Deblurrer], frames: list[np.ndarray], engine_fps: dict[str, float]) -> list[PrecisionComparison]:
-    """Each precision but the last against the last: their engines' throughput (`engine_fps`
-    by label) and their outputs on `frames`, run once more."""
+def compare_configurations(engines: dict[str, Deblurrer], frames: list[np.ndarray], engine_fps: dict[str, float]) -> list[Comparison]:
+    """Each configuration but the last against the last: their engines' throughput
+    (`engine_fps` by label) and their outputs on `frames`, run once more."""
     from vsdeblur.metrics import psnr  # imports PyAV (for VMAF)
 
     labels = list(engines)
@@ -364,21 +379,44 @@ def compare_precisions(engines: dict[str, Deblurrer], frames: list[np.ndarray], 
         outputs = np.stack(list(engines[label].frames(frames)))
         score = psnr(outputs, expected)
         difference = int(np.abs(outputs.astype(np.int16) - expected.astype(np.int16)).max())
-        comparisons.append(PrecisionComparison(label, reference, engine_fps[label] / engine_fps[reference],
-                                               None if score == float("inf") else score, difference))
+        comparisons.append(Comparison(label, reference, engine_fps[label] / engine_fps[reference],
+                                      None if score == float("inf") else score, difference))
     return comparisons
 
 
-def precision_engines(values: dict[str, Any], weights: Path | None) -> dict[str, Deblurrer]:
-    """One engine per precision of the comma-separated --precision, keyed by a label that
-    shows what `auto` chose; the other engine options and the networks are the same for all."""
+def listed(values: dict[str, Any], name: str) -> list[str]:
+    """The comma-separated tokens of a BENCH_ENGINE list option, each once."""
+    tokens = [t.strip() for t in values[name].split(",")]
+    for token in tokens:
+        if tokens.count(token) > 1:
+            raise UsageError(f"{name} {token!r} is listed twice in {values[name]!r}")
+    return tokens
+
+
+def configuration_engines(values: dict[str, Any], weights: Path | None, echo: Callable[[str], None]) -> dict[str, Deblurrer]:
+    """One engine per backend and precision of the comma-separated --backend and --precision
+    (every pair), keyed by a label that names what varies and what `auto` chose; the other
+    engine options and the networks are the same for all. A pair that a backend cannot
+    compute (ONNX Runtime in bf16) is skipped with a line saying why, when other pairs remain."""
+    backends, precisions = listed(values, "backend"), listed(values, "precision")
     engines: dict[str, Deblurrer] = {}
-    for token in (t.strip() for t in values["precision"].split(",")):
-        engine = Deblurrer(**{**engine_kwargs(values), "weights": weights, "precision": token})
-        label = precision_label(token, engine)
-        if label in engines:
-            raise UsageError(f"precision {token!r} is listed twice in {values['precision']!r}")
-        engines[label] = engine
+    skipped: list[str] = []
+    for backend in backends:
+        for precision in precisions:
+            try:
+                engine = Deblurrer(**{**engine_kwargs(values), "weights": weights, "backend": backend, "precision": precision})
+            except UsageError as exc:
+                if len(backends) == 1 or not str(exc).startswith(f"backend {backend!r} computes in"):
+                    raise
+                skipped.append(f"skipped {backend} {precision}: {exc}")
+                continue
+            parts = ([backend_label(backend, engine)] if len(backends) > 1 else []) + (
+                [precision_label(precision, engine)] if len(precisions) > 1 or len(backends) == 1 else [])
+            engines[" ".join(parts)] = engine
+    if not engines:
+        raise UsageError("; ".join(skipped))
+    for line in skipped:
+        echo(line)
     return engines
 
 
@@ -386,18 +424,19 @@ def precision_engines(values: dict[str, Any], weights: Path | None) -> dict[str,
 class BenchResult:
     """What `vsdeblur bench` measured for one configuration."""
 
-    engines: dict[str, Deblurrer]  # by precision label; the first ran every other measurement
+    engines: dict[str, Deblurrer]  # by configuration label; the first ran every other measurement
     width: int
     height: int
     measurements: list[Measurement]
     ratios: dict[str, float]  # e.g. engine_overhead, stream_ratio, by their JSON keys
-    comparisons: list[PrecisionComparison]
+    comparisons: list[Comparison]
 
 
-def measure_configuration(values: dict[str, Any], weights: Path | None, clip: list[np.ndarray]) -> BenchResult:
-    """The bare networks and the engine at each precision, then what the BENCH options ask for,
-    at the first precision."""
-    engines = precision_engines(values, weights)
+def measure_configuration(values: dict[str, Any], weights: Path | None, clip: list[np.ndarray],
+                          echo: Callable[[str], None]) -> BenchResult:
+    """The bare networks and the engine in each configuration, then what the BENCH options ask
+    for, in the first."""
+    engines = configuration_engines(values, weights, echo)
     first, engine = next(iter(engines.items()))
     rounds = values["rounds"]
 
@@ -406,7 +445,7 @@ def measure_configuration(values: dict[str, Any], weights: Path | None, clip: li
 
     runs: dict[str, Run] = {}
     for label, e in engines.items():
-        runs[named(BARE, label)] = bare_forward(bare_networks(weights, e.stage, e.device, e.dtype, values["compile"]), clip)
+        runs[named(BARE, label)] = bare_forward(bare_networks(weights, e.stage, e.device, e.dtype, values["compile"], e.backend), clip)
         runs[named(ENGINE_RUN, label)] = engine_run(e, clip)
     if values["vapoursynth"]:
         runs["vapoursynth (core.deblur graph)"] = vapoursynth_run(engine, clip, values["num_streams"])
@@ -416,7 +455,7 @@ def measure_configuration(values: dict[str, Any], weights: Path | None, clip: li
     ratios = {"engine_overhead": full.seconds / by_name[named(BARE, first)].seconds - 1}
     comparisons = []
     if len(engines) > 1:
-        comparisons = compare_precisions(engines, clip, {label: by_name[named(ENGINE_RUN, label)].fps for label in engines})
+        comparisons = compare_configurations(engines, clip, {label: by_name[named(ENGINE_RUN, label)].fps for label in engines})
     if values["vapoursynth"]:
         ratios["vapoursynth_relative_throughput"] = full.seconds / by_name["vapoursynth (core.deblur graph)"].seconds
     if values["stream"]:
@@ -425,9 +464,9 @@ def measure_configuration(values: dict[str, Any], weights: Path | None, clip: li
         measurements += streamed
         ratios["stream_ratio"] = streamed[1].fps / streamed[0].fps
     if values["batch"]:
-        # batch workers load the weights by path, in the first precision listed
+        # batch workers load the weights by path, in the first configuration listed
         options = {**engine_kwargs(values), "weights": weights or resolve_weights(None).path, "stage": engine.stage,
-                   "precision": values["precision"].split(",")[0].strip()}
+                   "precision": PRECISION_NAMES[engine.dtype], "backend": engine.backend}
         batched = batch_comparison(engine, clip, values["batch_files"], options, rounds)
         measurements += batched
         ratios["batch_local_ratio"] = batched[1].fps / batched[0].fps
@@ -453,7 +492,7 @@ def run_bench(values: dict[str, Any], given: set[str], echo: Callable[[str], Non
     with tempfile.TemporaryDirectory() as workdir:
         weights = model_file(values["weights"], values["preset"], Path(workdir))
         clip = clip_frames(values["clip"], values["frames"]) if values["clip"] is not None else synthetic_frames(*values["size"], values["frames"])
-        result = measure_configuration(values, weights, clip)
+        result = measure_configuration(values, weights, clip, echo)
     labels, engine = list(result.engines), next(iter(result.engines.values()))
     echo(f"preset {engine.preset.name}, stage {engine.stage}, {result.width}x{result.height}, {len(clip)} frames x "
          f"{values['rounds']} rounds, device {engine.device}, {', '.join(labels)}"
@@ -469,10 +508,11 @@ def run_bench(values: dict[str, Any], given: set[str], echo: Callable[[str], Non
     config = {"preset": engine.preset.name, "stage": engine.stage, "width": result.width, "height": result.height,
               "frames": len(clip), "rounds": values["rounds"], "device": str(engine.device), "compile": values["compile"],
               "precision": [str(e.dtype) for e in result.engines.values()] if len(labels) > 1 else str(engine.dtype),
+              "backend": [e.backend for e in result.engines.values()] if len(labels) > 1 else engine.backend,
               **({"clip": str(values["clip"])} if values["clip"] is not None else {}),
               **({"batch_files": values["batch_files"]} if values["batch"] else {})}
     return {"config": config, "measurements": [m.as_dict() for m in result.measurements], **result.ratios,
-            **({"precisions": [c.as_dict() for c in result.comparisons]} if result.comparisons else {})}
+            **({"comparisons": [c.as_dict() for c in result.comparisons]} if result.comparisons else {})}
 
 
 def echo_table(measurements: list[Measurement], echo: Callable[[str], None]) -> None:

@@ -221,6 +221,7 @@ ENGINE = Group(
         Option("ensemble", bool, False, "average the 8 flips and rotations of each frame (8x slower)"),
         Option("scene_threshold", float, 0.25, "scene-cut threshold: mean luma change (0..1) that starts a new scene; 0 disables", minimum=0.0, maximum=1.0),
         Option("compile", bool, False, "torch.compile the networks (CUDA; pays off on long clips)"),
+        Option("backend", str, "torch", "network runtime: torch; onnxruntime or openvino (CPU), tensorrt (NVIDIA GPU), each running vsdeblur export's graphs, exported and cached on first use; auto: the fastest installed for the device", choices=("auto", "torch", "onnxruntime", "openvino", "tensorrt")),
     ),
 )
 
@@ -361,7 +362,7 @@ SYNTH = Group(
 
 
 # `vsdeblur bench`: what to measure. The engine measured takes the ENGINE options, except that
-# --precision may list several precisions to compare (BENCH_ENGINE).
+# --precision and --backend may list several to compare (BENCH_ENGINE).
 BENCH = Group(
     "bench",
     (
@@ -382,9 +383,9 @@ BENCH = Group(
 BENCH_ENGINE = Group(
     "engine",
     tuple(
-        Option(o.name, o.type, o.default, f"{o.help}; a comma-separated list (e.g. auto,fp32) times each and compares each with the last: "
-               "throughput and output PSNR (the other measurements use the first)")
-        if o.name == "precision" else o
-        for o in ENGINE.options
+        Option(o.name, o.type, o.default, f"{o.help}; a comma-separated list (e.g. {example}) times each and compares each with the last: "
+               "throughput and output PSNR (the other measurements use the first); with lists of both, every pair")
+        if example else o
+        for o, example in ((o, {"precision": "auto,fp32", "backend": "openvino,torch"}.get(o.name)) for o in ENGINE.options)
     ),
 )

@@ -58,6 +58,7 @@ def atrous(
     ensemble: bool = ENGINE["ensemble"].default,
     scene_threshold: float = ENGINE["scene_threshold"].default,
     compile: bool = ENGINE["compile"].default,
+    backend: str = ENGINE["backend"].default,
     num_streams: int = VAPOURSYNTH["num_streams"].default,
     scene_props: bool = VAPOURSYNTH["scene_props"].default,
     matrix: int | None = VAPOURSYNTH["matrix"].default,

@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,9 @@ from vsdeblur.errors import UsageError
 from vsdeblur.export import cached_export, read_manifest
 from vsdeblur.weights import Weights, read_weights, resolve_weights
 
-Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]  # a loaded graph: named inputs -> outputs in order
+# a loaded graph: named inputs -> outputs in order (numpy arrays on the CPU runtimes, tensors
+# on the device for TensorRT)
+Run = Callable[[dict[str, Any]], list[Any]]
 
 
 def require(backend: str, module: str, extra: str) -> ModuleType:
@@ -57,12 +60,13 @@ class GraphRunner:
         self.precision = self.manifest["precision"]
         self.frames = 2 * self.manifest["radius"] + 1 if self.manifest["radius"] is not None else None
         self._specs = self.manifest["graphs"]
-        self._graphs = {name: self.load(self.folder / spec["file"], threads) for name, spec in self._specs.items()}
+        self._graphs = {name: self.load(spec, threads) for name, spec in self._specs.items()}
 
     def import_runtime(self) -> ModuleType:
         return require(self.name, self.module, self.extra)
 
-    def load(self, path: Path, threads: int) -> Run:
+    def load(self, spec: dict, threads: int) -> Run:
+        """The graph of a manifest entry (its file lies in self.folder), loaded."""
         raise NotImplementedError
 
     def stage1(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,13 +85,15 @@ class GraphRunner:
         named = {f"frame{i}_level{level}": t for i, pyramid in enumerate(pyramids) for level, t in enumerate(pyramid)}
         return self._run("aggregate", {"centre": centre, **named})[0]
 
+    def feed(self, port: dict, tensor: torch.Tensor) -> Any:
+        """A tensor as the runtime takes it for an input port: a CPU numpy array of the port's
+        dtype (no copy where the tensor is one already)."""
+        return tensor.detach().to("cpu", getattr(torch, port["dtype"])).contiguous().numpy()
+
     def _run(self, graph: str, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         spec = self._specs.get(graph)
         if spec is None:
             stages = " and ".join(map(str, self.manifest["stages"]))
             raise UsageError(f"{self.folder} holds the graphs of stage {stages} only, not {graph}")
-        feed = {
-            port["name"]: tensors[port["name"]].detach().to("cpu", getattr(torch, port["dtype"])).contiguous().numpy()
-            for port in spec["inputs"]
-        }
-        return [torch.from_numpy(array) for array in self._graphs[graph](feed)]
+        feed = {port["name"]: self.feed(port, tensors[port["name"]]) for port in spec["inputs"]}
+        return [torch.as_tensor(output) for output in self._graphs[graph](feed)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from vsdeblur.backends.graphs import GraphRunner, Run
 
 
@@ -12,9 +10,9 @@ class OnnxRuntimeBackend(GraphRunner):
     module = "onnxruntime"
     extra = "onnx"
 
-    def load(self, path: Path, threads: int) -> Run:
+    def load(self, spec: dict, threads: int) -> Run:
         options = self.runtime.SessionOptions()
         options.intra_op_num_threads = threads
-        session = self.runtime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = self.runtime.InferenceSession(str(self.folder / spec["file"]), options, providers=["CPUExecutionProvider"])
         # InferenceSession.run may be called from several threads at once (VapourSynth's)
         return lambda feed: session.run(None, feed)

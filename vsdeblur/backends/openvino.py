@@ -13,9 +13,8 @@ honours without a file."""
 from __future__ import annotations
 
 import os
-import threading
+import queue
 from functools import cached_property
-from pathlib import Path
 from types import ModuleType
 
 from vsdeblur.backends.graphs import GraphRunner, Run
@@ -53,18 +52,26 @@ class OpenVinoBackend(GraphRunner):
     def core(self):
         return self.runtime.Core()
 
-    def load(self, path: Path, threads: int) -> Run:
+    def load(self, spec: dict, threads: int) -> Run:
         config = {"INFERENCE_PRECISION_HINT": self.inference_precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        compiled = self.core.compile_model(str(path), "CPU", config)
-        # an infer request runs one inference at a time: one per calling thread
-        local = threading.local()
+        compiled = self.core.compile_model(str(self.folder / spec["file"]), "CPU", config)
+        # An infer request runs one inference at a time, so each call borrows an idle one (or
+        # makes one) from a pool that lives as long as the graph. Not thread-local: a
+        # VapourSynth thread's Python state ends with each callback, and an infer request
+        # destroyed with it crashes the process.
+        idle: queue.SimpleQueue = queue.SimpleQueue()
 
         def run(feed: dict) -> list:
-            if not hasattr(local, "request"):
-                local.request = compiled.create_infer_request()
-            results = local.request.infer(feed, share_inputs=False, share_outputs=False)
-            return [results[output] for output in compiled.outputs]
+            try:
+                request = idle.get_nowait()
+            except queue.Empty:
+                request = compiled.create_infer_request()
+            try:
+                results = request.infer(feed, share_inputs=True, share_outputs=False)
+                return [results[output] for output in compiled.outputs]
+            finally:
+                idle.put(request)
 
         return run

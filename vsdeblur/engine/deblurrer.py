@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from vsdeblur.config import ENGINE
-from vsdeblur.engine.device import resolve_device, resolve_precision
+from vsdeblur.engine.backend import resolve_backend
+from vsdeblur.engine.device import resolve_device
 from vsdeblur.engine.networks import EngineStats, FrameState, Networks
 from vsdeblur.engine.schedule import CutTest, Scheduler
 from vsdeblur.engine.tiling import round_up
@@ -22,7 +23,7 @@ from vsdeblur.engine.transfer import HostFrame, Transfer, check_frame, check_pla
 from vsdeblur.engine.window import SceneDetector, chosen_stage, window_radius
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset
-from vsdeblur.weights import resolve_weights
+from vsdeblur.weights import Weights, resolve_weights
 
 
 class Deblurrer:
@@ -44,6 +45,8 @@ class Deblurrer:
         scene_threshold: detect scene cuts when consecutive frames differ by more than this
             (0..1); 0 or None detects none (cuts can still be passed to `frames`).
         compile: torch.compile the networks (CUDA; pays off on long clips).
+        backend: "torch", "onnxruntime" or "openvino" (CPU: exported graphs, cached on first
+            use), or "auto" (the fastest installed for the device; see engine.backend).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class Deblurrer:
         ensemble: bool = ENGINE["ensemble"].default,
         scene_threshold: float | None = ENGINE["scene_threshold"].default,
         compile: bool = ENGINE["compile"].default,
+        backend: str = ENGINE["backend"].default,
     ) -> None:
         loaded = resolve_weights(weights)
         if preset is not None and preset != loaded.preset.name:
@@ -68,7 +72,7 @@ class Deblurrer:
             )
         models = {s: loaded.build(s) for s in range(1, chosen_stage(loaded, stage) + 1)}
         self.weights_path: Path | None = loaded.path
-        self._setup(loaded.preset, models, radius, device, precision, tile, overlap, ensemble, scene_threshold, compile)
+        self._setup(loaded.preset, models, radius, device, precision, tile, overlap, ensemble, scene_threshold, compile, backend, loaded)
 
     @classmethod
     def from_models(cls, preset: Preset, models: dict[int, nn.Module], **options: Any) -> Deblurrer:
@@ -92,15 +96,20 @@ class Deblurrer:
         ensemble: bool,
         scene_threshold: float | None,
         compile: bool,
+        backend: str,
+        weights: Weights | None = None,
     ) -> None:
         if scene_threshold is not None and not 0 <= scene_threshold < 1:
             raise UsageError(f"scene threshold must lie between 0 and 1, not {scene_threshold}")
         self.preset, self.stage = preset, max(models)
         self.radius = window_radius(preset, self.stage, radius)
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        chosen = resolve_backend(backend, precision, self.device)
+        if compile and chosen.name != "torch":
+            raise UsageError(f"compile applies to backend torch; {chosen.name} optimises its graphs itself")
+        self.backend, self.dtype = chosen.name, chosen.dtype
         self.scene_threshold = scene_threshold
-        self.networks = Networks(preset, models, self.device, self.dtype, tile, overlap, ensemble, compile)
+        self.networks = Networks(preset, models, self.device, self.dtype, tile, overlap, ensemble, compile, chosen.runner(weights))
         self.multiple = self.networks.multiple
         self.transfer = Transfer(self.device, self.networks.memory_format, self.multiple)
         self.scheduler = Scheduler(self.radius, self._frame_state, self.networks.stage2 if self.stage == 2 else None, self._finish)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,7 +65,10 @@ class Networks:
         overlap: int | None,
         ensemble: bool,
         compile: bool,
+        runner: Any = None,
     ) -> None:
+        """runner: something with stage1(x), encode(x) and aggregate(pyramids, centre) that
+        runs the networks instead of the modules (vsdeblur.backends); None runs the modules."""
         if tile is not None and tile < 0:
             raise UsageError(f"tile must be 0 (never tile) or a size in pixels, not {tile}")
         if overlap is not None and overlap < 0:
@@ -76,18 +80,25 @@ class Networks:
         if tile:
             tile_geometry(tile, self.overlap, self.multiple)
         self.transforms = DIHEDRAL if ensemble else [(0, False)]
+        self.stats = EngineStats()
+        self._plans: dict[tuple[int, int], list[Tile]] = {}
+        if runner is not None:
+            # graph runtimes take plain NCHW arrays
+            self.memory_format, self.models, self._compiled = torch.contiguous_format, {}, False
+            self._stage1, self._encode, self._aggregate = runner.stage1, runner.encode, runner.aggregate
+            return
         # Eager CUDA convs with explicit reflect padding run faster in NCHW; compiled graphs
         # and the CPU's oneDNN kernels prefer channels_last (docs/performance.md).
         self.memory_format = torch.channels_last if compile or device.type == "cpu" else torch.contiguous_format
         self.models = {s: self._prepared(m) for s, m in models.items()}
-        self.stats = EngineStats()
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # a clip's frames share one size: pick the fastest kernels once
         maybe_compiled = torch.compile if compile else lambda fn: fn
         self._stage1 = maybe_compiled(self.models[1])
         stage2 = self.models.get(2)
         self._encode = maybe_compiled(stage2.encode) if stage2 is not None else None
         self._aggregate = maybe_compiled(stage2.aggregate) if stage2 is not None else None
         self._compiled = compile
-        self._plans: dict[tuple[int, int], list[Tile]] = {}
 
     def _prepared(self, model: nn.Module) -> nn.Module:
         model = fold_scales(copy.deepcopy(model)).eval().requires_grad_(False)
