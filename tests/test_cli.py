@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 
 import pytest
 
@@ -25,6 +26,9 @@ def test_info_reports_versions_devices_plugin_and_weights():
     assert "cpu" in lines["device"]
     assert "core.deblur" in lines["vapoursynth"]
     assert "default weights" in result.stdout
+    backends = [line.split(None, 1)[1] for line in result.stdout.splitlines() if line.startswith("backend ")]
+    assert backends[:2] == [f"onnxruntime: onnxruntime {version('onnxruntime')}", f"openvino: openvino {version('openvino')}"]
+    assert backends[3] == "auto on cpu: openvino"
 
 
 def test_bench_prints_a_table_and_writes_json(tmp_path):

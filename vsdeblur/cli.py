@@ -34,6 +34,7 @@ def info() -> None:
     import numpy
     import torch
 
+    from vsdeblur.engine.backend import describe_backends
     from vsdeblur.engine.device import describe_auto_precision, describe_devices
     from vsdeblur.weights import default_weights_path, read_weights
 
@@ -46,6 +47,7 @@ def info() -> None:
     ]
     rows += [("device", d) for d in describe_devices()]
     rows += [("precision", p) for p in describe_auto_precision()]
+    rows += [("backend", b) for b in describe_backends()]
     rows.append(("vapoursynth", _vapoursynth_status()))
     path = default_weights_path()
     if path is None:

@@ -10,6 +10,7 @@ not yet measured).
 from __future__ import annotations
 
 import importlib.util
+from importlib import metadata
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,3 +79,16 @@ def resolve_backend(name: str, precision: str, device: torch.device) -> Backend:
     if precision not in allowed:
         raise UsageError(f"backend {name!r} computes in {' or '.join(allowed)} on {'a CPU' if place == 'cpu' else 'a GPU'}, not {precision}")
     return Backend(name, PRECISIONS[precision], device)
+
+
+def describe_backends() -> list[str]:
+    """For `vsdeblur info`: each graph runtime's installed distribution and version (read
+    from the package metadata: importing openvino would start its telemetry), and what
+    `backend="auto"` takes on the CPU."""
+    distributions = metadata.packages_distributions()
+    rows = []
+    for name in _GRAPH_DEVICES:
+        found = sorted({f"{d} {metadata.version(d)}" for d in distributions.get(name, [])})
+        rows.append(f"{name}: {', '.join(found) if found else 'not installed'}")
+    rows.append(f"auto on cpu: {resolve_backend('auto', 'auto', torch.device('cpu')).name}")
+    return rows
