@@ -17,10 +17,10 @@ from vsdeblur.config import ENGINE
 from vsdeblur.engine.backend import resolve_backend
 from vsdeblur.engine.device import resolve_device
 from vsdeblur.engine.networks import EngineStats, FrameState, Networks
-from vsdeblur.engine.schedule import CutTest, Scheduler
+from vsdeblur.engine.schedule import Scheduler
 from vsdeblur.engine.tiling import round_up
 from vsdeblur.engine.transfer import HostFrame, Transfer, check_frame, check_planes
-from vsdeblur.engine.window import SceneDetector, chosen_stage, window_radius
+from vsdeblur.engine.window import CutTest, chosen_stage, cut_test, window_radius
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset
 from vsdeblur.weights import Weights, resolve_weights
@@ -142,24 +142,11 @@ class Deblurrer:
     def tagged(self, items: Iterable[tuple[Any, np.ndarray]], cuts: Collection[int] | CutTest | None = None) -> Iterator[tuple[Any, np.ndarray]]:
         """As `frames`, over (tag, frame) pairs: each restored frame comes out with its tag (a
         timestamp, a source frame), so that callers need not track what is inside the window."""
-        return _pipelined(self.scheduler.stream(items, self._cut_test(cuts)))
+        return _pipelined(self.scheduler.stream(items, cut_test(cuts, self.scene_threshold)))
 
     def image(self, image: np.ndarray) -> np.ndarray:
         """Restore a single H x W x 3 image (stage 2 sees it as a one-frame clip)."""
         return next(self.frames([image]))
-
-    def _cut_test(self, cuts: Collection[int] | CutTest | None) -> CutTest:
-        tests: list[CutTest] = []
-        if callable(cuts):
-            tests.append(cuts)
-        elif cuts is not None:
-            starts = frozenset(int(c) for c in cuts)
-            tests.append(lambda i, _: i in starts)
-        if self.scene_threshold:
-            detector = SceneDetector(self.scene_threshold)
-            tests.append(lambda _, f: detector(f))
-        # every test sees every frame (the detector keeps state), so no short-circuiting
-        return lambda i, f: sum(bool(test(i, f)) for test in tests) > 0
 
     # ---- random access, for front-ends that request frames out of order and from several
     # threads at once (VapourSynth). Stage-1 outputs travel padded to the engine's multiple:

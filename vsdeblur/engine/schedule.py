@@ -20,10 +20,9 @@ import torch
 
 from vsdeblur.engine.networks import FrameState
 from vsdeblur.engine.transfer import check_frame
-from vsdeblur.engine.window import window_indices
+from vsdeblur.engine.window import CutTest, window_indices
 from vsdeblur.errors import UsageError
 
-CutTest = Callable[[int, np.ndarray], bool]
 WINDOWS_KEPT = 4  # random access keeps the states of this many windows
 
 

@@ -12,7 +12,7 @@ Every door (vsdeblur-stream, batch, the VapourSynth filter) uses this one rule.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from vsdeblur.models import Preset
     from vsdeblur.weights import Weights
 
+CutTest = Callable[[int, np.ndarray], bool]  # (index, frame) -> does the frame start a scene?
 THUMB = 64  # thumbnail width of the scene-cut rule
 _LUMA = (0.2126, 0.7152, 0.0722)  # BT.709 weights of R, G, B
 
@@ -81,3 +82,19 @@ class SceneDetector:
         thumb = luma_thumbnail(frame.transpose(2, 0, 1))
         previous, self._previous = self._previous, thumb
         return previous is not None and scene_change(previous, thumb) > self.threshold
+
+
+def cut_test(cuts: Collection[int] | CutTest | None, threshold: float | None) -> CutTest:
+    """One test of the frames of a clip, fed in order: the cuts a caller gives (indices of
+    frames that start a scene, or its own test) and, with a threshold, the scene-cut rule."""
+    tests: list[CutTest] = []
+    if callable(cuts):
+        tests.append(cuts)
+    elif cuts is not None:
+        starts = frozenset(int(c) for c in cuts)
+        tests.append(lambda i, _: i in starts)
+    if threshold:
+        detector = SceneDetector(threshold)
+        tests.append(lambda _, f: detector(f))
+    # every test sees every frame (the detector keeps state), so no short-circuiting
+    return lambda i, f: sum(bool(test(i, f)) for test in tests) > 0
