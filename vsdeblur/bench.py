@@ -133,13 +133,6 @@ def peak_memory(device: torch.device, work: Run) -> int | None:
 
 # ---- the bare networks ------------------------------------------------------------------------
 
-def network_layout(device: torch.device, compiled: bool) -> torch.memory_format:
-    """The memory layout the engine runs the networks in (docs/architecture.md): channels_last
-    for compiled graphs and the CPU's oneDNN kernels, NCHW for eager CUDA, whose convolutions
-    with explicit reflect padding are faster so."""
-    return torch.channels_last if compiled or device.type == "cpu" else torch.contiguous_format
-
-
 @dataclass
 class BareNetworks:
     """A model's networks as the engine runs them (folded, on its device, in its precision
@@ -154,19 +147,20 @@ class BareNetworks:
     layout: torch.memory_format
 
 
-def bare_networks(weights: Path | None, stage: int, device: torch.device, dtype: torch.dtype, compiled: bool,
-                  backend: str = "torch") -> BareNetworks:
-    """The networks of `weights` (None: the shipped default) up to `stage`, run by PyTorch or,
-    for a graph backend (engine.backend), by its runner of the exported graphs."""
+def bare_networks(weights: Path | None, engine: Deblurrer) -> BareNetworks:
+    """The networks of `weights` (None: the shipped default) as `engine` runs them: its stage,
+    device, precision, memory layout and compilation, by PyTorch or, for a graph backend, by
+    that backend's runner of the exported graphs."""
     loaded = resolve_weights(weights)
+    stage, device, dtype = engine.stage, engine.device, engine.dtype
     radius = loaded.preset.stage2.radius if stage == 2 else 0
-    if backend != "torch":
-        runner = Backend(backend, dtype, device).runner(loaded)
+    layout = engine.networks.memory_format
+    if engine.backend != "torch":
+        runner = Backend(engine.backend, dtype, device).runner(loaded)
         return BareNetworks(stage1=runner.stage1, encode=runner.encode if stage == 2 else None,
                             aggregate=runner.aggregate if stage == 2 else None, radius=radius,
-                            multiple=loaded.preset.multiple(stage), device=device, layout=torch.contiguous_format)
-    layout = network_layout(device, compiled)
-    maybe_compiled = torch.compile if compiled else lambda fn: fn
+                            multiple=loaded.preset.multiple(stage), device=device, layout=layout)
+    maybe_compiled = torch.compile if engine.compiled else lambda fn: fn
     nets = {s: fold_scales(loaded.build(s)).eval().requires_grad_(False).to(device, dtype, memory_format=layout)
             for s in range(1, stage + 1)}
     stage2 = nets.get(2)
@@ -445,7 +439,7 @@ def measure_configuration(values: dict[str, Any], weights: Path | None, clip: li
 
     runs: dict[str, Run] = {}
     for label, e in engines.items():
-        runs[named(BARE, label)] = bare_forward(bare_networks(weights, e.stage, e.device, e.dtype, values["compile"], e.backend), clip)
+        runs[named(BARE, label)] = bare_forward(bare_networks(weights, e), clip)
         runs[named(ENGINE_RUN, label)] = engine_run(e, clip)
     if values["vapoursynth"]:
         runs["vapoursynth (core.deblur graph)"] = vapoursynth_run(engine, clip, values["num_streams"])

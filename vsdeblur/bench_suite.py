@@ -119,7 +119,7 @@ def paper_stage1(record: Record, scale: Scale, paper: Path, device: str) -> None
     for precision in ("fp16", "bf16"):
         for compiled in (False, True) if scale.compile else (False,):
             engine = Deblurrer(weights=paper, stage=1, device=device, precision=precision, compile=compiled)
-            nets = bare_networks(paper, 1, engine.device, engine.dtype, compiled)
+            nets = bare_networks(paper, engine)
             mode = "compiled" if compiled else "eager"
             for what, run in ((BARE, bare_forward(nets, frames)), ("engine", engine_run(engine, frames))):
                 name = f"paper stage 1, 720p, {precision}, {mode}: {what}"

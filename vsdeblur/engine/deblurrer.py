@@ -107,7 +107,7 @@ class Deblurrer:
         chosen = resolve_backend(backend, precision, self.device)
         if compile and chosen.name != "torch":
             raise UsageError(f"compile applies to backend torch; {chosen.name} optimises its graphs itself")
-        self.backend, self.dtype = chosen.name, chosen.dtype
+        self.backend, self.dtype, self.compiled = chosen.name, chosen.dtype, compile
         self.scene_threshold = scene_threshold
         self.networks = Networks(preset, models, self.device, self.dtype, tile, overlap, ensemble, compile, chosen.runner(weights))
         self.multiple = self.networks.multiple
