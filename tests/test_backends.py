@@ -215,3 +215,11 @@ def test_bench_refuses_a_backend_list_that_leaves_nothing():
     result = run("bench", "--preset", "tiny", "--frames", "1", "--rounds", "1", "--backend", "onnxruntime", "--precision", "bf16")
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["vsdeblur bench: error: backend 'onnxruntime' computes in fp32 on a CPU, not bf16"]
+
+
+def test_an_unusable_cache_is_one_line(tmp_path, monkeypatch, tiny_weights):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(UsageError, match=rf"^cannot create the ONNX cache {blocker}/vsdeblur/onnx: Not a directory; point XDG_CACHE_HOME at a writable folder$"):
+        Deblurrer(weights=tiny_weights, backend="onnxruntime")

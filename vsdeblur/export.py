@@ -348,6 +348,14 @@ def cache_root() -> Path:
     return Path(base) / "vsdeblur" / "onnx"
 
 
+def writable_folder(folder: Path, what: str) -> None:
+    """Create `folder` (a cache) if need be, or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {what} {folder}: {exc.strerror}; point XDG_CACHE_HOME at a writable folder") from None
+
+
 def cached_export(weights: Weights, precision: str = "fp32", root: str | os.PathLike | None = None) -> Path:
     """The exported folder of `weights` in the cache (`root`, or ~/.cache/vsdeblur/onnx), exported
     there on first use. Keyed by the weights' tensors, so a retrained file never meets the graphs
@@ -355,6 +363,7 @@ def cached_export(weights: Weights, precision: str = "fp32", root: str | os.Path
     root = Path(root) if root is not None else cache_root()
     folder = root / f"v{FORMAT_VERSION}-{tensor_digest(weights.tensors)[:16]}-{precision}"
     if not (folder / MANIFEST).is_file():
+        writable_folder(root, "the ONNX cache")
         try:
             export_onnx(weights, folder, precision)
         except OutputExists:

@@ -28,7 +28,7 @@ import torch
 
 from vsdeblur.backends.graphs import GraphRunner, Run
 from vsdeblur.errors import UsageError
-from vsdeblur.export import cache_root
+from vsdeblur.export import cache_root, writable_folder
 from vsdeblur.weights import Weights
 
 SHAPES = ("static", "dynamic")
@@ -133,7 +133,7 @@ class TensorRtBackend(GraphRunner):
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise UsageError(f"TensorRT could not build an engine for {path} (shapes {profile}); its log above says why")
-        self.engines.mkdir(parents=True, exist_ok=True)
+        writable_folder(self.engines, "the TensorRT engine cache")
         partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
         partial.write_bytes(bytes(serialized))
         partial.replace(cached)
