@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -364,6 +365,8 @@ def cached_export(weights: Weights, precision: str = "fp32", root: str | os.Path
     folder = root / f"v{FORMAT_VERSION}-{tensor_digest(weights.tensors)[:16]}-{precision}"
     if not (folder / MANIFEST).is_file():
         writable_folder(root, "the ONNX cache")
+        # stderr, never stdout (vspipe writes video there): a first run waits some 20 s here
+        print(f"vsdeblur: exporting {weights.path.name} to ONNX ({precision}) into {folder}, once", file=sys.stderr, flush=True)
         try:
             export_onnx(weights, folder, precision)
         except OutputExists:
