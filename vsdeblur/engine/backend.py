@@ -12,11 +12,11 @@ from __future__ import annotations
 import importlib.util
 from importlib import metadata
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from vsdeblur.engine.device import PRECISIONS, precision_name, resolve_precision
+from vsdeblur.engine.networks import NetworkRunner
 from vsdeblur.errors import UsageError
 from vsdeblur.weights import Weights
 
@@ -34,7 +34,7 @@ class Backend:
     dtype: torch.dtype
     device: torch.device = torch.device("cpu")
 
-    def runner(self, weights: Weights | None) -> Any:
+    def runner(self, weights: Weights | None) -> NetworkRunner | None:
         """The runner of the exported graphs (None for torch): stage1, encode, aggregate."""
         if self.name == "torch":
             return None

@@ -45,8 +45,9 @@ class Deblurrer:
         scene_threshold: detect scene cuts when consecutive frames differ by more than this
             (0..1); 0 or None detects none (cuts can still be passed to `frames`).
         compile: torch.compile the networks (CUDA; pays off on long clips).
-        backend: "torch", "onnxruntime" or "openvino" (CPU: exported graphs, cached on first
-            use), or "auto" (the fastest installed for the device; see engine.backend).
+        backend: "torch"; "onnxruntime" or "openvino" (CPU) or "tensorrt" (NVIDIA), which run
+            the graphs of `vsdeblur export`, exported into a cache on first use; or "auto"
+            (the fastest installed for the device; see engine.backend).
     """
 
     def __init__(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -24,6 +24,16 @@ from vsdeblur.engine.tiling import DIHEDRAL, Tile, auto_tile, blend, plan_tiles,
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset, fold_scales
 from vsdeblur.models.stage2 import Pyramid
+
+
+class NetworkRunner(Protocol):
+    """The three network calls, as a graph backend (vsdeblur.backends) makes them."""
+
+    def stage1(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def encode(self, x: torch.Tensor) -> Pyramid: ...
+
+    def aggregate(self, pyramids: list[Pyramid], centre: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass
@@ -65,10 +75,10 @@ class Networks:
         overlap: int | None,
         ensemble: bool,
         compile: bool,
-        runner: Any = None,
+        runner: NetworkRunner | None = None,
     ) -> None:
-        """runner: something with stage1(x), encode(x) and aggregate(pyramids, centre) that
-        runs the networks instead of the modules (vsdeblur.backends); None runs the modules."""
+        """runner: runs the networks instead of the modules (a graph backend); None runs the
+        modules, which then are `models`."""
         if tile is not None and tile < 0:
             raise UsageError(f"tile must be 0 (never tile) or a size in pixels, not {tile}")
         if overlap is not None and overlap < 0:
