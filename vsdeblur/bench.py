@@ -28,13 +28,13 @@ import torch
 from vsdeblur.config import engine_kwargs
 from vsdeblur.engine import Deblurrer
 from vsdeblur.engine.backend import Backend
+from vsdeblur.engine.device import precision_name
 from vsdeblur.engine.tiling import pad_to_multiple
 from vsdeblur.errors import UsageError
 from vsdeblur.models import build_model, fold_scales, get_preset
 from vsdeblur.weights import resolve_weights, save_weights
 
 Run = Callable[[], None]
-PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 BARE = "bare networks"
 ENGINE_RUN = "engine (numpy in, numpy out)"
 
@@ -211,7 +211,7 @@ def engine_run(engine: Deblurrer, frames: list[np.ndarray], cuts: list[int] | No
 
 def precision_label(token: str, engine: Deblurrer) -> str:
     """A precision as asked for, with what `auto` chose: "auto (bf16)"."""
-    return f"auto ({PRECISION_NAMES[engine.dtype]})" if token == "auto" else token
+    return f"auto ({precision_name(engine.dtype)})" if token == "auto" else token
 
 
 def backend_label(token: str, engine: Deblurrer) -> str:
@@ -460,7 +460,7 @@ def measure_configuration(values: dict[str, Any], weights: Path | None, clip: li
     if values["batch"]:
         # batch workers load the weights by path, in the first configuration listed
         options = {**engine_kwargs(values), "weights": weights or resolve_weights(None).path, "stage": engine.stage,
-                   "precision": PRECISION_NAMES[engine.dtype], "backend": engine.backend}
+                   "precision": precision_name(engine.dtype), "backend": engine.backend}
         batched = batch_comparison(engine, clip, values["batch_files"], options, rounds)
         measurements += batched
         ratios["batch_local_ratio"] = batched[1].fps / batched[0].fps
