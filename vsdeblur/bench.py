@@ -27,7 +27,7 @@ import torch
 
 from vsdeblur.config import engine_kwargs
 from vsdeblur.engine import Deblurrer
-from vsdeblur.engine.backend import Backend
+from vsdeblur.engine.backend import Backend, UnsupportedPrecision
 from vsdeblur.engine.device import precision_name
 from vsdeblur.engine.tiling import pad_to_multiple
 from vsdeblur.errors import UsageError
@@ -399,8 +399,8 @@ def configuration_engines(values: dict[str, Any], weights: Path | None, echo: Ca
         for precision in precisions:
             try:
                 engine = Deblurrer(**{**engine_kwargs(values), "weights": weights, "backend": backend, "precision": precision})
-            except UsageError as exc:
-                if len(backends) == 1 or not str(exc).startswith(f"backend {backend!r} computes in"):
+            except UnsupportedPrecision as exc:
+                if len(backends) == 1:
                     raise
                 skipped.append(f"skipped {backend} {precision}: {exc}")
                 continue

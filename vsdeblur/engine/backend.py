@@ -26,6 +26,10 @@ _GRAPH_DEVICES = {"onnxruntime": "cpu", "openvino": "cpu", "tensorrt": "cuda"}
 _GRAPH_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16"), "tensorrt": ("fp16", "fp32")}
 
 
+class UnsupportedPrecision(UsageError):
+    """A backend asked for a precision that its runtime does not compute in."""
+
+
 @dataclass(frozen=True)
 class Backend:
     """A runtime chosen for a device, with the precision it computes in."""
@@ -77,7 +81,7 @@ def resolve_backend(name: str, precision: str, device: torch.device) -> Backend:
         dtype = resolve_precision("auto", device)
         precision = next((p for p in allowed if PRECISIONS[p] == dtype), "fp32")
     if precision not in allowed:
-        raise UsageError(f"backend {name!r} computes in {' or '.join(allowed)} on {'a CPU' if place == 'cpu' else 'a GPU'}, not {precision}")
+        raise UnsupportedPrecision(f"backend {name!r} computes in {' or '.join(allowed)} on {'a CPU' if place == 'cpu' else 'a GPU'}, not {precision}")
     return Backend(name, PRECISIONS[precision], device)
 
 
