@@ -4,9 +4,11 @@ graph's named inputs and its outputs back into tensors."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from collections.abc import Callable
+import queue
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,6 +23,27 @@ from vsdeblur.weights import Weights, read_weights, resolve_weights
 # a loaded graph: named inputs -> outputs in order (numpy arrays on the CPU runtimes, tensors
 # on the device for TensorRT)
 Run = Callable[[dict[str, Any]], list[Any]]
+
+
+class Pool:
+    """Objects that serve one call at a time (OpenVINO infer requests, TensorRT execution
+    contexts), lent to concurrent callers: an idle one, else a new one. The pool, not the
+    calling thread, owns them: a VapourSynth thread's Python state ends with each callback,
+    and a runtime object destroyed with it crashes the process."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make, self._idle = make, queue.SimpleQueue()
+
+    @contextlib.contextmanager
+    def borrowed(self) -> Iterator[Any]:
+        try:
+            item = self._idle.get_nowait()
+        except queue.Empty:
+            item = self._make()
+        try:
+            yield item
+        finally:
+            self._idle.put(item)
 
 
 def require(backend: str, module: str, extra: str) -> ModuleType:

@@ -13,11 +13,10 @@ honours without a file."""
 from __future__ import annotations
 
 import os
-import queue
 from functools import cached_property
 from types import ModuleType
 
-from vsdeblur.backends.graphs import GraphRunner, Run
+from vsdeblur.backends.graphs import GraphRunner, Pool, Run
 from vsdeblur.errors import UsageError
 from vsdeblur.weights import Weights
 
@@ -57,21 +56,11 @@ class OpenVinoBackend(GraphRunner):
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         compiled = self.core.compile_model(str(self.folder / spec["file"]), "CPU", config)
-        # An infer request runs one inference at a time, so each call borrows an idle one (or
-        # makes one) from a pool that lives as long as the graph. Not thread-local: a
-        # VapourSynth thread's Python state ends with each callback, and an infer request
-        # destroyed with it crashes the process.
-        idle: queue.SimpleQueue = queue.SimpleQueue()
+        requests = Pool(compiled.create_infer_request)  # a request runs one inference at a time
 
         def run(feed: dict) -> list:
-            try:
-                request = idle.get_nowait()
-            except queue.Empty:
-                request = compiled.create_infer_request()
-            try:
+            with requests.borrowed() as request:
                 results = request.infer(feed, share_inputs=True, share_outputs=False)
                 return [results[output] for output in compiled.outputs]
-            finally:
-                idle.put(request)
 
         return run

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vsdeblur.backends.graphs import GraphRunner, Run
+from vsdeblur.backends.graphs import GraphRunner, Pool, Run
 from vsdeblur.errors import UsageError
 from vsdeblur.export import cache_root, writable_folder
 from vsdeblur.weights import Weights
@@ -141,32 +140,27 @@ class TensorRtBackend(GraphRunner):
 
 
 class _Graph:
-    """One graph's engines (one per profile) and a pool of execution contexts for each: a
+    """One graph's engines (one per profile), each with a pool of execution contexts: a
     context runs one inference at a time, and VapourSynth calls from several threads."""
 
     def __init__(self, runner: TensorRtBackend, spec: dict) -> None:
         self.runner, self.spec = runner, spec
         self.outputs = [port["name"] for port in spec["outputs"]]
         self.output_dtypes = [getattr(torch, port["dtype"]) for port in spec["outputs"]]
-        self.engines: dict[Any, tuple[Any, queue.SimpleQueue]] = {}
+        self.contexts: dict[Any, Pool] = {}  # by profile key
         self._building = threading.Lock()  # one build per engine, however many threads ask
 
-    def _engine(self, shapes: dict[str, Shape]) -> tuple[Any, queue.SimpleQueue]:
+    def _contexts(self, shapes: dict[str, Shape]) -> Pool:
         runner = self.runner
         key = tuple(sorted(shapes.items())) if runner.shapes == "static" else "dynamic"
         with self._building:
-            if key not in self.engines:
+            if key not in self.contexts:
                 profile = static_profile(shapes) if runner.shapes == "static" else dynamic_profile(self.spec, runner.opt_size, runner.max_size)
-                self.engines[key] = (runner.build(self.spec, profile), queue.SimpleQueue())
-        return self.engines[key]
+                self.contexts[key] = Pool(runner.build(self.spec, profile).create_execution_context)
+        return self.contexts[key]
 
     def __call__(self, feed: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        engine, idle = self._engine({name: tuple(t.shape) for name, t in feed.items()})
-        try:
-            context = idle.get_nowait()
-        except queue.Empty:
-            context = engine.create_execution_context()
-        try:
+        with self._contexts({name: tuple(t.shape) for name, t in feed.items()}).borrowed() as context:
             for name, tensor in feed.items():
                 context.set_input_shape(name, tuple(tensor.shape))
                 context.set_tensor_address(name, tensor.data_ptr())
@@ -180,5 +174,3 @@ class _Graph:
             if not context.execute_async_v3(torch.cuda.current_stream(self.runner.device).cuda_stream):
                 raise UsageError(f"TensorRT failed to run {self.spec['file']}")
             return outputs
-        finally:
-            idle.put(context)
