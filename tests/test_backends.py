@@ -223,3 +223,13 @@ def test_an_unusable_cache_is_one_line(tmp_path, monkeypatch, tiny_weights):
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     with pytest.raises(UsageError, match=rf"^cannot create the ONNX cache {blocker}/vsdeblur/onnx: Not a directory; point XDG_CACHE_HOME at a writable folder$"):
         Deblurrer(weights=tiny_weights, backend="onnxruntime")
+
+
+def test_a_stage_1_runner_loads_stage_1_alone(tiny_weights):
+    from vsdeblur.backends.onnxruntime import OnnxRuntimeBackend
+
+    runner = OnnxRuntimeBackend(tiny_weights, stage=1)
+    x = torch.zeros(1, 3, 32, 32)
+    assert runner.stage1(x).shape == x.shape
+    with pytest.raises(UsageError, match=r": this runner has the graphs of stage 1 only, not encode$"):
+        runner.encode(x)

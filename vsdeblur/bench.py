@@ -156,7 +156,7 @@ def bare_networks(weights: Path | None, engine: Deblurrer) -> BareNetworks:
     radius = loaded.preset.stage2.radius if stage == 2 else 0
     layout = engine.networks.memory_format
     if engine.backend != "torch":
-        runner = Backend(engine.backend, dtype, device).runner(loaded)
+        runner = Backend(engine.backend, dtype, device).runner(loaded, stage)
         return BareNetworks(stage1=runner.stage1, encode=runner.encode if stage == 2 else None,
                             aggregate=runner.aggregate if stage == 2 else None, radius=radius,
                             multiple=loaded.preset.multiple(stage), device=device, layout=layout)

@@ -73,16 +73,17 @@ class GraphRunner:
     extra = ""  # the pyproject extra that installs it
 
     def __init__(self, source: str | os.PathLike | Weights | None = None, *, precision: str = "fp32",
-                 cache: str | os.PathLike | None = None, threads: int = 0) -> None:
+                 cache: str | os.PathLike | None = None, threads: int = 0, stage: int | None = None) -> None:
         """source: a folder written by `vsdeblur export`, or a weights file (a path or Weights;
         None for the shipped default) exported at `precision` into `cache` (default
-        ~/.cache/vsdeblur/onnx) on first use. threads: the runtime's CPU threads, 0 for its default."""
+        ~/.cache/vsdeblur/onnx) on first use. threads: the runtime's CPU threads, 0 for its default.
+        stage: load the graphs up to this stage only (1: stage 1 alone); None: every graph."""
         self.runtime = self.import_runtime()
         self.folder = exported_folder(source, precision, cache)
         self.manifest = read_manifest(self.folder)
         self.precision = self.manifest["precision"]
         self.frames = 2 * self.manifest["radius"] + 1 if self.manifest["radius"] is not None else None
-        self._specs = self.manifest["graphs"]
+        self._specs = {name: spec for name, spec in self.manifest["graphs"].items() if stage is None or spec["stage"] <= stage}
         self._graphs = {name: self.load(spec, threads) for name, spec in self._specs.items()}
 
     def import_runtime(self) -> ModuleType:
@@ -116,7 +117,7 @@ class GraphRunner:
     def _run(self, graph: str, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         spec = self._specs.get(graph)
         if spec is None:
-            stages = " and ".join(map(str, self.manifest["stages"]))
-            raise UsageError(f"{self.folder} holds the graphs of stage {stages} only, not {graph}")
+            stages = " and ".join(map(str, sorted({s["stage"] for s in self._specs.values()})))
+            raise UsageError(f"{self.folder}: this runner has the graphs of stage {stages} only, not {graph}")
         feed = {port["name"]: self.feed(port, tensors[port["name"]]) for port in spec["inputs"]}
         return [torch.as_tensor(output) for output in self._graphs[graph](feed)]

@@ -29,12 +29,13 @@ class OpenVinoBackend(GraphRunner):
     extra = "openvino"
 
     def __init__(self, source: str | os.PathLike | Weights | None = None, *, precision: str = "fp32",
-                 cache: str | os.PathLike | None = None, threads: int = 0, inference_precision: str = "f32") -> None:
+                 cache: str | os.PathLike | None = None, threads: int = 0, stage: int | None = None,
+                 inference_precision: str = "f32") -> None:
         """inference_precision: OpenVINO's INFERENCE_PRECISION_HINT, f32 or bf16 (see the module)."""
         if inference_precision not in INFERENCE_PRECISIONS:
             raise UsageError(f"inference precision must be one of {', '.join(INFERENCE_PRECISIONS)}, not {inference_precision!r}")
         self.inference_precision = inference_precision
-        super().__init__(source, precision=precision, cache=cache, threads=threads)
+        super().__init__(source, precision=precision, cache=cache, threads=threads, stage=stage)
 
     def import_runtime(self) -> ModuleType:
         previous = os.environ.get("CI")

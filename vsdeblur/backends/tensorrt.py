@@ -80,7 +80,7 @@ class TensorRtBackend(GraphRunner):
     extra = "tensorrt"
 
     def __init__(self, source: str | os.PathLike | Weights | None = None, *, precision: str = "fp16",
-                 cache: str | os.PathLike | None = None, device: str | torch.device = "cuda",
+                 cache: str | os.PathLike | None = None, stage: int | None = None, device: str | torch.device = "cuda",
                  engines: str | os.PathLike | None = None, shapes: str = "static",
                  opt_size: tuple[int, int] = (1920, 1088), max_size: tuple[int, int] = (3840, 2176)) -> None:
         """precision: the export's, fp16 or fp32. engines: the engine cache folder. shapes:
@@ -94,7 +94,7 @@ class TensorRtBackend(GraphRunner):
             raise UsageError(f"backend 'tensorrt' runs on an NVIDIA GPU; device {self.device} is not one here")
         self.shapes, self.opt_size, self.max_size = shapes, opt_size, max_size
         self.engines = Path(engines) if engines is not None else cache_root().parent / "tensorrt"
-        super().__init__(source, precision=precision, cache=cache)
+        super().__init__(source, precision=precision, cache=cache, stage=stage)
         self.logger = self.runtime.Logger(self.runtime.Logger.WARNING)
 
     def feed(self, port: dict, tensor: torch.Tensor) -> torch.Tensor:

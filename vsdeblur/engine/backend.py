@@ -38,8 +38,8 @@ class Backend:
     dtype: torch.dtype
     device: torch.device = torch.device("cpu")
 
-    def runner(self, weights: Weights | None) -> NetworkRunner | None:
-        """The runner of the exported graphs (None for torch): stage1, encode, aggregate."""
+    def runner(self, weights: Weights | None, stage: int) -> NetworkRunner | None:
+        """The runner of the exported graphs up to `stage` (None for torch)."""
         if self.name == "torch":
             return None
         if weights is None:
@@ -47,14 +47,14 @@ class Backend:
         if self.name == "onnxruntime":
             from vsdeblur.backends.onnxruntime import OnnxRuntimeBackend
 
-            return OnnxRuntimeBackend(weights)
+            return OnnxRuntimeBackend(weights, stage=stage)
         if self.name == "tensorrt":
             from vsdeblur.backends.tensorrt import TensorRtBackend
 
-            return TensorRtBackend(weights, precision=precision_name(self.dtype), device=self.device)
+            return TensorRtBackend(weights, precision=precision_name(self.dtype), stage=stage, device=self.device)
         from vsdeblur.backends.openvino import OpenVinoBackend
 
-        return OpenVinoBackend(weights, inference_precision="bf16" if self.dtype == torch.bfloat16 else "f32")
+        return OpenVinoBackend(weights, stage=stage, inference_precision="bf16" if self.dtype == torch.bfloat16 else "f32")
 
 
 def installed(name: str) -> bool:

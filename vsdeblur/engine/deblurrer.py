@@ -110,7 +110,7 @@ class Deblurrer:
             raise UsageError(f"compile applies to backend torch; {chosen.name} optimises its graphs itself")
         self.backend, self.dtype, self.compiled = chosen.name, chosen.dtype, compile
         self.scene_threshold = scene_threshold
-        self.networks = Networks(preset, models, self.device, self.dtype, tile, overlap, ensemble, compile, chosen.runner(weights))
+        self.networks = Networks(preset, models, self.device, self.dtype, tile, overlap, ensemble, compile, chosen.runner(weights, self.stage))
         self.multiple = self.networks.multiple
         self.transfer = Transfer(self.device, self.networks.memory_format, self.multiple)
         self.scheduler = Scheduler(self.radius, self._frame_state, self.networks.stage2 if self.stage == 2 else None, self._finish)
