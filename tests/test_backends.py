@@ -17,8 +17,8 @@ import vapoursynth as vs
 from vsdeblur.backends.graphs import GraphRunner
 from vsdeblur.batch import resolved_settings, run_batch
 from vsdeblur.engine import Deblurrer
-from vsdeblur.engine.backend import Backend, resolve_backend
-from vsdeblur.engine.device import resolve_precision
+from vsdeblur.engine.device import auto_precision
+from vsdeblur.engine.runtime import Runtime, runtime_on
 from vsdeblur.errors import UsageError
 from vsdeblur.stream import stream
 from vsdeblur.vs import atrous
@@ -81,7 +81,7 @@ def test_backend_matches_pytorch_through_every_door(backend, sample, reference, 
 
     floats = [f.astype(np.float32) / 255 for f in frames]
     engine = Deblurrer(backend=backend, precision="fp32")
-    assert engine.backend == backend
+    assert engine.runtime.backend == backend
     out = list(engine.frames(floats))
     assert max(float(np.abs(a - b).max()) for a, b in zip(out, reference, strict=True)) <= HALF_CODE
     assert ran_graphs()
@@ -121,13 +121,14 @@ def test_a_backend_that_is_not_installed_is_one_line(backend, package, extra, mo
 
 
 def test_auto_takes_openvino_on_a_cpu_and_torch_without_it(monkeypatch):
-    cpu = torch.device("cpu")
-    assert resolve_backend("auto", "fp32", cpu) == Backend("openvino", torch.float32)
-    assert resolve_backend("auto", "bf16", cpu) == Backend("openvino", torch.bfloat16)
-    assert resolve_backend("auto", "auto", cpu) == Backend("openvino", resolve_precision("auto", cpu))
-    assert resolve_backend("auto", "fp16", torch.device("cuda")) == Backend("torch", torch.float16, torch.device("cuda"))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert runtime_on(cpu, "auto", "fp32") == Runtime(cpu, "openvino", "fp32")
+    assert runtime_on(cpu, "auto", "bf16") == Runtime(cpu, "openvino", "bf16")
+    assert runtime_on(cpu, "auto", "auto") == Runtime(cpu, "openvino", auto_precision(cpu)[0])
+    assert runtime_on(cuda, "auto", "fp16") == Runtime(cuda, "torch", "fp16")
+    assert runtime_on(cpu, "openvino", "bf16").export_precision == "fp32"  # OpenVINO computes bf16 from the fp32 graphs
     monkeypatch.setitem(sys.modules, "openvino", None)
-    assert resolve_backend("auto", "fp32", cpu) == Backend("torch", torch.float32)
+    assert runtime_on(cpu, "auto", "fp32") == Runtime(cpu, "torch", "fp32")
 
 
 @pytest.mark.parametrize(
@@ -135,7 +136,7 @@ def test_auto_takes_openvino_on_a_cpu_and_torch_without_it(monkeypatch):
     [
         ({"backend": "onnxruntime", "precision": "bf16"}, "backend 'onnxruntime' computes in fp32 on a CPU, not bf16"),
         ({"backend": "openvino", "precision": "fp16"}, "backend 'openvino' computes in fp32 or bf16 on a CPU, not fp16"),
-        ({"backend": "tvm"}, "unknown backend 'tvm'; use auto, torch, onnxruntime, openvino, tensorrt"),
+        ({"backend": "tvm"}, "Deblurrer: backend must be one of auto, torch, onnxruntime, openvino, tensorrt; got 'tvm'"),
         ({"backend": "openvino", "compile": True}, "compile applies to backend torch; openvino optimises its graphs itself"),
     ],
 )
@@ -157,10 +158,11 @@ def test_tensorrt_asks_for_a_gpu_and_its_precisions(tiny_weights):
     with pytest.raises(UsageError, match=r"^backend 'tensorrt' runs on an NVIDIA GPU; use device cuda, or backend torch on cpu$"):
         Deblurrer(weights=tiny_weights, backend="tensorrt", device="cpu")
     with pytest.raises(UsageError, match=r"^backend 'openvino' runs on the CPU; use device cpu, or backend torch on cuda$"):
-        resolve_backend("openvino", "auto", torch.device("cuda"))
-    assert resolve_backend("tensorrt", "auto", torch.device("cuda")) == Backend("tensorrt", torch.float16, torch.device("cuda"))
+        runtime_on(torch.device("cuda"), "openvino", "auto")
+    trt = runtime_on(torch.device("cuda"), "tensorrt", "auto")
+    assert trt == Runtime(torch.device("cuda"), "tensorrt", "fp16") and trt.export_precision == "fp16"
     with pytest.raises(UsageError, match=r"^backend 'tensorrt' computes in fp16 or fp32 on a GPU, not bf16$"):
-        resolve_backend("tensorrt", "bf16", torch.device("cuda"))
+        runtime_on(torch.device("cuda"), "tensorrt", "bf16")
 
 
 def test_tensorrt_not_installed_is_one_line(monkeypatch, tiny_weights):

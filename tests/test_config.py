@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from vsdeblur.config import BLUR, ENCODE, ENGINE, SYNTH, TRAIN, load_toml, resolve
+from vsdeblur.config import BLUR, ENCODE, ENGINE, SYNTH, TRAIN, EngineSettings, load_toml, resolve
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
 
 
-def test_deblurrer_defaults_come_from_the_schema():
-    params = inspect.signature(Deblurrer).parameters
-    for option in ENGINE.options:
-        assert params[option.name].default == option.default, option.name
+def test_engine_settings_are_the_schema_checked_and_frozen():
+    settings = EngineSettings()
+    assert settings.as_dict() == ENGINE.defaults()
+    assert [f.name for f in dataclasses.fields(settings)] == [o.name for o in ENGINE.options]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.tile = 64
+    with pytest.raises(UsageError, match="tile must be at least 0; got -4"):
+        settings.replace(tile=-4)
+    assert EngineSettings.of({"tile": 64, "codec": "libx264"}) == EngineSettings(tile=64)  # other groups' keys ignored
+
+
+def test_deblurrer_takes_settings_or_checked_keywords(tiny_weights):
+    with pytest.raises(UsageError, match="Deblurrer: unknown option 'tiles'"):
+        Deblurrer(weights=tiny_weights, tiles=64)
+    with pytest.raises(UsageError, match="precision must be one of auto, fp32, fp16, bf16; got 'fp8'"):
+        Deblurrer(weights=tiny_weights, precision="fp8")
+    engine = Deblurrer(EngineSettings(weights=tiny_weights, precision="bf16"), precision="fp32")  # keywords replace
+    assert engine.settings == EngineSettings(weights=tiny_weights, precision="fp32")
+    assert engine.runtime.precision == "fp32"
 
 
 def test_toml_flat_or_in_tables_and_flags_override(tmp_path):

@@ -233,8 +233,8 @@ def test_frame_size_must_not_change(tiny_weights):
         ({"preset": "paper"}, UsageError, "was trained as preset 'tiny', not 'paper'"),
         ({"radius": 2}, UsageError, "trained with radius 1; radius 2 needs weights trained for it"),
         ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "tpu"}, UsageError, "device"),
-        ({"precision": "fp8"}, UsageError, "unknown precision 'fp8'"),
-        ({"stage": 3}, UsageError, "stage must be 1 or 2"),
+        ({"precision": "fp8"}, UsageError, "^Deblurrer: precision must be one of auto, fp32, fp16, bf16; got 'fp8'$"),
+        ({"stage": 3}, UsageError, "^Deblurrer: stage must be one of 1, 2; got 3$"),
         ({"tile": 64, "overlap": 48}, UsageError, "tile size 64 must be at least twice the overlap"),
     ],
 )

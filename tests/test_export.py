@@ -15,7 +15,7 @@ from tests.conftest import REPO
 from vsdeblur.backends.onnxruntime import OnnxRuntimeBackend
 from vsdeblur.backends.openvino import OpenVinoBackend
 from vsdeblur.errors import UsageError
-from vsdeblur.export import MANIFEST, aggregate_inputs, export_onnx
+from vsdeblur.export import MANIFEST, aggregate_inputs, cached_export, export_onnx
 from vsdeblur.models import Preset, fold_scales, get_preset
 from vsdeblur.weights import read_weights
 
@@ -85,16 +85,21 @@ def test_runner_matches_pytorch_on_two_sizes(runner, exported, networks):
             assert (restored - mlfa(window)).abs().max() < 1e-4
 
 
-def test_runner_exports_a_weights_file_into_its_cache_once_in_fp16(tiny_weights_stage1, tmp_path):
-    backend = OnnxRuntimeBackend(tiny_weights_stage1, precision="fp16", cache=tmp_path)
-    (folder,) = tmp_path.iterdir()
+def test_a_weights_file_is_exported_into_the_cache_once_in_fp16(tiny_weights_stage1, tmp_path):
+    folder = cached_export(read_weights(tiny_weights_stage1), "fp16", tmp_path)
+    assert list(tmp_path.iterdir()) == [folder]
     description = json.loads((folder / MANIFEST).read_text())
-    assert folder == backend.folder and description["stages"] == [1] and description["precision"] == "fp16"
+    assert description["stages"] == [1] and description["precision"] == "fp16"
     written = (folder / MANIFEST).stat().st_mtime_ns
     x = frames(1, 32, 48, 1, seed=5)[0]
-    again = OnnxRuntimeBackend(read_weights(tiny_weights_stage1), precision="fp16", cache=tmp_path)
+    assert cached_export(read_weights(tiny_weights_stage1), "fp16", tmp_path) == folder
     assert (folder / MANIFEST).stat().st_mtime_ns == written, "the cached export was written again"
-    restored = again.stage1(x)
+    # a runner takes an export folder as it is (vs-mlrt users run the fp16 graphs on ONNX
+    # Runtime); the engine's ONNX Runtime backend computes in fp32 only
+    backend = OnnxRuntimeBackend(folder)
+    with pytest.raises(UsageError, match="^backend 'onnxruntime' computes in fp32, not fp16$"):
+        OnnxRuntimeBackend(tiny_weights_stage1, precision="fp16", cache=tmp_path)
+    restored = backend.stage1(x)
     assert restored.dtype == torch.float32  # images stay float32 around an fp16 network
     with torch.no_grad():
         expected = fold_scales(read_weights(tiny_weights_stage1).build(1)).eval()(x)

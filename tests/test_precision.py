@@ -23,19 +23,21 @@ CPU = torch.device("cpu")
 @pytest.mark.parametrize(
     "flags,expected",
     [
-        ({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, torch.bfloat16),
-        ({"avx512f", "avx512_bf16"}, torch.bfloat16),
-        ({"amx_bf16"}, torch.bfloat16),
-        ({"avx2", "avx512f", "avx512_vnni", "avx512_fp16"}, torch.float32),
-        (set(), torch.float32),
+        ({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, "bf16"),
+        ({"avx512f", "avx512_bf16"}, "bf16"),
+        ({"amx_bf16"}, "bf16"),
+        ({"avx2", "avx512f", "avx512_vnni", "avx512_fp16"}, "fp32"),
+        (set(), "fp32"),
     ],
 )
 def test_auto_is_bf16_exactly_where_the_cpu_has_bf16_instructions(monkeypatch, tiny_weights, flags, expected):
     monkeypatch.setattr(device, "cpu_flags", lambda: flags)
-    dtype, why = device.auto_precision(CPU)
-    assert dtype == expected
-    assert why.startswith("the CPU has neither" if expected == torch.float32 else "the CPU has")
-    assert Deblurrer(weights=tiny_weights, device="cpu", precision="auto").dtype == expected
+    name, why = device.auto_precision(CPU)
+    assert name == expected
+    assert why.startswith("the CPU has neither" if expected == "fp32" else "the CPU has")
+    engine = Deblurrer(weights=tiny_weights, device="cpu", precision="auto")
+    assert engine.runtime.precision == expected and engine.dtype == device.torch_dtype(expected)
+    assert next(engine.models[1].parameters()).dtype == device.torch_dtype(expected)
     # asking for a precision is not second-guessed
     assert Deblurrer(weights=tiny_weights, device="cpu", precision="fp32").dtype == torch.float32
 
@@ -51,11 +53,11 @@ def test_proc_cpuinfo_and_pytorch_agree_on_the_bf16_flags(monkeypatch):
 
 
 def test_info_says_what_auto_picks_and_why():
-    dtype, why = device.auto_precision(CPU)
+    name, why = device.auto_precision(CPU)
     result = run("info")
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("precision"))
-    assert f"auto on cpu: {device.precision_name(dtype)} ({why})" in line
+    assert f"auto on cpu: {name} ({why})" in line
 
 
 def identity_networks() -> dict[int, torch.nn.Module]:
@@ -159,7 +161,7 @@ def test_bench_compares_precisions_on_a_real_clip(tmp_path, sample_clip):
     "args,message",
     [
         (["--precision", "fp32,fp32"], "precision 'fp32' is listed twice in 'fp32,fp32'"),
-        (["--precision", "auto,fp8"], "unknown precision 'fp8'; use auto, fp32, fp16, bf16"),
+        (["--precision", "auto,fp8"], "command line: precision must be one of auto, fp32, fp16, bf16; got 'fp8'"),
         (["--clip", "missing.mp4"], "clip not found: missing.mp4"),
         (["--clip", "missing.mp4", "--size", "64x64"], "--size and --clip exclude each other: the clip's frames keep their size"),
     ],

@@ -25,13 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from vsdeblur.config import engine_kwargs
+from vsdeblur.config import EngineSettings
 from vsdeblur.engine import Deblurrer
-from vsdeblur.engine.backend import Backend, UnsupportedPrecision
-from vsdeblur.engine.device import precision_name
+from vsdeblur.engine.runtime import UnsupportedPrecision
 from vsdeblur.engine.tiling import pad_to_multiple
 from vsdeblur.errors import UsageError
-from vsdeblur.models import build_model, fold_scales, get_preset
+from vsdeblur.models import build_model, get_preset
 from vsdeblur.weights import resolve_weights, save_weights
 
 Run = Callable[[], None]
@@ -152,26 +151,16 @@ def bare_networks(weights: Path | None, engine: Deblurrer) -> BareNetworks:
     device, precision, memory layout and compilation, by PyTorch or, for a graph backend, by
     that backend's runner of the exported graphs."""
     loaded = resolve_weights(weights)
-    stage, device, dtype = engine.stage, engine.device, engine.dtype
-    radius = loaded.preset.stage2.radius if stage == 2 else 0
-    layout = engine.networks.memory_format
-    if engine.backend != "torch":
-        runner = Backend(engine.backend, dtype, device).runner(loaded, stage)
-        return BareNetworks(stage1=runner.stage1, encode=runner.encode if stage == 2 else None,
-                            aggregate=runner.aggregate if stage == 2 else None, radius=radius,
-                            multiple=loaded.preset.multiple(stage), device=device, layout=layout)
-    maybe_compiled = torch.compile if engine.compiled else lambda fn: fn
-    nets = {s: fold_scales(loaded.build(s)).eval().requires_grad_(False).to(device, dtype, memory_format=layout)
-            for s in range(1, stage + 1)}
-    stage2 = nets.get(2)
+    stage = engine.stage
+    runner = engine.runtime.runner(loaded, {s: loaded.build(s) for s in range(1, stage + 1)}, engine.settings.compile)
     return BareNetworks(
-        stage1=maybe_compiled(nets[1]),
-        encode=maybe_compiled(stage2.encode) if stage2 is not None else None,
-        aggregate=maybe_compiled(stage2.aggregate) if stage2 is not None else None,
-        radius=radius,
+        stage1=runner.stage1,
+        encode=runner.encode if stage == 2 else None,
+        aggregate=runner.aggregate if stage == 2 else None,
+        radius=loaded.preset.stage2.radius if stage == 2 else 0,
         multiple=loaded.preset.multiple(stage),
-        device=device,
-        layout=layout,
+        device=engine.device,
+        layout=runner.memory_format,
     )
 
 
@@ -211,12 +200,12 @@ def engine_run(engine: Deblurrer, frames: list[np.ndarray], cuts: list[int] | No
 
 def precision_label(token: str, engine: Deblurrer) -> str:
     """A precision as asked for, with what `auto` chose: "auto (bf16)"."""
-    return f"auto ({precision_name(engine.dtype)})" if token == "auto" else token
+    return f"auto ({engine.runtime.precision})" if token == "auto" else token
 
 
 def backend_label(token: str, engine: Deblurrer) -> str:
     """A backend as asked for, with what `auto` chose: "auto (openvino)"."""
-    return f"auto ({engine.backend})" if token == "auto" else token
+    return f"auto ({engine.runtime.backend})" if token == "auto" else token
 
 
 def vapoursynth_run(engine: Deblurrer, frames: list[np.ndarray], num_streams: int = 1) -> Run:
@@ -237,10 +226,8 @@ def vapoursynth_run(engine: Deblurrer, frames: list[np.ndarray], num_streams: in
         return out
 
     source = blank.std.ModifyFrame(blank, fill)
-    options = {"num_streams": num_streams, "scene_props": True, "scene_threshold": engine.scene_threshold or 0.0}
-
     def work() -> None:
-        for _ in graph(source, engine, options).frames():
+        for _ in graph(source, engine, num_streams).frames():
             pass
 
     return work
@@ -398,7 +385,7 @@ def configuration_engines(values: dict[str, Any], weights: Path | None, echo: Ca
     for backend in backends:
         for precision in precisions:
             try:
-                engine = Deblurrer(**{**engine_kwargs(values), "weights": weights, "backend": backend, "precision": precision})
+                engine = Deblurrer(EngineSettings.of({**values, "weights": weights, "backend": backend, "precision": precision}, "command line"))
             except UnsupportedPrecision as exc:
                 if len(backends) == 1:
                     raise
@@ -459,8 +446,8 @@ def measure_configuration(values: dict[str, Any], weights: Path | None, clip: li
         ratios["stream_ratio"] = streamed[1].fps / streamed[0].fps
     if values["batch"]:
         # batch workers load the weights by path, in the first configuration listed
-        options = {**engine_kwargs(values), "weights": weights or resolve_weights(None).path, "stage": engine.stage,
-                   "precision": precision_name(engine.dtype), "backend": engine.backend}
+        options = engine.settings.replace(weights=weights or resolve_weights(None).path, stage=engine.stage,
+                                          precision=engine.runtime.precision, backend=engine.runtime.backend).as_dict()
         batched = batch_comparison(engine, clip, values["batch_files"], options, rounds)
         measurements += batched
         ratios["batch_local_ratio"] = batched[1].fps / batched[0].fps
@@ -501,8 +488,8 @@ def run_bench(values: dict[str, Any], given: set[str], echo: Callable[[str], Non
             echo(line.format(100 * result.ratios[key]))
     config = {"preset": engine.preset.name, "stage": engine.stage, "width": result.width, "height": result.height,
               "frames": len(clip), "rounds": values["rounds"], "device": str(engine.device), "compile": values["compile"],
-              "precision": [str(e.dtype) for e in result.engines.values()] if len(labels) > 1 else str(engine.dtype),
-              "backend": [e.backend for e in result.engines.values()] if len(labels) > 1 else engine.backend,
+              "precision": [e.runtime.precision for e in result.engines.values()] if len(labels) > 1 else engine.runtime.precision,
+              "backend": [e.runtime.backend for e in result.engines.values()] if len(labels) > 1 else engine.runtime.backend,
               **({"clip": str(values["clip"])} if values["clip"] is not None else {}),
               **({"batch_files": values["batch_files"]} if values["batch"] else {})}
     return {"config": config, "measurements": [m.as_dict() for m in result.measurements], **result.ratios,

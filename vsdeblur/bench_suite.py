@@ -43,7 +43,7 @@ from vsdeblur.bench import (
     vapoursynth_run,
 )
 from vsdeblur.engine import Deblurrer
-from vsdeblur.engine.device import precision_name, resolve_device
+from vsdeblur.engine.device import resolve_device
 from vsdeblur.errors import UsageError
 
 GIB = 2**30
@@ -166,7 +166,7 @@ def shipped_model(record: Record, scale: Scale, weights: Path | None, device: st
         [measured] = compare(engine.device, {name: run}, len(frames), scale.rounds)
         peak = peak_memory(engine.device, run)
         record.add([measured], {name: {"part": "shipped_model", "model": engine.preset.name, "stage": engine.stage,
-                                       "size": size_name(size), "precision": precision_name(engine.dtype), "compile": False,
+                                       "size": size_name(size), "precision": engine.runtime.precision, "compile": False,
                                        "tile": tile, "peak_memory_gib": None if peak is None else round(peak / GIB, 3)}})
         del engine, run
         released()
@@ -206,7 +206,7 @@ def vapoursynth_streams(record: Record, scale: Scale, weights: Path | None, devi
     runs = {"shipped model, 1080p: engine": engine_run(engine, frames)}
     runs.update({f"shipped model, 1080p: vapoursynth, {n} streams": vapoursynth_run(engine, frames, n) for n in (1, 2, 4)})
     common = {"part": "vapoursynth", "model": engine.preset.name, "stage": engine.stage, "size": size_name(size),
-              "precision": precision_name(engine.dtype), "compile": False}
+              "precision": engine.runtime.precision, "compile": False}
     record.add(compare(engine.device, runs, len(frames), scale.rounds), {name: common for name in runs})
 
 

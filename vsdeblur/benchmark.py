@@ -206,13 +206,13 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
 
 def restore(setup: Setup, photos: list[Path], variants: dict[str, dict[str, Any]], log=print) -> None:
     """Each blurred clip through vsdeblur-stream's defaults, once per variant's engine options."""
-    from vsdeblur.config import ENCODE, ENGINE, engine_kwargs
+    from vsdeblur.config import ENCODE, ENGINE, EngineSettings
     from vsdeblur.engine import Deblurrer
     from vsdeblur.stream import stream
 
     for name, options in variants.items():
         values = {**ENGINE.defaults(), **ENCODE.defaults(), **options}
-        engine = Deblurrer(**engine_kwargs(values))
+        engine = Deblurrer(EngineSettings.of(values))
         log(f"restoring with {name}")
         for condition in CONDITIONS:
             for photo in photos:

@@ -13,8 +13,9 @@ from pathlib import Path
 import click
 
 from vsdeblur import __version__
-from vsdeblur.config import BATCH, BENCH, BENCH_ENGINE, ENCODE, ENGINE, SYNTH, click_options, engine_kwargs, resolve
+from vsdeblur.config import BATCH, BENCH, BENCH_ENGINE, ENCODE, ENGINE, SYNTH, EngineSettings, click_options, resolve
 from vsdeblur.errors import Command, UsageError
+from vsdeblur.runtimes import EXPORTS
 
 
 class Group(click.Group):
@@ -34,7 +35,7 @@ def info() -> None:
     import numpy
     import torch
 
-    from vsdeblur.engine.backend import describe_backends
+    from vsdeblur.engine.runtime import describe_backends
     from vsdeblur.engine.device import describe_auto_precision, describe_devices
     from vsdeblur.weights import default_weights_path, read_weights
 
@@ -185,7 +186,7 @@ def evaluate(sharp, blurred, restored, max_frames, json_path, picture, **engine_
     if restored is not None:
         restored_frames = decoded(restored, max_frames)
     else:
-        engine = Deblurrer(**engine_kwargs(resolve([ENGINE], None, engine_flags)))
+        engine = Deblurrer(EngineSettings.of(resolve([ENGINE], None, engine_flags)))
         restored_frames = engine.frames(decoded(blurred, max_frames))
     count = min(estimate_frames(sharp), max_frames or sys.maxsize)
     result = score(decoded(sharp, max_frames), decoded(blurred, max_frames), restored_frames, picture, count // 2)
@@ -294,7 +295,7 @@ def benchmark(material, weights, output, clips, frames, size, json_path) -> None
 @main.command("export")
 @click.argument("weights", type=click.Path(path_type=Path))
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="folder to create (missing or empty) for the graphs and vsdeblur-onnx.json")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(EXPORTS), default="fp32", show_default=True,
               help="the networks' precision; images stay float32")
 def export_command(weights, output, precision) -> None:
     """ONNX graphs of a model for ONNX Runtime, OpenVINO, TensorRT or vs-mlrt: stage 1, stage 2's

@@ -13,15 +13,17 @@ schema (the build of the VapourSynth shim, --help) stay fast.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import click
 
 from vsdeblur.errors import UsageError
+from vsdeblur.runtimes import BACKENDS, PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -215,20 +217,62 @@ ENGINE = Group(
         Option("stage", int, None, "1: per-frame deblurring; 2: refined from neighbouring frames; default: the highest the weights hold", choices=(1, 2)),
         Option("radius", int, None, "temporal radius of stage 2 (window of 2r+1 frames); fixed by the weights, default: theirs", minimum=1, maximum=8),
         Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
-        Option("precision", str, "auto", "compute precision (auto: fp16 on CUDA; bf16 on CPUs with AMX-BF16 or AVX512-BF16, else fp32)", choices=("auto", "fp32", "fp16", "bf16")),
+        Option("precision", str, "auto", "compute precision (auto: fp16 on CUDA; bf16 on CPUs with AMX-BF16 or AVX512-BF16, else fp32)", choices=("auto", *PRECISIONS)),
         Option("tile", int, None, "tile side in pixels (0: never tile); default: chosen from free memory", minimum=0),
         Option("overlap", int, None, "tile overlap in pixels; default: the preset's", minimum=0),
         Option("ensemble", bool, False, "average the 8 flips and rotations of each frame (8x slower)"),
         Option("scene_threshold", float, 0.25, "scene-cut threshold: mean luma change (0..1) that starts a new scene; 0 disables", minimum=0.0, maximum=1.0),
         Option("compile", bool, False, "torch.compile the networks (CUDA; pays off on long clips)"),
-        Option("backend", str, "torch", "network runtime: torch; onnxruntime or openvino (CPU), tensorrt (NVIDIA GPU), each running vsdeblur export's graphs, exported and cached on first use; auto: the fastest installed for the device", choices=("auto", "torch", "onnxruntime", "openvino", "tensorrt")),
+        Option("backend", str, "torch", "network runtime: torch; onnxruntime or openvino (CPU), tensorrt (NVIDIA GPU), each running vsdeblur export's graphs, exported and cached on first use; auto: the fastest installed for the device", choices=("auto", *BACKENDS)),
     ),
 )
 
 
-def engine_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Deblurrer keyword arguments from resolved option values."""
-    return ENGINE.pick(values)
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The frozen, checked values of one option group: a subclass names the group in `GROUP`
+    and gets one field per option (see `settings_of`). Making one checks every value against
+    its option, so a value that exists is valid."""
+
+    GROUP: ClassVar[Group]
+    WHERE: ClassVar[str]  # names the origin of a bad value in its error message
+
+    def __post_init__(self) -> None:
+        for option in self.GROUP.options:
+            object.__setattr__(self, option.name, option.parse(getattr(self, option.name), self.WHERE))
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any], where: str | None = None) -> Self:
+        """The group's entries of option values (other groups' keys are ignored, missing ones
+        take their defaults); `where` names their origin in an error message."""
+        return cls(**{o.name: o.parse(values[o.name], where or cls.WHERE) for o in cls.GROUP.options if o.name in values})
+
+    @classmethod
+    def checked(cls, options: Mapping[str, Any], where: str) -> Self:
+        """Settings from keyword options as a caller wrote them: an unknown name is an error
+        too."""
+        names = [o.name for o in cls.GROUP.options]
+        unknown = [k for k in options if k not in names]
+        if unknown:
+            raise UsageError(f"{where}: unknown option {unknown[0]!r}; known options: {', '.join(names)}")
+        return cls.of(options, where)
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {o.name: getattr(self, o.name) for o in self.GROUP.options}
+
+
+def settings_of(group: Group, name: str, doc: str) -> type[Settings]:
+    """A Settings subclass with one field per option of `group`, defaulting to the option's
+    default: the options are written once, in the group."""
+    fields = [(o.name, Any, dataclasses.field(default=o.default)) for o in group.options]
+    namespace = {"__doc__": doc, "GROUP": group, "WHERE": name}
+    return dataclasses.make_dataclass(name, fields, bases=(Settings,), frozen=True, kw_only=True, namespace=namespace)
+
+
+EngineSettings = settings_of(ENGINE, "EngineSettings", "The engine's options (ENGINE), checked: what Deblurrer, the VapourSynth filter, vsdeblur-stream, batch and bench build an engine from.")
 
 
 ENCODE = Group(

@@ -36,14 +36,15 @@ import torch
 from torch import nn
 
 from vsdeblur import __version__
+from vsdeblur.engine.device import torch_dtype
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset, fold_scales
+from vsdeblur.runtimes import EXPORTS, PRECISIONS
 from vsdeblur.weights import Weights, tensor_digest
 
 MANIFEST = "vsdeblur-onnx.json"
 FORMAT = "vsdeblur-onnx"
 FORMAT_VERSION = "1"
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 # The sides a graph is traced and checked at are at least this (the CLI's smallest frame): at
 # 1/16 a stage-2 level is then 2 pixels, what its reflect padding needs.
 MIN_SIDE = 32
@@ -139,7 +140,7 @@ def aggregate_inputs(preset: Preset) -> list[Port]:
 
 def graphs(weights: Weights, precision: str) -> list[Graph]:
     """The graphs of every stage that `weights` holds, from the folded networks in eval mode."""
-    dtype = PRECISIONS[precision]
+    dtype = torch_dtype(precision)
 
     def network(stage: int) -> nn.Module:
         return fold_scales(weights.build(stage)).requires_grad_(False).to(dtype)
@@ -238,15 +239,14 @@ def check_graph(graph: Graph, path: Path, dtype: torch.dtype) -> float:
     return worst
 
 
-def _port_json(port: Port, dtype: torch.dtype) -> dict:
-    return {"name": port.name, "shape": port.shape(), "dtype": "float32" if port.image else str(dtype).removeprefix("torch.")}
+def _port_json(port: Port, precision: str) -> dict:
+    return {"name": port.name, "shape": port.shape(), "dtype": "float32" if port.image else PRECISIONS[precision].dtype}
 
 
 def manifest(weights: Weights, precision: str, exported: list[Graph], diffs: dict[str, float]) -> dict:
     """The description written beside the graphs."""
     import onnxruntime
 
-    dtype = PRECISIONS[precision]
     preset = weights.preset
     return {
         "format": FORMAT,
@@ -268,8 +268,8 @@ def manifest(weights: Weights, precision: str, exported: list[Graph], diffs: dic
                 "file": g.file,
                 "stage": g.stage,
                 "multiple": preset.multiple(g.stage),
-                "inputs": [_port_json(p, dtype) for p in g.inputs],
-                "outputs": [_port_json(p, dtype) for p in g.outputs],
+                "inputs": [_port_json(p, precision) for p in g.inputs],
+                "outputs": [_port_json(p, precision) for p in g.outputs],
             }
             for g in exported
         },
@@ -296,13 +296,13 @@ def export_onnx(weights: Weights, output: str | os.PathLike, precision: str = "f
     """Export every stage of `weights` into the new folder `output`, check each graph against
     PyTorch, and return the manifest. Written into a folder beside `output` and renamed into
     place: `output` appears complete or not at all."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision not in EXPORTS:
+        raise UsageError(f"precision must be one of {', '.join(EXPORTS)}, not {precision!r}")
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise OutputExists(f"{output} exists and is not an empty folder; choose a new one")
     require_exporter()
-    dtype = PRECISIONS[precision]
+    dtype = torch_dtype(precision)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.{os.getpid()}.part")
     shutil.rmtree(partial, ignore_errors=True)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from vsdeblur.config import ENCODE, ENGINE, click_options, engine_kwargs, resolve
+from vsdeblur.config import ENCODE, ENGINE, EngineSettings, click_options, resolve
 from vsdeblur.errors import Command, UsageError
 from vsdeblur.threads import END, Cancelled, Channel, Stage, join, raise_first
 
@@ -152,7 +152,7 @@ def stream(
         frames = 0
         try:
             if engine is None:
-                engine = Deblurrer(**engine_kwargs(values))
+                engine = Deblurrer(EngineSettings.of(values))
             for stage in stages:
                 stage.start()
             for pts, rgb in engine.tagged(engine_input()):

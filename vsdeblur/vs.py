@@ -17,20 +17,20 @@ Padding, tiling, precision, ensemble and the window rule all stay in the engine.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import queue
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from importlib import resources
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import vapoursynth as vs
 
-from vsdeblur.config import ENGINE, VAPOURSYNTH, Option
-from vsdeblur.engine.window import luma_thumbnail, scene_change, window_indices
+from vsdeblur.config import ENGINE, VAPOURSYNTH, EngineSettings
+from vsdeblur.engine.window import luma_thumbnail, scene_change, scene_window, starts_scene
 from vsdeblur.errors import UsageError
 
 if TYPE_CHECKING:
@@ -45,42 +45,31 @@ _STAGE1_CACHE_BYTES = 1 << 30  # stage-1 frames kept (RGBS: 12 bytes a pixel, 40
 _NAME = "deblur.Atrous"  # every error message starts with it, once (the C shim looks for it)
 
 
-def atrous(
-    clip: vs.VideoNode,
-    weights: str | Path | None = ENGINE["weights"].default,
-    preset: str | None = ENGINE["preset"].default,
-    stage: int | None = ENGINE["stage"].default,
-    radius: int | None = ENGINE["radius"].default,
-    device: str = ENGINE["device"].default,
-    precision: str = ENGINE["precision"].default,
-    tile: int | None = ENGINE["tile"].default,
-    overlap: int | None = ENGINE["overlap"].default,
-    ensemble: bool = ENGINE["ensemble"].default,
-    scene_threshold: float = ENGINE["scene_threshold"].default,
-    compile: bool = ENGINE["compile"].default,
-    backend: str = ENGINE["backend"].default,
-    num_streams: int = VAPOURSYNTH["num_streams"].default,
-    scene_props: bool = VAPOURSYNTH["scene_props"].default,
-    matrix: int | None = VAPOURSYNTH["matrix"].default,
-    color_range: str | None = VAPOURSYNTH["color_range"].default,
-) -> vs.VideoNode:
+def atrous(clip: vs.VideoNode, **options: Any) -> vs.VideoNode:
     """Deblur a clip; the result has the clip's format, length and frame props.
 
+    The options are the engine's (ENGINE) and the filter's own (VAPOURSYNTH), as
+    vsdeblur.config defines them; the signature lists them with their defaults.
     RGBS and RGBH are processed as they are, RGB24 and RGB48 too; other formats (YUV of any
     subsampling and depth, GRAY, other RGB depths) are converted to RGBS and back, using the
     clip's _Matrix and _Range (or older _ColorRange) props, or `matrix` / `color_range` where
     they are missing.
     Scene cuts: stage-2 windows stop at _SceneChangePrev/_SceneChangeNext; where a frame has
     neither prop, the engine's rule (vsdeblur.engine.window: a mean luma change above
-    `scene_threshold`) marks cuts, as in every other door (0 disables).
-    The other options are the engine's (see vsdeblur.config). Errors raise vs.Error.
+    `scene_threshold`) marks cuts, as in every other door (0 disables). Errors raise vs.Error.
     """
-    values = dict(locals())
-    del values["clip"]
     try:
-        return _atrous(clip, _checked(values))
+        settings, filter_options = _checked(options)
+        return _atrous(clip, settings, filter_options)
     except UsageError as exc:
         raise _error(exc) from None
+
+
+atrous.__signature__ = inspect.Signature(
+    [inspect.Parameter("clip", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=vs.VideoNode)]
+    + [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default) for o in ENGINE.options + VAPOURSYNTH.options],
+    return_annotation=vs.VideoNode,
+)
 
 
 def _error(exc: UsageError, frame: int | None = None) -> vs.Error:
@@ -89,121 +78,136 @@ def _error(exc: UsageError, frame: int | None = None) -> vs.Error:
     return vs.Error(f"{_NAME}: {message}" if frame is None else f"{_NAME}: frame {frame}: {message}")
 
 
-def _checked(values: dict) -> dict:
-    """Every option through its schema check; VapourSynth passes booleans as 0/1."""
-    options: dict[str, Option] = {o.name: o for o in ENGINE.options + VAPOURSYNTH.options}
-    checked = {}
-    for name, value in values.items():
-        option = options[name]
+def _checked(options: dict[str, Any]) -> tuple[EngineSettings, dict[str, Any]]:
+    """The engine's settings and the filter's own options, each value through its schema
+    check; VapourSynth passes booleans as 0/1."""
+    by_name = {o.name: o for o in ENGINE.options + VAPOURSYNTH.options}
+    unknown = [name for name in options if name not in by_name]
+    if unknown:
+        raise UsageError(f"unknown argument {unknown[0]!r}; known: {', '.join(by_name)}")
+    checked = VAPOURSYNTH.defaults() | ENGINE.defaults()
+    for name, value in options.items():
+        option = by_name[name]
         if option.type is bool and type(value) is int and value in (0, 1):
             value = bool(value)
         checked[name] = option.parse(value, _NAME)
-    return checked
+    return EngineSettings.of(checked), VAPOURSYNTH.pick(checked)
 
 
-def _atrous(clip: vs.VideoNode, options: dict) -> vs.VideoNode:
+def _atrous(clip: vs.VideoNode, settings: EngineSettings, options: dict[str, Any]) -> vs.VideoNode:
     if not isinstance(clip, vs.VideoNode):
         raise UsageError(f"clip must be a video clip, not {type(clip).__name__}")
     if clip.format is None or clip.format.id == vs.NONE or clip.width == 0 or clip.height == 0:
         raise UsageError("clips whose format or size changes from frame to frame are not supported")
     work, back = _working_rgb(clip, options["matrix"], options["color_range"])
-    return back(graph(work, _engine({k: options[k] for k in ENGINE.defaults()}), options))
+    return back(graph(work, _engine(settings), options["num_streams"], options["scene_props"]))
 
 
-def graph(work: vs.VideoNode, engine: Deblurrer, options: dict) -> vs.VideoNode:
+def graph(work: vs.VideoNode, engine: Deblurrer, num_streams: int, scene_props: bool = True) -> vs.VideoNode:
     """The deblurring graph over a clip already in the engine's formats (RGBS, RGBH, RGB24,
-    RGB48); `options` holds the VAPOURSYNTH group and scene_threshold. Separate from atrous
-    so that `vsdeblur bench --vapoursynth` can time it with the engine it compares against."""
-    slots = _Slots(engine, options["num_streams"])
-    graph_id = next(_graph_ids)  # keys the engine's encoder cache: graphs may share an engine
+    RGB48). Separate from atrous so that `vsdeblur bench --vapoursynth` can time it with the
+    engine it compares against."""
+    slots = _Slots(engine, num_streams)
     like = np.empty((work.height, work.width, 3), _dtype(work.format))  # the output's shape and dtype
-
-    def interleaved(frame: vs.VideoFrame) -> np.ndarray:
-        return np.stack([np.asarray(frame[p]) for p in range(3)], axis=-1)
-
-    def planes(frame: vs.VideoFrame) -> list[np.ndarray]:
-        return [np.asarray(frame[p]) for p in range(3)]  # views, no copies
-
-    def write(frame: vs.VideoFrame, planar: np.ndarray) -> vs.VideoFrame:
-        """A copy of `frame` holding a 3 x H x W array."""
-        out = frame.copy()
-        for p in range(3):
-            np.copyto(np.asarray(out[p]), planar[p])
-        return out
-
     if engine.stage == 1:
-        # no window: one node, and stage 1 is the whole engine (image == frames for one frame)
-        def restore(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-            with slots():
-                return write(f, engine.image(interleaved(f)).transpose(2, 0, 1))
+        return _stage1_graph(work, engine, slots)
+    s1 = _stage1_node(work, engine, slots, like.dtype)
+    return _stage2_node(work, s1, engine, slots, like, scene_props)
 
-        return _parallel(work, [work], restore)
 
+def _interleaved(frame: vs.VideoFrame) -> np.ndarray:
+    return np.stack([np.asarray(frame[p]) for p in range(3)], axis=-1)
+
+
+def _planes(frame: vs.VideoFrame) -> list[np.ndarray]:
+    return [np.asarray(frame[p]) for p in range(3)]  # views, no copies
+
+
+def _written(frame: vs.VideoFrame, planar: np.ndarray) -> vs.VideoFrame:
+    """A copy of `frame` holding a 3 x H x W array."""
+    out = frame.copy()
+    for p in range(3):
+        np.copyto(np.asarray(out[p]), planar[p])
+    return out
+
+
+def _stage1_graph(work: vs.VideoNode, engine: Deblurrer, slots: _Slots) -> vs.VideoNode:
+    """Stage 1 alone: no window, one node, and stage 1 is the whole engine (image == frames
+    for one frame)."""
+
+    def restore(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        with slots():
+            return _written(f, engine.image(_interleaved(f)).transpose(2, 0, 1))
+
+    return _parallel(work, [work], restore)
+
+
+def _stage1_node(work: vs.VideoNode, engine: Deblurrer, slots: _Slots, dtype: np.dtype) -> vs.VideoNode:
+    """Stage 1 of each frame, padded to the engine's multiple, in the dtype the engine hands
+    it over in, carrying the scene props and the scene-cut rule's change to the next frame;
+    cached so that it runs once per frame however the stage-2 windows ask for it."""
     height, width = engine.padded_size(work.height, work.width)
-    # stage 1 travels between the nodes in the dtype the engine hands it over in
-    padded_format = vs.RGBH if engine.padded_dtype(like.dtype) == np.float16 else vs.RGBS
+    padded_format = vs.RGBH if engine.padded_dtype(dtype) == np.float16 else vs.RGBS
     blank = work.std.BlankClip(width=width, height=height, format=padded_format, keep=True)
     sources = [blank, work]
-    threshold = options["scene_threshold"]
-    if threshold:
+    if engine.scene_threshold:
         sources.append(_shift(work, 1))
 
     def stage1(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         with slots():
-            out = write(f[0], engine.stage1_padded(planes(f[1])))
+            out = _written(f[0], engine.stage1_padded(_planes(f[1])))
         for key in _SCENE_PROPS:
             if key in f[1].props:
                 out.props[key] = f[1].props[key]
-        if threshold:
-            thumbnails = [luma_thumbnail(planes(frame)) for frame in f[1:3]]
-            out.props[_PROP_DIFF] = scene_change(*thumbnails)
+        if engine.scene_threshold:
+            out.props[_PROP_DIFF] = scene_change(*(luma_thumbnail(_planes(frame)) for frame in f[1:3]))
         return out
 
     s1 = _parallel(blank, sources, stage1)
     # A fixed cache, so that stage 1 runs once per frame even when frames are requested far
     # out of order (the core's adaptive cache may drop a frame between two windows' reads).
-    cached = max(4 * (2 * engine.radius + 1), min(work.num_frames, _STAGE1_CACHE_BYTES // (3 * engine.padded_dtype(like.dtype).itemsize * width * height)))
+    frame_bytes = 3 * engine.padded_dtype(dtype).itemsize * width * height
+    cached = max(4 * (2 * engine.radius + 1), min(work.num_frames, _STAGE1_CACHE_BYTES // frame_bytes))
     vs.core.std.SetVideoCache(s1, mode=1, fixedsize=1, maxsize=cached, maxhistory=cached)
+    return s1
+
+
+def _stage2_node(work: vs.VideoNode, s1: vs.VideoNode, engine: Deblurrer, slots: _Slots, like: np.ndarray,
+                 scene_props: bool) -> vs.VideoNode:
+    """Stage 2 of each frame over its window of stage-1 frames, clamped to its scene."""
+    graph_id = next(_graph_ids)  # keys the engine's encoder cache: graphs may share an engine
     r, last = engine.radius, work.num_frames - 1
     shifted = [_shift(s1, k) for k in range(-r, r + 1)]
 
     def cut_between(a: vs.FrameProps, b: vs.FrameProps) -> bool:
         """Is there a scene cut between consecutive frames with props a and b?"""
-        if options["scene_props"] and ("_SceneChangeNext" in a or "_SceneChangePrev" in b):
+        if scene_props and ("_SceneChangeNext" in a or "_SceneChangePrev" in b):
             return bool(a.get("_SceneChangeNext", 0) or b.get("_SceneChangePrev", 0))
-        return bool(threshold) and a[_PROP_DIFF] > threshold
+        return bool(engine.scene_threshold) and starts_scene(a[_PROP_DIFF], engine.scene_threshold)
 
     def stage2(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        # f[1 + r + k] is stage 1 of frame n + k, clamped to the clip: find n's scene inside
-        # the window, then let the engine's rule pick the frames
+        # f[1 + r + k] is stage 1 of frame n + k, clamped to the clip
         frames = {min(max(n + k, 0), last): f[1 + r + k] for k in range(-r, r + 1)}
-        start = n
-        while start > max(n - r, 0) and not cut_between(frames[start - 1].props, frames[start].props):
-            start -= 1
-        end = n
-        while end < min(n + r, last) and not cut_between(frames[end].props, frames[end + 1].props):
-            end += 1
-        indices = window_indices(n, r, start, end)
-        window = [planes(frames[i]) for i in indices]
-        keys = [(graph_id, i) for i in indices]
+        indices = scene_window(n, r, last, lambda i: cut_between(frames[i].props, frames[i + 1].props))
+        window = [_planes(frames[i]) for i in indices]
         with slots():
-            result = engine.stage2_padded(window, keys, like, planar=True)
-        return write(f[0], result)
+            result = engine.stage2_padded(window, [(graph_id, i) for i in indices], like, planar=True)
+        return _written(f[0], result)
 
     return _parallel(work, [work, *shifted], stage2)
 
 
-def _engine(settings: dict) -> Deblurrer:
+def _engine(settings: EngineSettings) -> Deblurrer:
     """The engine, with a clear error for missing default weights and nothing on stdout
     (vspipe writes the video there)."""
     from vsdeblur.engine import Deblurrer  # torch loads with the first filter, not the plugin
     from vsdeblur.weights import DEFAULT_WEIGHTS_NAME, default_weights_path
 
-    if settings["weights"] is None and default_weights_path() is None:
+    if settings.weights is None and default_weights_path() is None:
         expected = resources.files("vsdeblur.weights").joinpath(DEFAULT_WEIGHTS_NAME)
         raise UsageError(f"no weights: the default weights file {expected} does not exist in this build; pass weights=PATH")
     with contextlib.redirect_stdout(sys.stderr):
-        return Deblurrer(**settings)
+        return Deblurrer(settings)
 
 
 class _Slots:

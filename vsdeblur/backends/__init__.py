@@ -1,8 +1,7 @@
-"""Runners of the graphs that `vsdeblur export` writes, on other runtimes than PyTorch.
-
-Each runner offers what the engine's network runner calls, on CPU torch tensors in and out:
-`stage1(x)`, `encode(x)` (stage 2's feature pyramid of one frame) and
-`aggregate(pyramids, centre)` (stage 2 over a window); the engine's padding, tiling, ensemble,
-window and cache stay its own. One module per runtime, imported only when asked for:
-`vsdeblur.backends.onnxruntime.OnnxRuntimeBackend`, `vsdeblur.backends.openvino.OpenVinoBackend`.
+"""The runners of the engine's three network calls: `stage1(x)`, `encode(x)` (stage 2's
+feature pyramid of one frame) and `aggregate(pyramids, centre)` (stage 2 over a window), on
+tensors in and out. `pytorch.TorchBackend` runs the modules themselves; the others run the
+graphs that `vsdeblur export` writes (`graphs.GraphRunner`): `onnxruntime`, `openvino` (CPU)
+and `tensorrt` (NVIDIA GPUs). vsdeblur.runtimes lists them; each module is imported only when
+its backend is chosen, and its runtime's package only when a runner is made.
 """

@@ -11,14 +11,18 @@ import queue
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
+from torch import nn
 
 from vsdeblur.errors import UsageError
 from vsdeblur.export import cached_export, read_manifest
+from vsdeblur.runtimes import Computes
 from vsdeblur.weights import Weights, read_weights, resolve_weights
+
+if TYPE_CHECKING:
+    from vsdeblur.engine.runtime import Runtime
 
 # a loaded graph: named inputs -> outputs in order (numpy arrays on the CPU runtimes, tensors
 # on the device for TensorRT)
@@ -66,25 +70,46 @@ def exported_folder(source: str | os.PathLike | Weights | None, precision: str, 
 
 
 class GraphRunner:
-    """The three graphs of an export, loaded by a runtime (a subclass's `load`)."""
+    """The three graphs of an export, loaded by a runtime (a subclass's `load`). A subclass
+    declares its backend's `name`, the `devices` it runs on and the `precisions` it computes
+    in (vsdeblur.engine.runtime reads them)."""
 
     name = ""
     module = ""  # the runtime's Python package
     extra = ""  # the pyproject extra that installs it
+    devices: tuple[str, ...] = ("cpu",)
+    precisions: dict[str, Computes] = {"fp32": Computes(export="fp32")}
+    # graph runtimes take plain NCHW arrays and optimise the graphs themselves
+    memory_format, models, compiled = torch.contiguous_format, {}, False
 
     def __init__(self, source: str | os.PathLike | Weights | None = None, *, precision: str = "fp32",
                  cache: str | os.PathLike | None = None, threads: int = 0, stage: int | None = None) -> None:
         """source: a folder written by `vsdeblur export`, or a weights file (a path or Weights;
-        None for the shipped default) exported at `precision` into `cache` (default
-        ~/.cache/vsdeblur/onnx) on first use. threads: the runtime's CPU threads, 0 for its default.
-        stage: load the graphs up to this stage only (1: stage 1 alone); None: every graph."""
+        None for the shipped default) exported into `cache` (default ~/.cache/vsdeblur/onnx) on
+        first use, in the precision the runner computes `precision` from. threads: the
+        runtime's CPU threads, 0 for its default. stage: load the graphs up to this stage only
+        (1: stage 1 alone); None: every graph."""
+        if precision not in self.precisions:
+            raise UsageError(f"backend {self.name!r} computes in {' or '.join(self.precisions)}, not {precision}")
+        self.precision = precision
         self.runtime = self.import_runtime()
-        self.folder = exported_folder(source, precision, cache)
+        self.folder = exported_folder(source, self.precisions[precision].export, cache)
         self.manifest = read_manifest(self.folder)
-        self.precision = self.manifest["precision"]
         self.frames = 2 * self.manifest["radius"] + 1 if self.manifest["radius"] is not None else None
         self._specs = {name: spec for name, spec in self.manifest["graphs"].items() if stage is None or spec["stage"] <= stage}
         self._graphs = {name: self.load(spec, threads) for name, spec in self._specs.items()}
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime, weights: Weights | None, models: dict[int, nn.Module], compile: bool) -> GraphRunner:
+        """The engine's runner: the graphs of `weights` up to the highest stage of `models`."""
+        if weights is None:
+            raise UsageError(f"backend {cls.name!r} runs exported graphs of a weights file, not networks in memory; use backend torch")
+        return cls(weights, precision=runtime.precision, stage=max(models), **cls.placement(runtime))
+
+    @staticmethod
+    def placement(runtime: Runtime) -> dict[str, Any]:
+        """Constructor options that place the runner on the runtime's device (none on a CPU)."""
+        return {}
 
     def import_runtime(self) -> ModuleType:
         return require(self.name, self.module, self.extra)

@@ -4,15 +4,13 @@ runs on the caller's current CUDA stream.
 Engines are built from the ONNX graphs on first use and kept in a cache folder (`engines`,
 default ~/.cache/vsdeblur/tensorrt), keyed by the graph file, the TensorRT version, the GPU
 and the shapes, so a machine pays each build (minutes for the larger graphs) once.
-Precision comes from the export: `precision="fp16"` builds from the fp16 graphs (`vsdeblur
-export --precision fp16`: fp16 weights and activations, float32 images) as a strongly typed
-network, which TensorRT 11 requires (it dropped the fp16 builder flag) and TensorRT 10 accepts.
+Precision comes from the export: fp16 builds from the fp16 graphs (`vsdeblur export --precision
+fp16`: fp16 weights and activations, float32 images) as a strongly typed network, which
+TensorRT 11 requires (it dropped the fp16 builder flag) and TensorRT 10 accepts.
 Shapes: "static" builds an engine for each input size met, with the fastest kernels for that
 size; the engine pads a clip's frames (or its tiles) to one size, so a clip needs one per graph
 (two with the ensemble's rotations). "dynamic" builds one engine per graph for every size from
 the model's multiple up to `max_size`, tuned for `opt_size`.
-
-Not yet run: no session with TensorRT and a GPU has tried it (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -21,14 +19,18 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vsdeblur.backends.graphs import GraphRunner, Pool, Run
 from vsdeblur.errors import UsageError
 from vsdeblur.export import cache_root, writable_folder
+from vsdeblur.runtimes import Computes
 from vsdeblur.weights import Weights
+
+if TYPE_CHECKING:
+    from vsdeblur.engine.runtime import Runtime
 
 SHAPES = ("static", "dynamic")
 Shape = tuple[int, ...]
@@ -78,14 +80,16 @@ class TensorRtBackend(GraphRunner):
     name = "tensorrt"
     module = "tensorrt"
     extra = "tensorrt"
+    devices = ("cuda",)
+    precisions = {"fp16": Computes(export="fp16"), "fp32": Computes(export="fp32")}
 
     def __init__(self, source: str | os.PathLike | Weights | None = None, *, precision: str = "fp16",
                  cache: str | os.PathLike | None = None, stage: int | None = None, device: str | torch.device = "cuda",
                  engines: str | os.PathLike | None = None, shapes: str = "static",
                  opt_size: tuple[int, int] = (1920, 1088), max_size: tuple[int, int] = (3840, 2176)) -> None:
-        """precision: the export's, fp16 or fp32. engines: the engine cache folder. shapes:
-        static or dynamic (see the module); opt_size and max_size (width, height) bound the
-        dynamic engines."""
+        """precision: fp16 or fp32, each from the export of that precision. engines: the
+        engine cache folder. shapes: static or dynamic (see the module); opt_size and max_size
+        (width, height) bound the dynamic engines."""
         self.import_runtime()  # a missing package is the first thing to say
         if shapes not in SHAPES:
             raise UsageError(f"shapes must be one of {', '.join(SHAPES)}, not {shapes!r}")
@@ -96,6 +100,10 @@ class TensorRtBackend(GraphRunner):
         self.engines = Path(engines) if engines is not None else cache_root().parent / "tensorrt"
         super().__init__(source, precision=precision, cache=cache, stage=stage)
         self.logger = self.runtime.Logger(self.runtime.Logger.WARNING)
+
+    @staticmethod
+    def placement(runtime: Runtime) -> dict[str, Any]:
+        return {"device": runtime.device}
 
     def feed(self, port: dict, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().to(self.device, getattr(torch, port["dtype"])).contiguous()

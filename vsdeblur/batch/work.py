@@ -24,6 +24,7 @@ import numpy as np
 
 from vsdeblur.batch.chunkfile import read_chunk, read_pts, write_chunk
 from vsdeblur.batch.manifest import ChunkRow, Manifest, joined_file, output_stamp
+from vsdeblur.config import EngineSettings
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
 from vsdeblur.io import Frame, Reader, Writer
@@ -63,7 +64,7 @@ def engine_for(settings: dict[str, Any]) -> Deblurrer:
     key = json.dumps(settings, sort_keys=True)
     if key not in _ENGINES:
         _ENGINES.clear()
-        _ENGINES[key] = Deblurrer(**settings)
+        _ENGINES[key] = Deblurrer(EngineSettings.of(settings))
     return _ENGINES[key]
 
 

@@ -1,7 +1,7 @@
 """`Deblurrer`: the engine's one public face. It wires the parts together and adds nothing of
-its own: device and precision (device.py), host <-> device frames (transfer.py), the tiled and
-ensembled networks (networks.py), the window and its cache (schedule.py), scene cuts
-(window.py)."""
+its own: the runtime (runtime.py: device, backend, precision), host <-> device frames
+(transfer.py), the tiled and ensembled networks (networks.py), the window and its cache
+(schedule.py), scene cuts (window.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vsdeblur.config import ENGINE
-from vsdeblur.engine.backend import resolve_backend
-from vsdeblur.engine.device import resolve_device
+from vsdeblur.config import EngineSettings
 from vsdeblur.engine.networks import EngineStats, FrameState, Networks
+from vsdeblur.engine.runtime import resolve_runtime
 from vsdeblur.engine.schedule import Scheduler
 from vsdeblur.engine.tiling import round_up
 from vsdeblur.engine.transfer import HostFrame, Transfer, check_frame, check_planes
@@ -29,88 +28,49 @@ from vsdeblur.weights import Weights, resolve_weights
 class Deblurrer:
     """Deblur frames with a trained model.
 
-    Args:
-        preset: model preset name; default: the one recorded in the weights file (it must match).
-        weights: a .safetensors weights file; default: the weights shipped with vsdeblur.
-        stage: 1 (per-frame) or 2 (per-frame, then refined from neighbours); default: the
-            highest stage the weights hold.
-        radius: temporal radius of stage 2 (window of 2*radius+1 frames); fixed by the weights,
-            default: theirs.
-        device: "auto", "cpu", "cuda" or "cuda:N".
-        precision: "auto" (fp16 on CUDA; bf16 on CPUs with AMX-BF16 or AVX512-BF16, else
-            fp32), "fp32", "fp16" or "bf16".
-        tile: tile side in pixels; None chooses from free memory, 0 never tiles.
-        overlap: tile overlap in pixels; default: the preset's.
-        ensemble: average the eight flips and rotations (8x slower, a little better).
-        scene_threshold: detect scene cuts when consecutive frames differ by more than this
-            (0..1); 0 or None detects none (cuts can still be passed to `frames`).
-        compile: torch.compile the networks (CUDA; pays off on long clips).
-        backend: "torch"; "onnxruntime" or "openvino" (CPU) or "tensorrt" (NVIDIA), which run
-            the graphs of `vsdeblur export`, exported into a cache on first use; or "auto"
-            (the fastest installed for the device; see engine.backend).
+    Built from engine settings (vsdeblur.config.EngineSettings, the ENGINE options checked),
+    or from the same options as keywords, or both (keywords replace the settings' values):
+    `Deblurrer(weights="model.safetensors", precision="fp32")`. The options (ENGINE in
+    vsdeblur.config says each one's meaning and bounds):
+
+        weights, preset, stage, radius: the model (default: the shipped weights, their preset,
+            the highest stage they hold, the radius they were trained with);
+        device, precision, backend, compile: the runtime (vsdeblur.engine.runtime);
+        tile, overlap, ensemble: how the networks cover a frame;
+        scene_threshold: the scene-cut rule's threshold (0: none; cuts can still be passed to
+            `frames`).
     """
 
-    def __init__(
-        self,
-        preset: str | None = ENGINE["preset"].default,
-        weights: str | Path | None = ENGINE["weights"].default,
-        stage: int | None = ENGINE["stage"].default,
-        radius: int | None = ENGINE["radius"].default,
-        device: str = ENGINE["device"].default,
-        precision: str = ENGINE["precision"].default,
-        tile: int | None = ENGINE["tile"].default,
-        overlap: int | None = ENGINE["overlap"].default,
-        ensemble: bool = ENGINE["ensemble"].default,
-        scene_threshold: float | None = ENGINE["scene_threshold"].default,
-        compile: bool = ENGINE["compile"].default,
-        backend: str = ENGINE["backend"].default,
-    ) -> None:
-        loaded = resolve_weights(weights)
-        if preset is not None and preset != loaded.preset.name:
+    def __init__(self, settings: EngineSettings | None = None, /, **options: Any) -> None:
+        settings = EngineSettings.checked(options, "Deblurrer") if settings is None else settings.replace(**options)
+        loaded = resolve_weights(settings.weights)
+        if settings.preset is not None and settings.preset != loaded.preset.name:
             raise UsageError(
-                f"{loaded.path.name} was trained as preset {loaded.preset.name!r}, not {preset!r}; "
+                f"{loaded.path.name} was trained as preset {loaded.preset.name!r}, not {settings.preset!r}; "
                 "drop the preset option or pass matching weights"
             )
-        models = {s: loaded.build(s) for s in range(1, chosen_stage(loaded, stage) + 1)}
+        models = {s: loaded.build(s) for s in range(1, chosen_stage(loaded, settings.stage) + 1)}
         self.weights_path: Path | None = loaded.path
-        self._setup(loaded.preset, models, radius, device, precision, tile, overlap, ensemble, scene_threshold, compile, backend, loaded)
+        self._setup(loaded.preset, models, settings, loaded)
 
     @classmethod
-    def from_models(cls, preset: Preset, models: dict[int, nn.Module], **options: Any) -> Deblurrer:
-        """An engine over modules in memory (training validation, benchmarks)."""
+    def from_models(cls, preset: Preset, models: dict[int, nn.Module], settings: EngineSettings | None = None, **options: Any) -> Deblurrer:
+        """An engine over modules in memory (training validation, benchmarks); the settings'
+        weights, preset and stage are those of the modules."""
         self = cls.__new__(cls)
         self.weights_path = None
-        settings = {k: v for k, v in ENGINE.defaults().items() if k not in ("weights", "preset", "stage")}
-        settings.update(options)
-        self._setup(preset, models, **settings)
+        settings = EngineSettings.checked(options, "Deblurrer") if settings is None else settings.replace(**options)
+        self._setup(preset, models, settings)
         return self
 
-    def _setup(
-        self,
-        preset: Preset,
-        models: dict[int, nn.Module],
-        radius: int | None,
-        device: str,
-        precision: str,
-        tile: int | None,
-        overlap: int | None,
-        ensemble: bool,
-        scene_threshold: float | None,
-        compile: bool,
-        backend: str,
-        weights: Weights | None = None,
-    ) -> None:
-        if scene_threshold is not None and not 0 <= scene_threshold < 1:
-            raise UsageError(f"scene threshold must lie between 0 and 1, not {scene_threshold}")
-        self.preset, self.stage = preset, max(models)
-        self.radius = window_radius(preset, self.stage, radius)
-        self.device = resolve_device(device)
-        chosen = resolve_backend(backend, precision, self.device)
-        if compile and chosen.name != "torch":
-            raise UsageError(f"compile applies to backend torch; {chosen.name} optimises its graphs itself")
-        self.backend, self.dtype, self.compiled = chosen.name, chosen.dtype, compile
-        self.scene_threshold = scene_threshold
-        self.networks = Networks(preset, models, self.device, self.dtype, tile, overlap, ensemble, compile, chosen.runner(weights, self.stage))
+    def _setup(self, preset: Preset, models: dict[int, nn.Module], settings: EngineSettings, weights: Weights | None = None) -> None:
+        self.settings, self.preset, self.stage = settings, preset, max(models)
+        self.radius = window_radius(preset, self.stage, settings.radius)
+        self.runtime = resolve_runtime(settings)
+        self.device, self.dtype = self.runtime.device, self.runtime.dtype
+        self.scene_threshold = settings.scene_threshold
+        runner = self.runtime.runner(weights, models, settings.compile)
+        self.networks = Networks(preset, runner, self.stage, self.device, self.dtype, settings.tile, settings.overlap, settings.ensemble)
         self.multiple = self.networks.multiple
         self.transfer = Transfer(self.device, self.networks.memory_format, self.multiple)
         self.scheduler = Scheduler(self.radius, self._frame_state, self.networks.stage2 if self.stage == 2 else None, self._finish)

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 from vsdeblur.errors import UsageError
-
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from vsdeblur.runtimes import PRECISIONS
 
 # CPU feature flags (cpuinfo's names, which /proc/cpuinfo shares) that execute bf16 natively
 _BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
@@ -54,38 +53,29 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def auto_precision(device: torch.device) -> tuple[torch.dtype, str]:
-    """What `precision="auto"` picks on `device`, and why (for `vsdeblur info`)."""
+def auto_precision(device: torch.device) -> tuple[str, str]:
+    """What `precision="auto"` picks on `device` (a PRECISIONS name), and why (for `vsdeblur info`)."""
     if device.type == "cuda":
-        return torch.float16, "CUDA device"
+        return "fp16", "CUDA device"
     found = [name for flag, name in _BF16_FLAGS.items() if flag in cpu_flags()]
     if found and torch.backends.mkldnn.is_available():
-        return torch.bfloat16, f"the CPU has {' and '.join(found)}"
+        return "bf16", f"the CPU has {' and '.join(found)}"
     if found:
-        return torch.float32, f"the CPU has {' and '.join(found)}, but this PyTorch lacks oneDNN"
-    return torch.float32, "the CPU has neither AMX-BF16 nor AVX512-BF16 (bf16 would be emulated, slower than fp32)"
+        return "fp32", f"the CPU has {' and '.join(found)}, but this PyTorch lacks oneDNN"
+    return "fp32", "the CPU has neither AMX-BF16 nor AVX512-BF16 (bf16 would be emulated, slower than fp32)"
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    if precision == "auto":
-        return auto_precision(device)[0]
-    try:
-        return PRECISIONS[precision]
-    except KeyError:
-        raise UsageError(f"unknown precision {precision!r}; use auto, {', '.join(PRECISIONS)}") from None
-
-
-def precision_name(dtype: torch.dtype) -> str:
-    """'fp32', 'fp16' or 'bf16'."""
-    return next(name for name, d in PRECISIONS.items() if d == dtype)
+def torch_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a PRECISIONS name."""
+    return getattr(torch, PRECISIONS[precision].dtype)
 
 
 def describe_auto_precision() -> list[str]:
     """What `precision="auto"` picks on each kind of usable device and why, for `vsdeblur info`."""
     lines = []
     for kind in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        dtype, why = auto_precision(torch.device(kind))
-        lines.append(f"auto on {kind}: {precision_name(dtype)} ({why})")
+        name, why = auto_precision(torch.device(kind))
+        lines.append(f"auto on {kind}: {name} ({why})")
     return lines
 
 

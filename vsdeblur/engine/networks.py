@@ -12,7 +12,6 @@ precision between the stages.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,13 +20,18 @@ import torch
 from torch import nn
 
 from vsdeblur.engine.tiling import DIHEDRAL, Tile, auto_tile, blend, plan_tiles, tile_geometry, transform, untransform
-from vsdeblur.errors import UsageError
-from vsdeblur.models import Preset, fold_scales
+from vsdeblur.models import Preset
 from vsdeblur.models.stage2 import Pyramid
 
 
 class NetworkRunner(Protocol):
-    """The three network calls, as a graph backend (vsdeblur.backends) makes them."""
+    """The three network calls, as a backend (vsdeblur.backends) makes them, with the memory
+    layout it takes, the modules it runs (none for a graph runtime) and whether they are
+    compiled."""
+
+    memory_format: torch.memory_format
+    models: dict[int, nn.Module]
+    compiled: bool
 
     def stage1(self, x: torch.Tensor) -> torch.Tensor: ...
 
@@ -63,56 +67,30 @@ class FrameState:
 
 
 class Networks:
-    """The stages of one model on one device, in one precision, tiled and ensembled."""
+    """The stages of one model on one device, in one precision, tiled and ensembled; a runner
+    (vsdeblur.backends) makes the three network calls."""
 
     def __init__(
         self,
         preset: Preset,
-        models: dict[int, nn.Module],
+        runner: NetworkRunner,
+        stage: int,
         device: torch.device,
         dtype: torch.dtype,
         tile: int | None,
         overlap: int | None,
         ensemble: bool,
-        compile: bool,
-        runner: NetworkRunner | None = None,
     ) -> None:
-        """runner: runs the networks instead of the modules (a graph backend); None runs the
-        modules, which then are `models`."""
-        if tile is not None and tile < 0:
-            raise UsageError(f"tile must be 0 (never tile) or a size in pixels, not {tile}")
-        if overlap is not None and overlap < 0:
-            raise UsageError(f"overlap must be at least 0, not {overlap}")
-        self.preset, self.device, self.dtype = preset, device, dtype
-        self.stage = max(models)
-        self.multiple = preset.multiple(self.stage)
+        self.preset, self.device, self.dtype, self.stage = preset, device, dtype, stage
+        self.multiple = preset.multiple(stage)
         self.tile, self.overlap = tile, preset.overlap if overlap is None else overlap
         if tile:
             tile_geometry(tile, self.overlap, self.multiple)
         self.transforms = DIHEDRAL if ensemble else [(0, False)]
         self.stats = EngineStats()
         self._plans: dict[tuple[int, int], list[Tile]] = {}
-        if runner is not None:
-            # graph runtimes take plain NCHW arrays
-            self.memory_format, self.models, self._compiled = torch.contiguous_format, {}, False
-            self._stage1, self._encode, self._aggregate = runner.stage1, runner.encode, runner.aggregate
-            return
-        # Eager CUDA convs with explicit reflect padding run faster in NCHW; compiled graphs
-        # and the CPU's oneDNN kernels prefer channels_last (docs/performance.md).
-        self.memory_format = torch.channels_last if compile or device.type == "cpu" else torch.contiguous_format
-        self.models = {s: self._prepared(m) for s, m in models.items()}
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # a clip's frames share one size: pick the fastest kernels once
-        maybe_compiled = torch.compile if compile else lambda fn: fn
-        self._stage1 = maybe_compiled(self.models[1])
-        stage2 = self.models.get(2)
-        self._encode = maybe_compiled(stage2.encode) if stage2 is not None else None
-        self._aggregate = maybe_compiled(stage2.aggregate) if stage2 is not None else None
-        self._compiled = compile
-
-    def _prepared(self, model: nn.Module) -> nn.Module:
-        model = fold_scales(copy.deepcopy(model)).eval().requires_grad_(False)
-        return model.to(self.device, self.dtype, memory_format=self.memory_format)
+        self.memory_format, self.models, self._compiled = runner.memory_format, runner.models, runner.compiled
+        self._stage1, self._encode, self._aggregate = runner.stage1, runner.encode, runner.aggregate
 
     def tiles(self, x: torch.Tensor) -> list[Tile]:
         """The tiles that cover a padded frame of x's size (one when it fits whole)."""

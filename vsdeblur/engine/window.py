@@ -52,6 +52,19 @@ def window_indices(t: int, radius: int, scene_start: int, scene_end: int) -> lis
     return [min(max(t + k, scene_start), scene_end) for k in range(-radius, radius + 1)]
 
 
+def scene_window(t: int, radius: int, last: int, cut_after: Callable[[int], bool]) -> list[int]:
+    """t's window in a clip of frames 0 .. last read at random (VapourSynth), where
+    `cut_after(i)` tells whether a scene cut lies between frames i and i + 1: t's scene's
+    edges are searched inside t-r .. t+r, and the window clamped to them."""
+    start = t
+    while start > max(t - radius, 0) and not cut_after(start - 1):
+        start -= 1
+    end = t
+    while end < min(t + radius, last) and not cut_after(end):
+        end += 1
+    return window_indices(t, radius, start, end)
+
+
 def luma_thumbnail(planes: Sequence[np.ndarray]) -> np.ndarray:
     """The R, G and B planes of a frame (any of the engine's dtypes; H x W x 3 frames pass
     `frame.transpose(2, 0, 1)`) as a small float32 luma picture in 0..1."""
@@ -70,6 +83,12 @@ def scene_change(previous: np.ndarray, thumbnail: np.ndarray) -> float:
     return float(np.abs(thumbnail - previous).mean())
 
 
+def starts_scene(change: float, threshold: float) -> bool:
+    """The scene-cut rule: a frame whose `scene_change` from the previous one exceeds the
+    threshold starts a new scene."""
+    return change > threshold
+
+
 class SceneDetector:
     """Fed frames in order, flags each that starts a new scene (never the first)."""
 
@@ -81,7 +100,7 @@ class SceneDetector:
         """Feed the next H x W x 3 frame; True when it starts a new scene."""
         thumb = luma_thumbnail(frame.transpose(2, 0, 1))
         previous, self._previous = self._previous, thumb
-        return previous is not None and scene_change(previous, thumb) > self.threshold
+        return previous is not None and starts_scene(scene_change(previous, thumb), self.threshold)
 
 
 def cut_test(cuts: Collection[int] | CutTest | None, threshold: float | None) -> CutTest:

@@ -175,11 +175,11 @@ def _quiet_worker_end(worker_id: int) -> None:
 def _training_precision(precision: str, device: torch.device) -> torch.dtype:
     """The autocast dtype of a run: bf16 where the device computes it natively (its range is
     fp32's, so no loss scaling is needed), else fp32."""
-    if precision == "auto":
-        from vsdeblur.engine.device import auto_precision
+    from vsdeblur.engine.device import auto_precision, torch_dtype
 
-        return torch.bfloat16 if device.type == "cuda" else auto_precision(device)[0]
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else auto_precision(device)[0]
+    return torch_dtype(precision)
 
 
 class Trainer:

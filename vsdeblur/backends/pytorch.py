@@ -1,0 +1,46 @@
+"""The networks as PyTorch modules: scales folded, on the device, in the compute precision and
+the memory layout its kernels prefer, compiled on request."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from vsdeblur.models import fold_scales
+from vsdeblur.runtimes import PRECISIONS, Computes
+from vsdeblur.weights import Weights
+
+if TYPE_CHECKING:
+    from vsdeblur.engine.runtime import Runtime
+
+
+class TorchBackend:
+    name = "torch"
+    module = "torch"
+    devices = ("cpu", "cuda")
+    precisions = {name: Computes(native=p.dtype) for name, p in PRECISIONS.items()}
+
+    def __init__(self, models: dict[int, nn.Module], device: torch.device, dtype: torch.dtype, compile: bool = False) -> None:
+        # Eager CUDA convs with explicit reflect padding run faster in NCHW; compiled graphs
+        # and the CPU's oneDNN kernels prefer channels_last (docs/performance.md).
+        self.memory_format = torch.channels_last if compile or device.type == "cpu" else torch.contiguous_format
+        self.models = {s: self._prepared(m, device, dtype) for s, m in models.items()}
+        self.compiled = compile
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # a clip's frames share one size: pick the fastest kernels once
+        maybe_compiled = torch.compile if compile else lambda fn: fn
+        self.stage1 = maybe_compiled(self.models[1])
+        stage2 = self.models.get(2)
+        self.encode = maybe_compiled(stage2.encode) if stage2 is not None else None
+        self.aggregate = maybe_compiled(stage2.aggregate) if stage2 is not None else None
+
+    def _prepared(self, model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        model = fold_scales(copy.deepcopy(model)).eval().requires_grad_(False)
+        return model.to(device, dtype, memory_format=self.memory_format)
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime, weights: Weights | None, models: dict[int, nn.Module], compile: bool) -> TorchBackend:
+        return cls(models, runtime.device, runtime.dtype, compile)
