@@ -66,7 +66,7 @@ def test_the_best_unsharp_mask_never_loses_to_the_input_and_helps_blur():
              for p, c in ((1.3, 0.0), (1.7, 1.0))]
     taps = np.exp(-np.arange(-3, 4) ** 2 / 2.0)
     soft = np.outer(taps, taps).astype(np.float32) / np.outer(taps, taps).sum()
-    from vsdeblur.train.synth import convolve
+    from vsdeblur.blur.synth import convolve
 
     blurred = [(convolve(s.astype(np.float32) / 255, soft, linear=False) * 255 + 0.5).astype(np.uint8) for s in sharp]
     scores = benchmark.unsharp_scores(blurred, sharp)

@@ -2,7 +2,7 @@
 recipe trains on, against the baselines any model must beat.
 
 The set is deterministic: every photograph of the material folder (sorted by name, the first
-`clips`) is filmed by the virtual camera of vsdeblur.train.camera under each condition below,
+`clips`) is filmed by the virtual camera of vsdeblur.blur.camera under each condition below,
 `frames` frames at `size`, and written losslessly (FFV1, RGB) with its sharp reference (the
 mid-exposure views). The clips are restored through vsdeblur-stream with its defaults, once
 with stage 1 alone and once with both stages, and scored as `vsdeblur eval` scores (8-bit RGB
@@ -97,7 +97,7 @@ def film_clip(photo: np.ndarray, condition: Condition, rng: np.random.Generator,
     """(blurred, sharp) uint8 frames x h x w x 3 of one photo under one condition."""
     import torch
 
-    from vsdeblur.train import camera, synth
+    from vsdeblur.blur import camera, synth
     from vsdeblur.train.data import _resize
 
     w, h = size

@@ -142,9 +142,9 @@ def synth(input, output, overwrite, quiet, **flags) -> None:
     Each frame gets its own shake kernel (drawn from --seed and the frame number); timestamps,
     audio, subtitles and colour are kept as vsdeblur-stream keeps them. Unless a CRF is given
     (or --no-lossless), the output is lossless: the known answer carries no codec error."""
+    from vsdeblur.blur import ShakeBlur, ShakeSpec
     from vsdeblur.io.writer import names_a_rate
     from vsdeblur.stream import stream
-    from vsdeblur.train.synth import ShakeBlur, ShakeSpec
 
     values = resolve([SYNTH, ENCODE], None, flags)
     if values["lossless"] is None and not names_a_rate(values):

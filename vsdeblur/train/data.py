@@ -2,8 +2,8 @@
 
 A source hands out random crops of T consecutive frames. Sources with real blur (REDS, GoPro
 folder layouts) return blurred and sharp crops; all others return sharp crops that
-`make_pair` blurs with synth.py. Every draw takes an explicit numpy Generator, so a training
-step's batch is a pure function of (seed, step): runs repeat exactly and resume exactly.
+`make_pair` blurs with vsdeblur.blur. Every draw takes an explicit numpy Generator, so a
+training step's batch is a pure function of (seed, step): runs repeat exactly and resume exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from vsdeblur.errors import UsageError
-from vsdeblur.train import camera, synth
+from vsdeblur.blur import camera, synth
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".nut", ".y4m"}
@@ -383,7 +383,7 @@ class BlurRecipe:
     soft_probability: float = 0.0  # put part of the sharp reference out of focus first (synth.soften)
     reference_extras_probability: float = 0.0  # give the sharp reference itself noise and compression
     camera: camera.CameraSpec = field(default_factory=camera.CameraSpec)
-    camera_probability: float = 0.0  # share filmed along a continuous camera path (camera.py)
+    camera_probability: float = 0.0  # share filmed along a continuous camera path (blur.camera)
 
 
 def make_pair(clip: Clip, rng: np.random.Generator, recipe: BlurRecipe) -> tuple[np.ndarray, np.ndarray]:

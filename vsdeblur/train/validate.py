@@ -11,7 +11,7 @@ import torch
 
 from vsdeblur import metrics
 from vsdeblur.errors import UsageError
-from vsdeblur.train import camera, synth
+from vsdeblur.blur import camera, synth
 from vsdeblur.train.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, BlurRecipe, _files, _resize, read_image, read_video
 
 
