@@ -35,4 +35,4 @@ clean:
 # checked by sha256, split into train, held-out validation and benchmark (docs/training.md).
 # Reruns keep what is already there; Debian's part needs apt-get (and its package lists).
 train-data: $(STAMP)
-	$(BIN)/python -m vsdeblur.train.sample_data data
+	$(BIN)/python -m vsdeblur.datasets data

@@ -279,7 +279,7 @@ def test_a_local_ray_cluster_listens_on_loopback_only(tmp_path, settings):
     assert_loopback_only(seen)
     assert len({pid for pid, _ in seen}) >= 4  # the driver, GCS, raylet, agents, a worker
 
-    from vsdeblur.bench import local_ray
+    from vsdeblur.measure.speed import local_ray
 
     with local_ray(cpus=1):
         assert_loopback_only(listening_sockets(descendants()))

@@ -13,14 +13,14 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from vsdeblur.bench import Measurement
-from vsdeblur.bench_suite import REDUCED, targets, verdict
+from vsdeblur.measure.speed import Measurement
+from vsdeblur.measure.suite import REDUCED, targets, verdict
 
-# Runs `python -m vsdeblur.bench` (the GPU machine's command line) with PyAV and VapourSynth
+# Runs `python -m vsdeblur` (the GPU machine's command line) with PyAV and VapourSynth
 # made unimportable, as they are on that machine: None in sys.modules makes `import` fail.
 WITHOUT_AV_AND_VAPOURSYNTH = (
     "import runpy, sys; sys.modules['av'] = sys.modules['vapoursynth'] = None; "
-    "runpy.run_module('vsdeblur.bench', run_name='__main__')"
+    "runpy.run_module('vsdeblur', run_name='__main__')"
 )
 
 
@@ -36,7 +36,7 @@ def finite_positive(m: dict) -> bool:
 @pytest.mark.slow
 def test_gpu_suite_runs_on_the_cpu_at_reduced_sizes_without_av_or_vapoursynth(tmp_path):
     out = tmp_path / "gpu.json"
-    result = run("-c", WITHOUT_AV_AND_VAPOURSYNTH, "--suite", "gpu", "--frames", "2", "--json", str(out))
+    result = run("-c", WITHOUT_AV_AND_VAPOURSYNTH, "bench", "--suite", "gpu", "--frames", "2", "--json", str(out))
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert data["suite"] == "gpu" and data["device"].startswith("cpu") and data["torch"]
@@ -131,8 +131,8 @@ def test_bad_suite_arguments_give_one_line(args, message, tmp_path):
 def test_benchmarks_use_no_private_member_of_another_object():
     # the engine's private parts change as it is restructured; a benchmark that reaches into
     # them measures something other than what users run, or breaks
-    for module in ("bench.py", "bench_suite.py"):
-        tree = ast.parse((REPO / "vsdeblur" / module).read_text())
+    for module in ("speed.py", "suite.py", "quality.py"):
+        tree = ast.parse((REPO / "vsdeblur" / "measure" / module).read_text())
         private = [f"{module}:{node.lineno} .{node.attr}" for node in ast.walk(tree)
                    if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")]
         assert private == []

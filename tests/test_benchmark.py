@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from vsdeblur import benchmark
 from vsdeblur.evaluate import decoded
+from vsdeblur.measure import quality
 from vsdeblur.train.data import dead_leaves
 from vsdeblur.metrics import clip_vmaf, psnr
 
@@ -29,12 +29,12 @@ def material(tmp_path_factory):
 
 
 def test_the_set_is_deterministic_lossless_and_blurred_by_strength(material, tmp_path):
-    setups = [benchmark.Setup(material, tmp_path / name, clips=2, frames=3, size=(64, 48)) for name in "ab"]
-    photos = benchmark.photos_of(material, 2)
+    setups = [quality.Setup(material, tmp_path / name, clips=2, frames=3, size=(64, 48)) for name in "ab"]
+    photos = quality.photos_of(material, 2)
     for setup in setups:
-        benchmark.build_set(setup, photos, log=lambda line: None)
+        quality.build_set(setup, photos, log=lambda line: None)
     blurred_psnr = {}
-    for condition in benchmark.CONDITIONS:
+    for condition in quality.CONDITIONS:
         for photo in photos:
             name = f"{condition.name}/{photo.stem}"
             a = list(decoded(tmp_path / "a" / "set" / f"{name}.blurred.mkv"))
@@ -42,20 +42,20 @@ def test_the_set_is_deterministic_lossless_and_blurred_by_strength(material, tmp
             sharp = list(decoded(tmp_path / "a" / "set" / f"{name}.sharp.mkv"))
             assert len(a) == len(sharp) == 3 and a[0].shape == (48, 64, 3)
             assert all(np.array_equal(x, y) for x, y in zip(a, b))  # the same set every time
-            blurred_psnr.setdefault(condition.name, []).append(benchmark.clip_psnr(a, sharp))
+            blurred_psnr.setdefault(condition.name, []).append(quality.clip_psnr(a, sharp))
     assert blurred_psnr["none"] == [float("inf")] * 2  # unblurred clips are their own reference
     mean = {k: np.mean(v) for k, v in blurred_psnr.items()}
     assert mean["mild"] > mean["medium"] > mean["strong"]
 
 
 def test_a_set_is_kept_and_made_anew_when_its_description_changes(material, tmp_path):
-    photos = benchmark.photos_of(material, 1)
-    setup = benchmark.Setup(material, tmp_path, clips=1, frames=2, size=(64, 48))
+    photos = quality.photos_of(material, 1)
+    setup = quality.Setup(material, tmp_path, clips=1, frames=2, size=(64, 48))
     filmed = []
-    benchmark.build_set(setup, photos, log=filmed.append)
-    benchmark.build_set(setup, photos, log=filmed.append)
+    quality.build_set(setup, photos, log=filmed.append)
+    quality.build_set(setup, photos, log=filmed.append)
     assert len(filmed) == 1
-    benchmark.build_set(benchmark.Setup(material, tmp_path, clips=1, frames=3, size=(64, 48)), photos, log=filmed.append)
+    quality.build_set(quality.Setup(material, tmp_path, clips=1, frames=3, size=(64, 48)), photos, log=filmed.append)
     assert len(filmed) == 2 and len(list(decoded(tmp_path / "set" / "mild" / f"{photos[0].stem}.sharp.mkv"))) == 3
 
 
@@ -66,35 +66,35 @@ def test_the_best_unsharp_mask_never_loses_to_the_input_and_helps_blur():
              for p, c in ((1.3, 0.0), (1.7, 1.0))]
     taps = np.exp(-np.arange(-3, 4) ** 2 / 2.0)
     soft = np.outer(taps, taps).astype(np.float32) / np.outer(taps, taps).sum()
-    from vsdeblur.train.synth import convolve
+    from vsdeblur.blur.synth import convolve
 
     blurred = [(convolve(s.astype(np.float32) / 255, soft, linear=False) * 255 + 0.5).astype(np.uint8) for s in sharp]
-    scores = benchmark.unsharp_scores(blurred, sharp)
+    scores = quality.unsharp_scores(blurred, sharp)
     as_is = np.mean([psnr(b, s) for b, s in zip(blurred, sharp)])
-    assert all(scores[(sigma, 0.0)] == pytest.approx(as_is) for sigma in benchmark.UNSHARP_SIGMAS)
+    assert all(scores[(sigma, 0.0)] == pytest.approx(as_is) for sigma in quality.UNSHARP_SIGMAS)
     assert max(scores.values()) > as_is + 2
 
 
 def test_scores_by_psnr_and_vmaf_of_each_variant_and_baseline(material, tmp_path):
     # two stand-in restorers on a real set: one gives the sharp clip back, one the blurred input
-    setup = benchmark.Setup(material, tmp_path, clips=1, frames=3, size=(64, 48))
-    photos = benchmark.photos_of(material, 1)
-    benchmark.build_set(setup, photos, log=lambda line: None)
-    for condition in benchmark.CONDITIONS:
+    setup = quality.Setup(material, tmp_path, clips=1, frames=3, size=(64, 48))
+    photos = quality.photos_of(material, 1)
+    quality.build_set(setup, photos, log=lambda line: None)
+    for condition in quality.CONDITIONS:
         for variant, kind in (("perfect", "sharp"), ("as-is", "blurred")):
             (tmp_path / variant / condition.name).mkdir(parents=True)
             shutil.copy(tmp_path / "set" / condition.name / f"{photos[0].stem}.{kind}.mkv", tmp_path / variant / condition.name / f"{photos[0].stem}.mkv")
-    rows = {r.condition: r for r in benchmark.score(setup, photos, ["perfect", "as-is"])}
+    rows = {r.condition: r for r in quality.score(setup, photos, ["perfect", "as-is"])}
 
-    sharp, blurred = benchmark.clip_pair(setup, benchmark.CONDITIONS[0], photos[0])
+    sharp, blurred = quality.clip_pair(setup, quality.CONDITIONS[0], photos[0])
     assert rows["mild"].vmaf["blurred"] == rows["mild"].vmaf["as-is"] == pytest.approx(clip_vmaf(blurred, sharp))
     assert rows["mild"].vmaf["perfect"] > 97 and rows["strong"].vmaf["blurred"] < rows["mild"].vmaf["blurred"] < 90
-    strong_sharp, strong_blurred = benchmark.clip_pair(setup, benchmark.CONDITIONS[2], photos[0])
-    assert rows["strong"].vmaf["unsharp"] == pytest.approx(benchmark.unsharp_vmaf(strong_blurred, strong_sharp, rows["strong"].unsharp_setting))
-    assert benchmark.unsharp_vmaf(blurred, sharp, (1.0, 0.0)) == pytest.approx(clip_vmaf(blurred, sharp))  # amount 0 is the input
+    strong_sharp, strong_blurred = quality.clip_pair(setup, quality.CONDITIONS[2], photos[0])
+    assert rows["strong"].vmaf["unsharp"] == pytest.approx(quality.unsharp_vmaf(strong_blurred, strong_sharp, rows["strong"].unsharp_setting))
+    assert quality.unsharp_vmaf(blurred, sharp, (1.0, 0.0)) == pytest.approx(clip_vmaf(blurred, sharp))  # amount 0 is the input
     assert rows["none"].vmaf["blurred"] is None and rows["none"].vmaf["unsharp"] is None and rows["none"].vmaf["perfect"] > 97
 
-    text = benchmark.table(list(rows.values()), ["perfect", "as-is"])
+    text = quality.table(list(rows.values()), ["perfect", "as-is"])
     psnr_table, vmaf_table = text.split("\n\n")
     assert vmaf_table.splitlines()[-1].startswith("VMAF (vmaf_v0.6.1")
     mild = next(line for line in vmaf_table.splitlines() if line.startswith("mild"))

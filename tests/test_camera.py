@@ -1,4 +1,4 @@
-"""Camera blur: a continuous camera path integrated over each exposure (vsdeblur.train.camera)."""
+"""Camera blur: a continuous camera path integrated over each exposure (vsdeblur.blur.camera)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsdeblur.train import camera
+from vsdeblur.blur import camera
 from vsdeblur.train.data import BlurRecipe, DeadLeavesSource, Mixture
 
 STRAIGHT = dict(wobble=0.0, max_roll=0.0, max_zoom=0.0, jerk_probability=0.0)

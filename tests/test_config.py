@@ -91,9 +91,8 @@ def test_blur_defaults_are_those_of_the_classes_that_draw_the_blur():
     draw the blur have their own. Each option's default must be its field's."""
     from dataclasses import MISSING, fields
 
-    from vsdeblur.train.camera import CameraSpec
+    from vsdeblur.blur import CameraSpec, ExtrasSpec, ShakeSpec
     from vsdeblur.train.data import BlurRecipe
-    from vsdeblur.train.synth import ExtrasSpec, ShakeSpec
 
     field_defaults: dict[str, object] = {}
     for spec in (CameraSpec, BlurRecipe, ExtrasSpec, ShakeSpec):  # the shake's lengths win over the camera's

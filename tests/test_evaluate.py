@@ -19,7 +19,7 @@ from vsdeblur.io import Reader
 from vsdeblur.evaluate import PANEL_GAP, evaluate
 from vsdeblur.train.data import dead_leaves, decode_rgb
 from vsdeblur.metrics import clip_vmaf, psnr
-from vsdeblur.train.synth import ShakeBlur, ShakeSpec
+from vsdeblur.blur import ShakeBlur, ShakeSpec
 
 
 def sharp_clip(count: int = 4, size: int = 96) -> list[np.ndarray]:

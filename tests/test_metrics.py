@@ -16,7 +16,7 @@ import pytest
 from vsdeblur.evaluate import decoded, evaluate
 from vsdeblur.metrics import VMAF_MIN_SIDE, VmafMeter, clip_vmaf, vmaf_unavailable
 from vsdeblur.train.data import dead_leaves
-from vsdeblur.train.synth import ShakeBlur, ShakeSpec
+from vsdeblur.blur import ShakeBlur, ShakeSpec
 
 
 def panned_clip(count: int = 4, height: int = 96, width: int = 96) -> list[np.ndarray]:

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from vsdeblur import metrics
+from vsdeblur.blur import synth
 from vsdeblur.errors import UsageError
-from vsdeblur.train import synth
 from vsdeblur.train.data import BlurRecipe, Clip, DeadLeavesSource, ImageSource, Mixture, PairedSource, VideoSource, make_pair
 from vsdeblur.train.loop import Trainer, _to_tensor, load_config
 from vsdeblur.models import build_model, get_preset

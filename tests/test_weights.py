@@ -146,7 +146,7 @@ def sample_shot() -> list[np.ndarray]:
 def test_the_shipped_default_model_deblurs(sample_shot, lengths, floor):
     from vsdeblur.engine import Deblurrer
     from vsdeblur import metrics
-    from vsdeblur.train.synth import ShakeBlur, ShakeSpec
+    from vsdeblur.blur import ShakeBlur, ShakeSpec
     from vsdeblur.weights import default_weights_path
 
     assert default_weights_path() is not None, "vsdeblur/weights/default.safetensors is missing"

@@ -87,8 +87,8 @@ def bench(**flags) -> None:
 
     --suite gpu runs the GPU check instead (docs/performance.md): one JSON with every number
     and a pass/fail per target; on a CPU at reduced sizes."""
-    from vsdeblur.bench import run_bench
-    from vsdeblur.bench_suite import run_suite
+    from vsdeblur.measure.speed import run_bench
+    from vsdeblur.measure.suite import run_suite
 
     values = resolve([BENCH_ENGINE, BENCH], None, flags)
     given = {name for name, value in flags.items() if value is not None}
@@ -143,9 +143,9 @@ def synth(input, output, overwrite, quiet, **flags) -> None:
     Each frame gets its own shake kernel (drawn from --seed and the frame number); timestamps,
     audio, subtitles and colour are kept as vsdeblur-stream keeps them. Unless a CRF is given
     (or --no-lossless), the output is lossless: the known answer carries no codec error."""
+    from vsdeblur.blur import ShakeBlur, ShakeSpec
     from vsdeblur.io.writer import names_a_rate
     from vsdeblur.stream import stream
-    from vsdeblur.train.synth import ShakeBlur, ShakeSpec
 
     values = resolve([SYNTH, ENCODE], None, flags)
     if values["lossless"] is None and not names_a_rate(values):
@@ -280,7 +280,7 @@ def benchmark(material, weights, output, clips, frames, size, json_path) -> None
     a camera moving along a continuous path, independent per-frame shake, and no blur at all;
     restored through vsdeblur-stream's defaults (stage 1 alone and both stages), against the
     blurred input and the best unsharp mask, by PSNR and VMAF (docs/training.md)."""
-    from vsdeblur.benchmark import Setup, run
+    from vsdeblur.measure.quality import Setup, run
 
     if weights is not None and not weights.is_file():
         raise UsageError(f"weights not found: {weights}")

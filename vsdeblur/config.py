@@ -365,7 +365,7 @@ TRAIN = Group(
 )
 
 # The blur synthesised on sharp training material. The defaults are those of the dataclasses
-# that draw it (train.synth.ShakeSpec and ExtrasSpec, train.data.BlurRecipe, train.camera.CameraSpec,
+# that draw it (blur.ShakeSpec, ExtrasSpec and CameraSpec, train.data.BlurRecipe,
 # which import torch); tests/test_config.py holds the two to each other.
 BLUR = Group(
     "blur",

@@ -2,8 +2,8 @@
 
 A source hands out random crops of T consecutive frames. Sources with real blur (REDS, GoPro
 folder layouts) return blurred and sharp crops; all others return sharp crops that
-`make_pair` blurs with synth.py. Every draw takes an explicit numpy Generator, so a training
-step's batch is a pure function of (seed, step): runs repeat exactly and resume exactly.
+`make_pair` blurs with vsdeblur.blur. Every draw takes an explicit numpy Generator, so a
+training step's batch is a pure function of (seed, step): runs repeat exactly and resume exactly.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from vsdeblur.blur import camera, synth
 from vsdeblur.errors import UsageError
-from vsdeblur.train import camera, synth
+from vsdeblur.io.images import IMAGE_SUFFIXES, read_image, resize
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".nut", ".y4m"}
 
 
@@ -32,16 +31,6 @@ class Clip:
 
     sharp: np.ndarray
     blurred: np.ndarray | None = None
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Any image FFmpeg can decode, as uint8 H x W x 3 RGB."""
-    try:
-        with av.open(str(path)) as container:
-            frame = next(container.decode(video=0))
-            return frame.to_ndarray(format="rgb24")
-    except (av.FFmpegError, StopIteration) as exc:
-        raise UsageError(f"cannot read image {path}: {exc}") from None
 
 
 def decode_rgb(path: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
@@ -82,21 +71,10 @@ def _random_crop(frames: np.ndarray, rng: np.random.Generator, size: int) -> np.
     """Crop T x H x W x C to T x size x size x C, upscaling first when the frames are smaller."""
     h, w = frames.shape[1:3]
     if h < size or w < size:
-        frames = _resize(frames, max(size / h, size / w) * 1.01)
+        frames = resize(frames, max(size / h, size / w) * 1.01)
         h, w = frames.shape[1:3]
     y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
     return frames[:, y : y + size, x : x + size]
-
-
-def _resize(frames: np.ndarray, factor: float) -> np.ndarray:
-    """Antialiased bicubic rescale of T x H x W x 3 (uint8 or float) to float32."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    if frames.dtype == np.uint8:
-        x = x / 255
-    h, w = frames.shape[1:3]
-    size = (max(1, round(h * factor)), max(1, round(w * factor)))
-    y = F.interpolate(x, size=size, mode="bicubic", antialias=factor < 1, align_corners=False)
-    return y.clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
 def _as_float(frames: np.ndarray) -> np.ndarray:
@@ -115,7 +93,7 @@ class ImageSource:
         if path not in self._cache:
             image = read_image(path)
             if max(image.shape[:2]) > self.max_side:
-                image = (_resize(image[None], self.max_side / max(image.shape[:2]))[0] * 255 + 0.5).astype(np.uint8)
+                image = (resize(image[None], self.max_side / max(image.shape[:2]))[0] * 255 + 0.5).astype(np.uint8)
             self._cache[path] = image
         return self._cache[path]
 
@@ -142,7 +120,7 @@ def _scaled_region(image: np.ndarray, rng: np.random.Generator, size: int, scale
     region = min(int(size / scale) + 1, *image.shape[:2])
     scale = max(scale, size / region)
     crop = _random_crop(image[None], rng, region)
-    return _resize(crop, scale)[0] if abs(scale - 1) > 1e-3 else _as_float(crop[0])
+    return resize(crop, scale)[0] if abs(scale - 1) > 1e-3 else _as_float(crop[0])
 
 
 def _check_pan(pan: float) -> float:
@@ -164,7 +142,7 @@ def _pan(image: np.ndarray, rng: np.random.Generator, size: int, frames: int, pa
     span = np.abs(step) * (frames - 1)
     h, w = image.shape[:2]
     if h < size + span[1] + 1 or w < size + span[0] + 1:
-        image = _resize(image[None], (size + span.max() + 2) / min(h, w))[0]
+        image = resize(image[None], (size + span.max() + 2) / min(h, w))[0]
         h, w = image.shape[:2]
     x0 = rng.uniform(max(0, -step[0]) * (frames - 1), w - size - max(0, step[0]) * (frames - 1))
     y0 = rng.uniform(max(0, -step[1]) * (frames - 1), h - size - max(0, step[1]) * (frames - 1))
@@ -383,7 +361,7 @@ class BlurRecipe:
     soft_probability: float = 0.0  # put part of the sharp reference out of focus first (synth.soften)
     reference_extras_probability: float = 0.0  # give the sharp reference itself noise and compression
     camera: camera.CameraSpec = field(default_factory=camera.CameraSpec)
-    camera_probability: float = 0.0  # share filmed along a continuous camera path (camera.py)
+    camera_probability: float = 0.0  # share filmed along a continuous camera path (blur.camera)
 
 
 def make_pair(clip: Clip, rng: np.random.Generator, recipe: BlurRecipe) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ from torch import nn
 from vsdeblur.config import BLUR, TRAIN, resolve
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset, build_model, get_preset
-from vsdeblur.train import camera, synth
+from vsdeblur.blur import camera, synth
 from vsdeblur.train.data import BlurRecipe, Mixture, make_source
 from vsdeblur.train.validate import ValidationSet
 from vsdeblur.weights import read_weights, save_weights

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from vsdeblur import metrics
+from vsdeblur.blur import camera, synth
 from vsdeblur.errors import UsageError
-from vsdeblur.train import camera, synth
-from vsdeblur.train.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, BlurRecipe, _files, _resize, read_image, read_video
+from vsdeblur.io.images import IMAGE_SUFFIXES, read_image, resize
+from vsdeblur.train.data import VIDEO_SUFFIXES, BlurRecipe, _files, read_video
 
 
 @dataclass
@@ -43,7 +44,7 @@ class ValidationSet:
         for spec in specs:
             for name, video in _frames_of(spec, frames):
                 if max(video.shape[1:3]) > max_side:
-                    video = (_resize(video, max_side / max(video.shape[1:3])) * 255 + 0.5).astype(np.uint8)
+                    video = (resize(video, max_side / max(video.shape[1:3])) * 255 + 0.5).astype(np.uint8)
                 index = len(self.clips)
                 # a recipe that films with a moving camera is validated on camera blur too
                 path = camera.draw_path(np.random.default_rng([seed, 7919, index]), recipe.camera, len(video)) if recipe.camera_probability else None

@@ -2,7 +2,7 @@
 recipe trains on, against the baselines any model must beat.
 
 The set is deterministic: every photograph of the material folder (sorted by name, the first
-`clips`) is filmed by the virtual camera of vsdeblur.train.camera under each condition below,
+`clips`) is filmed by the virtual camera of vsdeblur.blur.camera under each condition below,
 `frames` frames at `size`, and written losslessly (FFV1, RGB) with its sharp reference (the
 mid-exposure views). The clips are restored through vsdeblur-stream with its defaults, once
 with stage 1 alone and once with both stages, and scored as `vsdeblur eval` scores (8-bit RGB
@@ -80,7 +80,7 @@ class Row:
 
 
 def photos_of(material: Path, clips: int) -> list[Path]:
-    from vsdeblur.train.data import IMAGE_SUFFIXES
+    from vsdeblur.io.images import IMAGE_SUFFIXES
 
     if not material.is_dir():
         raise UsageError(f"benchmark material not found: {material} (run `make train-data`, or give --material DIR)")
@@ -97,8 +97,8 @@ def film_clip(photo: np.ndarray, condition: Condition, rng: np.random.Generator,
     """(blurred, sharp) uint8 frames x h x w x 3 of one photo under one condition."""
     import torch
 
-    from vsdeblur.train import camera, synth
-    from vsdeblur.train.data import _resize
+    from vsdeblur.blur import camera, synth
+    from vsdeblur.io.images import resize
 
     w, h = size
     if condition.kind == "camera":
@@ -109,7 +109,7 @@ def film_clip(photo: np.ndarray, condition: Condition, rng: np.random.Generator,
     lo, hi = camera.reach(path, frames, (h, w))
     # the photo at twice the view's height (finer detail than most video), larger if the path needs it
     factor = max(2 * h / min(photo.shape[:2]), (hi[0] - lo[0] + 16) / photo.shape[1], (hi[1] - lo[1] + 16) / photo.shape[0])
-    scene = torch.from_numpy(_resize(photo[None], factor)[0]).permute(2, 0, 1)
+    scene = torch.from_numpy(resize(photo[None], factor)[0]).permute(2, 0, 1)
     H, W = scene.shape[-2:]
     centre = (rng.uniform(-lo[0] + 4, W - hi[0] - 4), rng.uniform(-lo[1] + 4, H - hi[1] - 4))
     blurred, sharp = camera.film(scene, path, frames, (h, w), centre)
@@ -137,7 +137,7 @@ def write_lossless(path: Path, frames: np.ndarray) -> None:
 
 def build_set(setup: Setup, photos: list[Path], log=print) -> None:
     """Film every photo under every condition into OUTPUT/set, unless the same set is there."""
-    from vsdeblur.train.data import read_image
+    from vsdeblur.io.images import read_image
 
     root = setup.output / "set"
     description = json.loads(json.dumps(setup.describe(photos)))  # as the stamp file reads back

@@ -1,6 +1,6 @@
-"""`vsdeblur bench --suite gpu`: the GPU check of issue 22, one command that measures every
-configuration its targets name and writes one JSON with the numbers, the device, the torch
-version and a pass/fail per target (docs/performance.md).
+"""`vsdeblur bench --suite gpu`: the GPU check, one command that measures every configuration
+its targets name and writes one JSON with the numbers, the device, the torch version and a
+pass/fail per target (docs/performance.md).
 
 On CUDA it runs at full size: the `paper` preset's stage 1 at 720p (fp16 and bf16, eager and
 compiled), `paper` both stages through the engine and vsdeblur-stream at 720p and 1080p, the
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from vsdeblur.bench import (
+from vsdeblur.measure.speed import (
     BARE,
     Measurement,
     Run,
@@ -66,7 +66,7 @@ class Scale:
 
 
 FULL = Scale(False, {"720p": (1280, 720), "1080p": (1920, 1080), "4K": (3840, 2160)}, 1024, "paper", 16, 3, True)
-# a CPU compiles each graph for 25-60 s on 2 cores: left out unless asked for (--compile)
+# a CPU takes long to compile each graph (docs/performance.md): left out unless asked for (--compile)
 REDUCED = Scale(True, {"720p": (128, 96), "1080p": (192, 112), "4K": (224, 128)}, 128, "tiny", 3, 1, False)
 NOT_COMPILED = "compilation left out (a CPU run without --compile, or --no-compile)"
 
@@ -214,7 +214,7 @@ def vapoursynth_streams(record: Record, scale: Scale, weights: Path | None, devi
 
 @dataclass(frozen=True)
 class Target:
-    """One of issue 22's targets: a value read from measurements, against a limit."""
+    """One of the targets: a value read from measurements, against a limit."""
 
     text: str
     unit: str  # ms, fps, GiB or % (a ratio of throughputs)
@@ -256,8 +256,8 @@ def _ratio_percent(found: list[Measurement]) -> float:
 
 
 def targets(scale: Scale) -> list[Target]:
-    """Issue 22's targets over this suite's measurement names. A target whose basis was not
-    all measured (compilation or a package left out) stays undecided."""
+    """The targets over this suite's measurement names. A target whose basis was not all
+    measured (compilation or a package left out) stays undecided."""
     stage1_fp16 = tuple(f"paper stage 1, 720p, fp16, {mode}: engine" for mode in ("eager", "compiled") if mode == "eager" or scale.compile)
     both_720p = ("paper both stages, 720p, fp16: engine",) + (
         ("paper both stages, 720p, fp16, cut clip: compiled",) if scale.compile else ())

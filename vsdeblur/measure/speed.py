@@ -2,12 +2,12 @@
 networks (built from the model API and run on ready tensors) against the engine
 (`Deblurrer.frames`, numpy in and out) on the same frames, so that the engine's own cost
 (conversion, padding, windowing, copies) shows; optionally vsdeblur-stream, the VapourSynth
-graph and batch jobs. `vsdeblur bench --suite gpu` (vsdeblur.bench_suite) is built from the
+graph and batch jobs. `vsdeblur bench --suite gpu` (vsdeblur.measure.suite) is built from the
 same parts.
 
 Nothing here imports PyAV, VapourSynth or Ray at module level: the measurements that need them
 import them when they run, so that the networks and the engine can be measured on a machine
-without them (`python -m vsdeblur.bench --suite gpu` on a bare CUDA machine).
+without them (`python -m vsdeblur bench --suite gpu` on a bare CUDA machine).
 """
 
 from __future__ import annotations
@@ -502,10 +502,3 @@ def echo_table(measurements: list[Measurement], echo: Callable[[str], None]) -> 
     echo(f"{'measurement':<{name_width}} {'ms/frame':>10} {'fps':>8}")
     for m in measurements:
         echo(f"{m.name:<{name_width}} {m.ms_per_frame:>10.1f} {m.fps:>8.2f}")
-
-
-if __name__ == "__main__":
-    # `python -m vsdeblur.bench --suite gpu --json FILE`: the same command as `vsdeblur bench`
-    from vsdeblur.cli import bench
-
-    bench(prog_name="python -m vsdeblur.bench")

@@ -12,7 +12,7 @@ by sha256 against TABLE, into `data/`:
   that read `train/images` keep training on what they trained on. Each package's copyright
   file goes to `licences/`.
 
-    python -m vsdeblur.train.sample_data data     # what `make train-data` runs
+    python -m vsdeblur.datasets data     # what `make train-data` runs
 
 Files already present with the right sha256 are kept, so a rerun downloads only what is missing;
 each file is written under a temporary name and renamed, so an interrupted run leaves no partial
@@ -420,14 +420,14 @@ def gather(root: Path, table: list[Wanted] = TABLE) -> list[Path]:
     if still:
         why = dict.fromkeys(reasons.get(w.member) or reasons.get(w.source)
                             or f"{w.source.removeprefix(DEB)} has no {w.member}" for w in still)
-        raise SystemExit(f"sample_data: {len(still)} of {len(table)} files not fetched: {'; '.join(why)}")
+        raise SystemExit(f"datasets: {len(still)} of {len(table)} files not fetched: {'; '.join(why)}")
     return [root / w.target for w in todo]
 
 
 def main(argv: list[str]) -> None:
     root = Path(argv[0] if argv else "data")
     written = gather(root)
-    print(f"sample_data: {root}: {len(TABLE)} files checked, {len(written)} fetched")
+    print(f"datasets: {root}: {len(TABLE)} files checked, {len(written)} fetched")
 
 
 if __name__ == "__main__":

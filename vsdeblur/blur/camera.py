@@ -3,7 +3,7 @@
 A sensor adds up light while the shutter is open, so a blurred frame is the mean, in linear
 light, of the sharp views along the camera's path during its exposure; its sharp reference is
 the view at mid-exposure. The path continues between frames, so neighbouring frames are blurred
-alike and are displaced by what the camera moved in between (blur-realism.md):
+alike and are displaced by what the camera moved in between:
 
 - translation: a drift whose speed sets the blur length of each exposure and changes slowly from
   frame to frame, plus handheld wobble (a smooth random velocity with a quarter-frame
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vsdeblur.train.synth import GAMMA
+from vsdeblur.blur.synth import GAMMA
 
 SAMPLES_PER_FRAME = 64  # resolution of the path's numerical integration
 MAX_SUBSTEP_SHIFT = 0.5  # pixels a view may move between two averaged sub-frame views
