@@ -17,8 +17,8 @@ import vapoursynth as vs
 from vsdeblur.backends.graphs import GraphRunner
 from vsdeblur.batch import resolved_settings, run_batch
 from vsdeblur.engine import Deblurrer
-from vsdeblur.engine.device import auto_precision
-from vsdeblur.engine.runtime import Runtime, runtime_on
+from vsdeblur.backends.device import auto_precision
+from vsdeblur.backends.runtime import Runtime, runtime_on
 from vsdeblur.errors import UsageError
 from vsdeblur.stream import stream
 from vsdeblur.vs import atrous

@@ -15,7 +15,7 @@ from tests.conftest import REPO
 from vsdeblur.backends.onnxruntime import OnnxRuntimeBackend
 from vsdeblur.backends.openvino import OpenVinoBackend
 from vsdeblur.errors import UsageError
-from vsdeblur.export import MANIFEST, aggregate_inputs, cached_export, export_onnx
+from vsdeblur.backends.export import MANIFEST, aggregate_inputs, cached_export, export_onnx
 from vsdeblur.models import Preset, fold_scales, get_preset
 from vsdeblur.weights import read_weights
 

@@ -11,7 +11,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.test_cli import run
-from vsdeblur.engine import Deblurrer, device
+from vsdeblur.backends import device
+from vsdeblur.engine import Deblurrer
 from vsdeblur.engine.tiling import blend, plan_tiles
 from vsdeblur.engine.window import window_indices
 from vsdeblur.models import build_model, get_preset

@@ -35,8 +35,8 @@ def info() -> None:
     import numpy
     import torch
 
-    from vsdeblur.engine.runtime import describe_backends
-    from vsdeblur.engine.device import describe_auto_precision, describe_devices
+    from vsdeblur.backends.runtime import describe_backends
+    from vsdeblur.backends.device import describe_auto_precision, describe_devices
     from vsdeblur.weights import default_weights_path, read_weights
 
     rows = [
@@ -301,7 +301,7 @@ def export_command(weights, output, precision) -> None:
     """ONNX graphs of a model for ONNX Runtime, OpenVINO, TensorRT or vs-mlrt: stage 1, stage 2's
     per-frame encoder and its aggregation over the window, with dynamic height, width and batch,
     described in vsdeblur-onnx.json and each checked against PyTorch with ONNX Runtime."""
-    from vsdeblur.export import export_onnx
+    from vsdeblur.backends.export import export_onnx
     from vsdeblur.weights import read_weights
 
     export_onnx(read_weights(weights), output, precision, log=click.echo)

@@ -4,7 +4,7 @@ Adding a precision is a row in PRECISIONS (and an entry in the `precisions` of e
 computes in it); adding a backend is a runner class (see vsdeblur.backends.graphs.GraphRunner
 and vsdeblur.backends.pytorch.TorchBackend: each declares its devices, its precisions and its own
 names for them) and a row in BACKENDS. The option schema (vsdeblur.config) takes its choices
-from here, and vsdeblur.engine.runtime resolves the options through here, so no other module
+from here, and vsdeblur.backends.runtime resolves the options through here, so no other module
 lists either.
 
 Standard library only: the schema, --help and the VapourSynth shim's build read it.

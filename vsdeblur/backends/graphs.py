@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from vsdeblur.errors import UsageError
-from vsdeblur.export import cached_export, read_manifest
+from vsdeblur.backends.export import cached_export, read_manifest
 from vsdeblur.runtimes import Computes
 from vsdeblur.weights import Weights, read_weights, resolve_weights
 
 if TYPE_CHECKING:
-    from vsdeblur.engine.runtime import Runtime
+    from vsdeblur.backends.runtime import Runtime
 
 # a loaded graph: named inputs -> outputs in order (numpy arrays on the CPU runtimes, tensors
 # on the device for TensorRT)
@@ -72,7 +72,7 @@ def exported_folder(source: str | os.PathLike | Weights | None, precision: str, 
 class GraphRunner:
     """The three graphs of an export, loaded by a runtime (a subclass's `load`). A subclass
     declares its backend's `name`, the `devices` it runs on and the `precisions` it computes
-    in (vsdeblur.engine.runtime reads them)."""
+    in (vsdeblur.backends.runtime reads them)."""
 
     name = ""
     module = ""  # the runtime's Python package

@@ -14,7 +14,7 @@ from vsdeblur.runtimes import PRECISIONS, Computes
 from vsdeblur.weights import Weights
 
 if TYPE_CHECKING:
-    from vsdeblur.engine.runtime import Runtime
+    from vsdeblur.backends.runtime import Runtime
 
 
 class TorchBackend:

@@ -25,12 +25,12 @@ import torch
 
 from vsdeblur.backends.graphs import GraphRunner, Pool, Run
 from vsdeblur.errors import UsageError
-from vsdeblur.export import cache_root, writable_folder
+from vsdeblur.backends.export import cache_root, writable_folder
 from vsdeblur.runtimes import Computes
 from vsdeblur.weights import Weights
 
 if TYPE_CHECKING:
-    from vsdeblur.engine.runtime import Runtime
+    from vsdeblur.backends.runtime import Runtime
 
 SHAPES = ("static", "dynamic")
 Shape = tuple[int, ...]

@@ -1,6 +1,6 @@
 """`Deblurrer`: the engine's one public face. It wires the parts together and adds nothing of
-its own: the runtime (runtime.py: device, backend, precision), host <-> device frames
-(transfer.py), the tiled and ensembled networks (networks.py), the window and its cache
+its own: the runtime (vsdeblur.backends.runtime: device, backend, precision), host <-> device
+frames (transfer.py), the tiled and ensembled networks (networks.py), the window and its cache
 (schedule.py), scene cuts (window.py)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 
 from vsdeblur.config import EngineSettings
 from vsdeblur.engine.networks import EngineStats, FrameState, Networks
-from vsdeblur.engine.runtime import resolve_runtime
+from vsdeblur.backends.runtime import resolve_runtime
 from vsdeblur.engine.schedule import Scheduler
 from vsdeblur.engine.tiling import round_up
 from vsdeblur.engine.transfer import HostFrame, Transfer, check_frame, check_planes
@@ -35,7 +35,7 @@ class Deblurrer:
 
         weights, preset, stage, radius: the model (default: the shipped weights, their preset,
             the highest stage they hold, the radius they were trained with);
-        device, precision, backend, compile: the runtime (vsdeblur.engine.runtime);
+        device, precision, backend, compile: the runtime (vsdeblur.backends.runtime);
         tile, overlap, ensemble: how the networks cover a frame;
         scene_threshold: the scene-cut rule's threshold (0: none; cuts can still be passed to
             `frames`).

@@ -14,30 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import nn
 
+from vsdeblur.backends.runtime import NetworkRunner
 from vsdeblur.engine.tiling import DIHEDRAL, Tile, auto_tile, blend, plan_tiles, tile_geometry, transform, untransform
 from vsdeblur.models import Preset
 from vsdeblur.models.stage2 import Pyramid
-
-
-class NetworkRunner(Protocol):
-    """The three network calls, as a backend (vsdeblur.backends) makes them, with the memory
-    layout it takes, the modules it runs (none for a graph runtime) and whether they are
-    compiled."""
-
-    memory_format: torch.memory_format
-    models: dict[int, nn.Module]
-    compiled: bool
-
-    def stage1(self, x: torch.Tensor) -> torch.Tensor: ...
-
-    def encode(self, x: torch.Tensor) -> Pyramid: ...
-
-    def aggregate(self, pyramids: list[Pyramid], centre: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 
 from vsdeblur.config import EngineSettings
 from vsdeblur.engine import Deblurrer
-from vsdeblur.engine.runtime import UnsupportedPrecision
+from vsdeblur.backends.runtime import UnsupportedPrecision
 from vsdeblur.engine.tiling import pad_to_multiple
 from vsdeblur.errors import UsageError
 from vsdeblur.models import build_model, get_preset

@@ -43,7 +43,7 @@ from vsdeblur.measure.speed import (
     vapoursynth_run,
 )
 from vsdeblur.engine import Deblurrer
-from vsdeblur.engine.device import resolve_device
+from vsdeblur.backends.device import resolve_device
 from vsdeblur.errors import UsageError
 
 GIB = 2**30

@@ -175,7 +175,7 @@ def _quiet_worker_end(worker_id: int) -> None:
 def _training_precision(precision: str, device: torch.device) -> torch.dtype:
     """The autocast dtype of a run: bf16 where the device computes it natively (its range is
     fp32's, so no loss scaling is needed), else fp32."""
-    from vsdeblur.engine.device import auto_precision, torch_dtype
+    from vsdeblur.backends.device import auto_precision, torch_dtype
 
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else auto_precision(device)[0]
@@ -187,7 +187,7 @@ class Trainer:
         self.config, self.out = config, out
         if config.threads:
             torch.set_num_threads(config.threads)
-        from vsdeblur.engine.device import resolve_device
+        from vsdeblur.backends.device import resolve_device
 
         self.device = resolve_device(config.device)
         self.autocast = _training_precision(config.precision, self.device)

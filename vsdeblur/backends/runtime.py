@@ -14,21 +14,37 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from vsdeblur.backends.device import auto_precision, resolve_device, torch_dtype
 from vsdeblur.config import EngineSettings
-from vsdeblur.engine.device import auto_precision, resolve_device, torch_dtype
-from vsdeblur.engine.networks import NetworkRunner
 from vsdeblur.errors import UsageError
+from vsdeblur.models.stage2 import Pyramid
 from vsdeblur.runtimes import AUTO_BACKENDS, BACKENDS
 from vsdeblur.weights import Weights
 
 
 class UnsupportedPrecision(UsageError):
     """A backend asked for a precision that its runtime does not compute in."""
+
+
+class NetworkRunner(Protocol):
+    """The three network calls, as a backend (vsdeblur.backends) makes them, with the memory
+    layout it takes, the modules it runs (none for a graph runtime) and whether they are
+    compiled."""
+
+    memory_format: torch.memory_format
+    models: dict[int, nn.Module]
+    compiled: bool
+
+    def stage1(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def encode(self, x: torch.Tensor) -> Pyramid: ...
+
+    def aggregate(self, pyramids: list[Pyramid], centre: torch.Tensor) -> torch.Tensor: ...
 
 
 def runner_class(backend: str) -> Any:

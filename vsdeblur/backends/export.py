@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from vsdeblur import __version__
-from vsdeblur.engine.device import torch_dtype
+from vsdeblur.backends.device import torch_dtype
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset, fold_scales
 from vsdeblur.runtimes import EXPORTS, PRECISIONS
