@@ -1,0 +1,102 @@
+"""What a file or a setting claims is checked before it is believed (issue 31): a weights header's
+preset against bounds and against the file's own tensors before anything is built. Real files in
+the real format, the tiny preset, the CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tests.conftest import REPO, SAMPLE_CLIP, make_weights
+from vsdeblur.engine import Deblurrer
+from vsdeblur.errors import WeightsError
+from vsdeblur.weights import read_weights
+
+# ---- a weights header's preset ---------------------------------------------------------------
+
+
+def with_preset(path: Path, **stage1: object) -> Path:
+    """Tiny stage-1 weights whose header claims other stage-1 sizes; the tensors (and their
+    checksum) stay those of the tiny preset."""
+    make_weights(path, stages=(1,))
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    preset = json.loads(meta["preset"])
+    preset["stage1"].update(stage1)
+    meta["preset"] = json.dumps(preset)
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+# Runs in a child process that may use little more memory than it has once imported: a header
+# believed before its tensors are checked allocates gigabytes (20 GB was seen), and would fail
+# here with a MemoryError's traceback instead of taking the machine's memory.
+BOUNDED = """
+    import resource, sys
+    import torch, vsdeblur.engine, vsdeblur.stream
+    size = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize:")) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (size + (2 << 30), resource.RLIM_INFINITY))
+"""
+
+
+def bounded(code: str, *args: object) -> subprocess.CompletedProcess:
+    script = textwrap.dedent(BOUNDED) + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def one_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+HUGE = {"blocks": 100000, "block_width": 2048}  # hundreds of GB of parameters, claimed over 10 kB of tensors
+LARGE = {"blocks": 64, "block_width": 2048}  # within the bounds, and still 20 GB
+
+
+@pytest.mark.parametrize("claim, expected", [
+    ({"head_width": -4}, r"stage1\.head_width is -4"),
+    ({"head_width": "4"}, r"stage1\.head_width is '4'"),
+    ({"rates": [1, 0]}, r"stage1\.rates is \[1, 0\]"),
+    ({"head_kernel": 4}, r"stage1\.head_kernel is 4"),
+    (HUGE, r"stage1\.blocks is 100000"),
+    (LARGE, r"does not fit preset 'tiny' stage 1: .*expected \(1024, 8, 3, 3\)"),
+], ids=["negative", "text", "zero-rate", "even-kernel", "huge", "large"])
+def test_a_header_preset_is_checked_before_anything_is_built(tmp_path, claim, expected):
+    weights = with_preset(tmp_path / "w.safetensors", **claim)
+    with pytest.raises(WeightsError, match=r"w\.safetensors .*" + expected):
+        read_weights(weights)
+
+
+@pytest.mark.parametrize("claim", [{"head_width": -4}, HUGE, LARGE], ids=["negative", "huge", "large"])
+def test_a_header_preset_that_lies_is_one_line_from_the_stream_and_the_api(tmp_path, claim):
+    weights = with_preset(tmp_path / "w.safetensors", **claim)
+    out = tmp_path / "out.mkv"
+    stream = bounded("""
+        from vsdeblur.stream import main  # what the vsdeblur-stream script runs
+        main(sys.argv[1:], prog_name="vsdeblur-stream")
+    """, SAMPLE_CLIP, out, "--weights", weights, "--device", "cpu")
+    assert "w.safetensors" in one_line(stream)
+    api = bounded("""
+        from vsdeblur import Deblurrer, WeightsError
+        try:
+            Deblurrer(weights=sys.argv[1], device="cpu")
+        except WeightsError as exc:
+            print(f"WeightsError: {exc}", file=sys.stderr)
+            sys.exit(2)
+    """, weights)
+    assert one_line(api).startswith("WeightsError: ") and "w.safetensors" in api.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+def test_a_negative_width_is_a_weights_error_in_process(tmp_path):
+    with pytest.raises(WeightsError, match=r"stage1\.head_width is -4"):
+        Deblurrer(weights=with_preset(tmp_path / "w.safetensors", head_width=-4), device="cpu")
