@@ -100,3 +100,21 @@ def test_a_header_preset_that_lies_is_one_line_from_the_stream_and_the_api(tmp_p
 def test_a_negative_width_is_a_weights_error_in_process(tmp_path):
     with pytest.raises(WeightsError, match=r"stage1\.head_width is -4"):
         Deblurrer(weights=with_preset(tmp_path / "w.safetensors", head_width=-4), device="cpu")
+
+
+# ---- messages that say what is true -----------------------------------------------------------
+
+
+def stream_cli(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vsdeblur.stream", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def test_stage2_only_weights_do_not_suggest_the_stage_asked_for(tmp_path):
+    weights = make_weights(tmp_path / "s2.safetensors", stages=(2,))
+    for stage in (None, 2):
+        with pytest.raises(WeightsError, match=r"s2\.safetensors holds stage 2 only, without the stage 1 whose output it refines") as caught:
+            Deblurrer(weights=weights, stage=stage, device="cpu")
+        assert "--stage" not in str(caught.value)
+    line = one_line(stream_cli(SAMPLE_CLIP, tmp_path / "out.mkv", "--weights", weights, "--stage", "2", "--device", "cpu"))
+    assert "without the stage 1 whose output it refines" in line and "use --stage 2" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s2.safetensors"]

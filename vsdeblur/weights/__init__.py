@@ -48,6 +48,11 @@ class Weights:
     def build(self, stage: int) -> nn.Module:
         """The network of `stage` with these weights loaded, every shape checked."""
         if stage not in self.stages:
+            if stage == 1:
+                raise WeightsError(
+                    f"{self.path.name} holds stage 2 only, without the stage 1 whose output it refines; "
+                    "use a file that holds both stages"
+                )
             raise WeightsError(
                 f"{self.path.name} holds stage {' and '.join(map(str, self.stages))} only; "
                 f"stage {stage} needs a file trained for it (or use --stage {max(self.stages)})"
