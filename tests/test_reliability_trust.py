@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from tests.conftest import REPO, SAMPLE_CLIP, make_weights
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import WeightsError
-from vsdeblur.weights import read_weights
+from vsdeblur.weights import default_weights_path, read_weights, tensor_digest
 
 # ---- a weights header's preset ---------------------------------------------------------------
 
@@ -100,6 +100,33 @@ def test_a_header_preset_that_lies_is_one_line_from_the_stream_and_the_api(tmp_p
 def test_a_negative_width_is_a_weights_error_in_process(tmp_path):
     with pytest.raises(WeightsError, match=r"stage1\.head_width is -4"):
         Deblurrer(weights=with_preset(tmp_path / "w.safetensors", head_width=-4), device="cpu")
+
+
+# ---- the shipped default's header -----------------------------------------------------------
+
+# The SHA-256 (weights.tensor_digest) of the shipped default's tensors as fe4377d trained and
+# cdd66af shipped them. Its header's recipe was rewritten afterwards (paths relative to its
+# recipe file instead of the training machine's /work/... folders) with the data section kept
+# byte for byte: this proves the tensors unchanged. A newly trained default changes it.
+SHIPPED_TENSORS = "d9706c06ff0296519494ed44aff684874319cb29bda1d9030ce5385b1e0b2d17"
+
+
+def strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_the_shipped_default_names_no_folder_of_the_machine_that_trained_it():
+    shipped = read_weights(default_weights_path())
+    assert tensor_digest(shipped.tensors) == SHIPPED_TENSORS
+    paths = [s for s in strings(shipped.recipe) + strings(shipped.info) if "/" in s]
+    assert paths and not [p for p in paths if Path(p).is_absolute() or "/work" in p], paths
+    recipe = REPO / "pipelines" / "train" / shipped.recipe["recipe_file"]
+    assert recipe.is_file()
+    assert (recipe.parent / shipped.recipe["train_data"][0]["path"]).resolve() == (REPO / "data" / "train" / "images").resolve()
 
 
 # ---- messages that say what is true -----------------------------------------------------------
