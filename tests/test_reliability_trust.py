@@ -15,6 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tests.conftest import REPO, SAMPLE_CLIP, make_weights
+from tests.media import make_clip
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import WeightsError
 from vsdeblur.weights import default_weights_path, read_weights, tensor_digest
@@ -145,3 +146,15 @@ def test_stage2_only_weights_do_not_suggest_the_stage_asked_for(tmp_path):
     line = one_line(stream_cli(SAMPLE_CLIP, tmp_path / "out.mkv", "--weights", weights, "--stage", "2", "--device", "cpu"))
     assert "without the stage 1 whose output it refines" in line and "use --stage 2" not in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s2.safetensors"]
+
+
+@pytest.mark.parametrize("size, pix_fmt, wanted", [
+    ((65, 47), "yuv420p", "yuv420p (4:2:0) needs an even width and an even height; the video is 65x47"),
+    ((65, 48), "yuv422p", "yuv422p (4:2:2) needs an even width; the video is 65x48"),
+    ((64, 47), "yuv420p", "yuv420p (4:2:0) needs an even width and an even height; the video is 64x47"),
+])
+def test_a_subsampled_pixel_format_for_an_odd_frame_size_is_named_before_anything_is_written(tmp_path, tiny_weights_stage1, size, pix_fmt, wanted):
+    clip = make_clip(tmp_path / "odd.mkv", width=size[0], height=size[1], frames=3, codec="ffv1", pix_fmt="yuv444p", audio=False)
+    line = one_line(stream_cli(clip, tmp_path / "out.mkv", "--weights", tiny_weights_stage1, "--device", "cpu", "--pix-fmt", pix_fmt))
+    assert wanted in line and "yuv444p" in line and "external library" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mkv"]
