@@ -5,10 +5,11 @@ the real format, the tiny preset, the CPU."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from safetensors import safe_open
@@ -16,8 +17,9 @@ from safetensors.torch import save_file
 
 from tests.conftest import REPO, SAMPLE_CLIP, make_weights
 from tests.media import make_clip
+from vsdeblur.batch.plan import Source, output_path
 from vsdeblur.engine import Deblurrer
-from vsdeblur.errors import WeightsError
+from vsdeblur.errors import UsageError, WeightsError
 from vsdeblur.weights import default_weights_path, read_weights, tensor_digest
 
 # ---- a weights header's preset ---------------------------------------------------------------
@@ -158,3 +160,14 @@ def test_a_subsampled_pixel_format_for_an_odd_frame_size_is_named_before_anythin
     line = one_line(stream_cli(clip, tmp_path / "out.mkv", "--weights", tiny_weights_stage1, "--device", "cpu", "--pix-fmt", pix_fmt))
     assert wanted in line and "yuv444p" in line and "external library" not in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mkv"]
+
+
+# ---- batch name templates ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("template", ["{stem!r}", "{stem:>10}", "{stem!r:>5}", "x/{name!s}.mkv"])
+def test_a_bad_name_template_is_quoted_as_written(tmp_path, template):
+    source = Source(tmp_path / "x.mp4", PurePosixPath("x.mp4"))
+    field = template[template.index("{") : template.index("}") + 1]
+    with pytest.raises(UsageError, match=re.escape(f"{field} is not one of its fields")):
+        output_path(tmp_path / "out", source, template)

@@ -116,12 +116,13 @@ def check_template(template: str) -> None:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise UsageError(f"bad name template {template!r}: {exc}; fields are {fields}") from None
-    for _, field, conversion, spec in parts:
+    for _, field, spec, conversion in parts:  # Formatter.parse: (literal, field, format spec, conversion)
         if field is None:
             continue
         if field not in NAME_FIELDS or conversion or spec:
             shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            raise UsageError(f"bad name template {template!r}: {shown} is not one of its fields {fields}")
+            plain = " (plain: no conversion or format spec)" if field in NAME_FIELDS else ""
+            raise UsageError(f"bad name template {template!r}: {shown} is not one of its fields {fields}{plain}")
 
 
 def fingerprint(path: Path) -> str:
