@@ -171,3 +171,29 @@ def test_a_bad_name_template_is_quoted_as_written(tmp_path, template):
     field = template[template.index("{") : template.index("}") + 1]
     with pytest.raises(UsageError, match=re.escape(f"{field} is not one of its fields")):
         output_path(tmp_path / "out", source, template)
+
+
+def batch_cli(tiny_weights: Path, *args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vsdeblur.cli", "batch", *map(str, args), "--weights", str(tiny_weights),
+                           "--device", "cpu", "--workers", "1", "--lossless"], capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+@pytest.mark.parametrize("template, wanted", [
+    ("{stem}", "name template '{stem}' gives 'c' for c.mp4: FFmpeg cannot tell a container format from that name"),
+    ("{stem}.mvk", "name template '{stem}.mvk' gives 'c.mvk' for c.mp4: FFmpeg cannot tell"),
+    ("{stem}.png", "image2 writes a file of its own for every image"),
+])
+def test_a_name_template_without_a_container_is_refused_before_any_work(tmp_path, tiny_weights_stage1, template, wanted):
+    (tmp_path / "in").mkdir()
+    clip = make_clip(tmp_path / "in" / "c.mp4", frames=3, audio=False)
+    line = one_line(batch_cli(tiny_weights_stage1, clip, "-o", tmp_path / "out", "--name-template", template))
+    assert line.startswith("vsdeblur batch: error: ") and wanted in line and ".vsdeblur-join" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_name_template_without_an_extension_works_with_a_format(tmp_path, tiny_weights_stage1):
+    (tmp_path / "in").mkdir()
+    clip = make_clip(tmp_path / "in" / "c.mp4", frames=3, audio=False)
+    done = batch_cli(tiny_weights_stage1, clip, "-o", tmp_path / "out", "--name-template", "{stem}", "--format", "matroska")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "out" / "c").is_file()

@@ -107,6 +107,26 @@ def output_path(root: Path, source: Source, template: str) -> Path:
     return path
 
 
+def output_paths(root: Path, sources: list[Source], template: str, fmt: str | None) -> dict[Path, Path]:
+    """Each source's output file (source path -> output path), every one of them checked before
+    any work: inside the root, and in a container FFmpeg can write (from the name the template
+    gives, unless `fmt` names one), instead of a join that fails after its chunks ran."""
+    from vsdeblur.io.writer import UnknownFormat, output_format
+
+    targets = {}
+    for source in sources:
+        target = targets[source.path] = output_path(root, source, template)
+        try:
+            output_format(target, fmt)
+        except UnknownFormat:
+            if fmt is not None:
+                raise
+            raise UsageError(f"name template {template!r} gives {target.name!r} for {source.relative}: FFmpeg cannot tell a "
+                             "container format from that name; end the template with an extension (e.g. {stem}.mkv) "
+                             "or pass --format") from None
+    return targets
+
+
 def check_template(template: str) -> None:
     """A name template is text with the fields {dir}, {stem}, {name} and {ext}, plain: no
     attribute or index access, conversion or format spec, which would let it evaluate more than

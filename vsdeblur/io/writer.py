@@ -89,6 +89,10 @@ DECODED_AS_OTHER = {"libx264": ("gray", "gray10le")}
 LOSSY_CHOICES = ("libvpx-vp9", "libsvtav1")
 
 
+class UnknownFormat(UsageError):
+    """No container format of that name, or none that FFmpeg tells from the output's name."""
+
+
 def output_format(target: str | Path, fmt: str | None) -> str:
     """The container format that `target` ("-": standard output) is written in: `fmt`, or the
     one FFmpeg tells from the name (Matroska for "-"). Found in memory, so no file is touched.
@@ -102,7 +106,7 @@ def output_format(target: str | Path, fmt: str | None) -> str:
             chosen = container.format
     except ValueError as exc:
         hint = f"unknown container format {fmt!r}" if fmt else f"cannot tell the container format from the name {name!r}; use --format (e.g. matroska)"
-        raise UsageError(f"{hint} ({exc})") from None
+        raise UnknownFormat(f"{hint} ({exc})") from None
     if chosen.no_file:
         raise UsageError(f"{chosen.name} writes a file of its own for every image or segment ({name}); "
                          "write one video file (.mkv, .mp4, .webm, ...) and cut images from it with ffmpeg")
