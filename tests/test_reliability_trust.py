@@ -197,3 +197,28 @@ def test_a_name_template_without_an_extension_works_with_a_format(tmp_path, tiny
     done = batch_cli(tiny_weights_stage1, clip, "-o", tmp_path / "out", "--name-template", "{stem}", "--format", "matroska")
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "out" / "c").is_file()
+
+
+@pytest.mark.parametrize("link", ["sub", "sub/x.mkv"])
+def test_a_symlink_in_the_output_tree_is_named_not_the_template(tmp_path, link):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True, exist_ok=True) if link != "sub" else out.mkdir()
+    (out / link).symlink_to(elsewhere if link == "sub" else elsewhere / "x.mkv")
+    source = Source(tmp_path / "x.mp4", PurePosixPath("sub/x.mp4"))
+    with pytest.raises(UsageError) as caught:
+        output_path(out, source, "{dir}/{stem}.mkv")
+    message = str(caught.value)
+    assert "name template" not in message
+    assert f"{out.resolve() / link} is a symbolic link to {elsewhere.resolve()}" in message and "outside the output root" in message
+
+
+def test_a_symlinked_batch_output_is_one_line_naming_the_link(tmp_path, tiny_weights_stage1):
+    (tmp_path / "in").mkdir()
+    clip = make_clip(tmp_path / "in" / "c.mp4", frames=3, audio=False)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "c.mkv").symlink_to(tmp_path / "elsewhere.mkv")
+    line = one_line(batch_cli(tiny_weights_stage1, clip, "-o", tmp_path / "out"))
+    assert "c.mkv is a symbolic link to " in line and "name template" not in line
+    assert not (tmp_path / "elsewhere.mkv").exists() and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c.mkv"]

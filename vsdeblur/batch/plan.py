@@ -103,8 +103,22 @@ def output_path(root: Path, source: Source, template: str) -> Path:
     root = root.resolve()
     path = (root / candidate).resolve()
     if not path.is_relative_to(root) or path == root:
+        link = _link_out_of(root, candidate)
+        if link is not None:  # the template gave a name inside the root; a link there leads out
+            raise UsageError(f"{link} is a symbolic link to {link.resolve()}, outside the output root {root}; "
+                             "outputs are written inside it only: remove the link or choose another output root")
         raise UsageError(f"name template {template!r} gives {name!r} for {rel}, which is outside the output root")
     return path
+
+
+def _link_out_of(root: Path, relative: PurePosixPath) -> Path | None:
+    """The first symbolic link on the way from `root` to `relative` that leads out of `root`."""
+    here = root
+    for part in relative.parts:
+        here = here / part
+        if here.is_symlink() and not here.resolve().is_relative_to(root):
+            return here
+    return None
 
 
 def output_paths(root: Path, sources: list[Source], template: str, fmt: str | None) -> dict[Path, Path]:
