@@ -105,6 +105,15 @@ def test_a_negative_width_is_a_weights_error_in_process(tmp_path):
         Deblurrer(weights=with_preset(tmp_path / "w.safetensors", head_width=-4), device="cpu")
 
 
+def test_a_negative_width_is_a_vapoursynth_error_when_the_filter_is_called(tmp_path):
+    vs = pytest.importorskip("vapoursynth")
+    from vsdeblur.vs import atrous
+
+    clip = vs.core.std.BlankClip(width=64, height=48, format=vs.RGB24, length=3)
+    with pytest.raises(vs.Error, match=r"^deblur\.Atrous: .*w\.safetensors has a damaged vsdeblur header .*stage1\.head_width is -4"):
+        atrous(clip, weights=str(with_preset(tmp_path / "w.safetensors", head_width=-4)), device="cpu")
+
+
 # ---- the shipped default's header -----------------------------------------------------------
 
 # The SHA-256 (weights.tensor_digest) of the shipped default's tensors as fe4377d trained and
