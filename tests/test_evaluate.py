@@ -190,3 +190,40 @@ def test_synth_writes_lossless_test_material_unless_given_a_crf(tmp_path):
     expected = ShakeBlur(ShakeSpec(min_length=4, max_length=6), seed=2).frames(list(decode_rgb(source)))
     for got, want in zip(decode_rgb(tmp_path / "lossless.mkv"), expected, strict=True):
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 3
+
+
+def strict_json(text: str) -> dict:
+    """json.loads that refuses Infinity and NaN, which are not JSON (Python writes them anyway)."""
+    def refuse(constant: str):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_identical_clips_score_as_identical_in_valid_json(tmp_path):
+    write_lossless(tmp_path / "a.mkv", sharp_clip(3))
+    args = ["eval", *[str(tmp_path / "a.mkv")] * 3, "--json", str(tmp_path / "scores.json")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "nan" not in result.output and "inf" not in result.output
+    rows = {line[:16].strip(): line[16:].split() for line in result.output.splitlines()[1:4]}
+    assert rows["blurred input"][0] == rows["restored"][0] == rows["gain"][0] == "identical"
+    scores = strict_json((tmp_path / "scores.json").read_text())
+    for clip in ("blurred", "restored", "gain"):
+        assert scores[clip]["psnr"] is None and scores[clip]["psnr_note"] == "identical"
+    assert scores["restored"]["ssim"] == 1.0 and scores["gain"]["ssim"] == 0.0
+    assert scores["per_frame"][0]["restored_psnr"] is None and scores["per_frame"][0]["restored_psnr_note"] == "identical"
+
+
+def test_a_clip_with_some_identical_frames_has_an_infinite_mean_psnr_in_valid_json():
+    sharp = sharp_clip(3)
+    blurred = list(ShakeBlur(ShakeSpec(min_length=6, max_length=8), seed=2).frames(sharp))
+    restored = [sharp[0], *blurred[1:]]  # one frame restored exactly
+    result = evaluate(sharp, blurred, restored)
+    scores = strict_json(json.dumps(result.as_dict()))
+    assert scores["blurred"]["psnr"] == pytest.approx(result.blurred.psnr) and "psnr_note" not in scores["blurred"]
+    assert scores["restored"]["psnr"] is None and scores["restored"]["psnr_note"] == "inf"
+    assert scores["gain"]["psnr"] is None and scores["gain"]["psnr_note"] == "inf"
+    assert scores["per_frame"][1]["restored_psnr"] == pytest.approx(scores["per_frame"][1]["blurred_psnr"])
+    table = result.table().splitlines()
+    assert table[2].split()[1] == "inf" and table[3].split()[1] == "inf" and "nan" not in result.table()

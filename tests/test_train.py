@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from vsdeblur import metrics
 from vsdeblur.blur import synth
@@ -418,6 +419,7 @@ def test_ship_puts_a_new_stage1_before_an_existing_stage2(tmp_path, tiny_weights
     assert done.returncode == 0, done.stderr
     both, first, second = (read_weights(p) for p in (tmp_path / "both.safetensors", stage1, tiny_weights))
     assert tuple(both.stages) == (1, 2)
+    assert both.info["stage2"]["from"] == tiny_weights.name  # not the folder it was in on this machine
     for stage, source in ((1, first), (2, second)):
         mine, theirs = both.build(stage).state_dict(), source.build(stage).state_dict()
         assert all(torch.equal(mine[k], theirs[k].half().float()) for k in mine)
@@ -561,3 +563,31 @@ def test_size_run_fits_steps_to_the_measured_synthesis_rate(tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     assert "config file not found" in missing.stderr and not (tmp_path / "out.toml").exists()
+
+
+def recorded_paths(recipe: object) -> list[str]:
+    """Every string in a recorded recipe that names a file or folder (holds a slash)."""
+    if isinstance(recipe, dict):
+        return [p for value in recipe.values() for p in recorded_paths(value)]
+    if isinstance(recipe, list):
+        return [p for value in recipe for p in recorded_paths(value)]
+    return [recipe] if isinstance(recipe, str) and "/" in recipe else []
+
+
+def test_weights_record_the_recipe_paths_relative_to_the_recipe_not_the_machine(tmp_path, tiny_weights):
+    # the shipped default once recorded /work/... folders for its output, data and initial weights
+    images = tmp_path / "data" / "val"
+    write_png(images / "a.png", np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    (tmp_path / "recipes").mkdir()
+    recipe = write_config(tmp_path / "recipes", '[[val_data]]\nkind = "images"\npath = "../data/val"\n')
+    config = load_config(recipe, {"output": tmp_path / "runs" / "x", "steps": 2, "init_weights": tiny_weights})
+    run = Path(Trainer(config, out=io.StringIO()).run()).parent
+    with safe_open(str(run / "checkpoint.safetensors"), framework="pt") as f:
+        in_checkpoint = json.loads(f.metadata()["checkpoint"])["recipe"]
+    for recorded in (read_weights(run / "weights.safetensors").recipe, read_weights(run / "final.safetensors").recipe, in_checkpoint):
+        paths = recorded_paths(recorded)
+        assert paths and not [p for p in paths if Path(p).is_absolute() or str(tmp_path) in p], paths
+        assert recorded["recipe_file"] == "train.toml"
+        assert recorded["train"]["output"] == "../runs/x" and recorded["val_data"][0]["path"] == "../data/val"
+        # a path from the recipe's folder names the file that was used
+        assert (recipe.parent / recorded["train"]["init_weights"]).resolve() == tiny_weights.resolve()

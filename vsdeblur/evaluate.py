@@ -8,6 +8,7 @@ Frames arrive as iterables, so clips of any length are scored in bounded memory.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
@@ -45,24 +46,63 @@ class Evaluation:
         vmaf = None if self.restored.vmaf is None or self.blurred.vmaf is None else self.restored.vmaf - self.blurred.vmaf
         return Scores(self.restored.psnr - self.blurred.psnr, self.restored.ssim - self.blurred.ssim, vmaf)
 
+    def psnr_notes(self) -> dict[str, str]:
+        """Why a PSNR of the clips (blurred, restored, gain) is no number, by clip: "identical"
+        where every frame equals its sharp one (PSNR is infinite), "inf" where some do (the mean
+        is infinite); for the gain, "identical" where both clips are, else the sign of infinity
+        or "undefined"."""
+        notes = {}
+        for clip in ("blurred", "restored"):
+            values = [f[f"{clip}_psnr"] for f in self.per_frame]
+            if not math.isfinite(getattr(self, clip).psnr):
+                notes[clip] = "identical" if all(math.isinf(v) for v in values) else "inf"
+        gain = self.gain.psnr
+        if not math.isfinite(gain):
+            both = notes.get("blurred") == notes.get("restored") == "identical"
+            notes["gain"] = "identical" if both else _word(gain)
+        return notes
+
     def as_dict(self) -> dict:
+        """Strict JSON: a PSNR that is no number is null, with its reason under `psnr_note`."""
         skipped = {"vmaf_skipped": self.vmaf_skipped} if self.vmaf_skipped else {}
-        return {"frames": self.frames, "blurred": asdict(self.blurred), "restored": asdict(self.restored),
-                "gain": asdict(self.gain), "per_frame": self.per_frame, **skipped,
+        notes = self.psnr_notes()
+        clips = {clip: _finite(asdict(getattr(self, clip)), {"psnr": notes.get(clip)}) for clip in ("blurred", "restored", "gain")}
+        per_frame = [_finite(f, {f"{clip}_psnr": "identical" for clip in ("blurred", "restored")}) for f in self.per_frame]
+        return {"frames": self.frames, **clips, "per_frame": per_frame, **skipped,
                 "conventions": "8-bit RGB; PSNR over all channels; SSIM 11x11 Gaussian (sigma 1.5), per channel, "
                                "averaged; VMAF vmaf_v0.6.1 (libvmaf) on the frames' luma (BT.709 for HD, BT.601 "
-                               "below, limited range); clip scores are means of per-frame scores"}
+                               "below, limited range); clip scores are means of per-frame scores; a PSNR of "
+                               "identical frames is infinite: null, with psnr_note \"identical\" (\"inf\" for a "
+                               "mean over some identical frames)"}
 
     def table(self) -> str:
-        rows = [("blurred input", self.blurred, ""), ("restored", self.restored, ""), ("gain", self.gain, "+")]
+        notes = self.psnr_notes()
+        rows = [("blurred input", "blurred", self.blurred, ""), ("restored", "restored", self.restored, ""), ("gain", "gain", self.gain, "+")]
         lines = [f"{'':<16} {'PSNR (dB)':>10} {'SSIM':>8} {'VMAF':>7}"]
-        for name, s, sign in rows:
+        for name, clip, s, sign in rows:
             vmaf = f"{s.vmaf:>{sign}7.2f}" if s.vmaf is not None else f"{'-':>7}"
-            lines.append(f"{name:<16} {s.psnr:>{sign}10.2f} {s.ssim:>{sign}8.4f} {vmaf}")
+            psnr_text = notes[clip] if clip in notes else f"{s.psnr:{sign}.2f}"
+            lines.append(f"{name:<16} {psnr_text:>10} {s.ssim:>{sign}8.4f} {vmaf}")
         lines.append(f"({self.frames} frames)")
         if self.vmaf_skipped:
             lines.append(f"no VMAF: {self.vmaf_skipped}")
         return "\n".join(lines)
+
+
+def _word(value: float) -> str:
+    return "undefined" if math.isnan(value) else "inf" if value > 0 else "-inf"
+
+
+def _finite(record: dict, reasons: dict[str, str | None]) -> dict:
+    """`record` with each float that is no number replaced by None, and its reason (from
+    `reasons`, else "inf", "-inf" or "undefined") under the key plus "_note"."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            out[key], out[f"{key}_note"] = None, reasons.get(key) or _word(value)
+        else:
+            out[key] = value
+    return out
 
 
 def evaluate(sharp: Iterable[np.ndarray], blurred: Iterable[np.ndarray], restored: Iterable[np.ndarray],

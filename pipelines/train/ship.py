@@ -35,7 +35,7 @@ def ship(source: Path, target: Path, stage2_from: Path | None) -> None:
         if differences:
             raise UsageError(f"{stage2_from}'s stage 2 does not fit preset {preset.name!r}: " + "; ".join(differences))
         preset, models[2] = preset.with_radius(other.preset.stage2.radius), other.build(2)
-        info["stage2"] = {"from": str(stage2_from), "info": other.info}
+        info["stage2"] = {"from": stage2_from.name, "info": other.info}  # its name: no folder of this machine
     save_weights(target, preset, models, recipe=weights.recipe, info=info, dtype=torch.float16)
 
 

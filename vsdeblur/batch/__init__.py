@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from vsdeblur.batch.executors import Task, default_workers, run_local, run_ray
 from vsdeblur.batch.manifest import MANIFEST, STATE_DIR, Manifest, damage_reported, output_stamp
-from vsdeblur.batch.plan import Source, check_template, discover, fingerprint, output_path, packet_index, plan_chunks
+from vsdeblur.batch.plan import Source, check_template, discover, fingerprint, output_paths, packet_index, plan_chunks
 from vsdeblur.batch.work import DiskFull, disk_full
 from vsdeblur.config import BATCH, ENCODE, ENGINE
 from vsdeblur.engine.window import chosen_stage, window_radius
@@ -124,7 +124,7 @@ def run_batch(
         shutil.rmtree(output / STATE_DIR, ignore_errors=True)
     encode = {o.name: values[o.name] for o in ENCODE.options}
     sources = discover(inputs, output, owned)
-    targets = {s.path: output_path(output, s, values["name_template"]) for s in sources}
+    targets = output_paths(output, sources, values["name_template"], values["format"])
     clashes = [p for p in set(targets.values()) if list(targets.values()).count(p) > 1]
     if clashes:
         raise UsageError(f"several inputs would be written to {clashes[0]}; use {{dir}} or {{ext}} in the name template")

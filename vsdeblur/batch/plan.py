@@ -103,8 +103,42 @@ def output_path(root: Path, source: Source, template: str) -> Path:
     root = root.resolve()
     path = (root / candidate).resolve()
     if not path.is_relative_to(root) or path == root:
+        link = _link_out_of(root, candidate)
+        if link is not None:  # the template gave a name inside the root; a link there leads out
+            raise UsageError(f"{link} is a symbolic link to {link.resolve()}, outside the output root {root}; "
+                             "outputs are written inside it only: remove the link or choose another output root")
         raise UsageError(f"name template {template!r} gives {name!r} for {rel}, which is outside the output root")
     return path
+
+
+def _link_out_of(root: Path, relative: PurePosixPath) -> Path | None:
+    """The first symbolic link on the way from `root` to `relative` that leads out of `root`."""
+    here = root
+    for part in relative.parts:
+        here = here / part
+        if here.is_symlink() and not here.resolve().is_relative_to(root):
+            return here
+    return None
+
+
+def output_paths(root: Path, sources: list[Source], template: str, fmt: str | None) -> dict[Path, Path]:
+    """Each source's output file (source path -> output path), every one of them checked before
+    any work: inside the root, and in a container FFmpeg can write (from the name the template
+    gives, unless `fmt` names one), instead of a join that fails after its chunks ran."""
+    from vsdeblur.io.writer import UnknownFormat, output_format
+
+    targets = {}
+    for source in sources:
+        target = targets[source.path] = output_path(root, source, template)
+        try:
+            output_format(target, fmt)
+        except UnknownFormat:
+            if fmt is not None:
+                raise
+            raise UsageError(f"name template {template!r} gives {target.name!r} for {source.relative}: FFmpeg cannot tell a "
+                             "container format from that name; end the template with an extension (e.g. {stem}.mkv) "
+                             "or pass --format") from None
+    return targets
 
 
 def check_template(template: str) -> None:
@@ -116,12 +150,13 @@ def check_template(template: str) -> None:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise UsageError(f"bad name template {template!r}: {exc}; fields are {fields}") from None
-    for _, field, conversion, spec in parts:
+    for _, field, spec, conversion in parts:  # Formatter.parse: (literal, field, format spec, conversion)
         if field is None:
             continue
         if field not in NAME_FIELDS or conversion or spec:
             shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            raise UsageError(f"bad name template {template!r}: {shown} is not one of its fields {fields}")
+            plain = " (plain: no conversion or format spec)" if field in NAME_FIELDS else ""
+            raise UsageError(f"bad name template {template!r}: {shown} is not one of its fields {fields}{plain}")
 
 
 def fingerprint(path: Path) -> str:

@@ -89,6 +89,10 @@ DECODED_AS_OTHER = {"libx264": ("gray", "gray10le")}
 LOSSY_CHOICES = ("libvpx-vp9", "libsvtav1")
 
 
+class UnknownFormat(UsageError):
+    """No container format of that name, or none that FFmpeg tells from the output's name."""
+
+
 def output_format(target: str | Path, fmt: str | None) -> str:
     """The container format that `target` ("-": standard output) is written in: `fmt`, or the
     one FFmpeg tells from the name (Matroska for "-"). Found in memory, so no file is touched.
@@ -102,7 +106,7 @@ def output_format(target: str | Path, fmt: str | None) -> str:
             chosen = container.format
     except ValueError as exc:
         hint = f"unknown container format {fmt!r}" if fmt else f"cannot tell the container format from the name {name!r}; use --format (e.g. matroska)"
-        raise UsageError(f"{hint} ({exc})") from None
+        raise UnknownFormat(f"{hint} ({exc})") from None
     if chosen.no_file:
         raise UsageError(f"{chosen.name} writes a file of its own for every image or segment ({name}); "
                          "write one video file (.mkv, .mp4, .webm, ...) and cut images from it with ffmpeg")
@@ -133,6 +137,7 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
             raise UsageError(f"unknown pixel format {values['pix_fmt']!r} (e.g. yuv420p, yuv420p10le, yuv444p)") from None
         if formats and pix_fmt not in formats:
             raise UsageError(f"{codec_name} cannot encode {pix_fmt}; it takes {', '.join(formats)}")
+        _check_subsampling(pix_fmt, video.width, video.height)
     else:
         layout = choose(video.pix_fmt, _choices(codec_name, formats) or [video.pix_fmt], video.width, video.height)
         if layout is None or layout.depth < min(8, video.bit_depth):
@@ -162,6 +167,24 @@ def encoder_settings(video: VideoInfo, settings: Mapping[str, Any], container_fo
     if hdr is not None:  # HDR10 metadata travels with the pixels
         _add_params(options, *hdr)
     return {"codec": codec_name, "pix_fmt": pix_fmt, "options": options, "left_out": left_out}
+
+
+SUBSAMPLING = {(1, 1): "4:2:0", (1, 0): "4:2:2", (2, 0): "4:1:1", (2, 2): "4:1:0"}  # Layout.chroma -> its name
+
+
+def _check_subsampling(pix_fmt: str, width: int, height: int) -> None:
+    """A chosen pixel format whose chroma planes are a half (a quarter) as wide or high needs
+    sides that divide by two (four): said here, before any file exists, instead of the encoder's
+    'Generic error in an external library'."""
+    layout = Layout.of(pix_fmt)
+    if layout is None:
+        return
+    needs = [f"{'an even' if 1 << log2 == 2 else f'a multiple of {1 << log2} as its'} {side}"
+             for side, size, log2 in (("width", width, layout.chroma[0]), ("height", height, layout.chroma[1])) if log2]
+    if width % (1 << layout.chroma[0]) or height % (1 << layout.chroma[1]):
+        name = f" ({SUBSAMPLING[layout.chroma]})" if layout.chroma in SUBSAMPLING else ""
+        raise UsageError(f"{pix_fmt}{name} needs {' and '.join(needs)}; the video is {width}x{height}: "
+                         "give a 4:4:4 format (yuv444p), or leave --pix-fmt out to have one chosen")
 
 
 def _encoder(name: str) -> av.Codec | None:

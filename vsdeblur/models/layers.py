@@ -38,7 +38,9 @@ class ScaledConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.scale = nn.Parameter(torch.ones(out_channels))
-        nn.init.kaiming_normal_(self.weight, a=LEAKY_SLOPE if activation else 1.0)
+        if not self.weight.is_meta:  # a network only described (shapes, no values: vsdeblur.weights
+            # checks a file's tensors that way) has nothing to draw, and meta's normal_ takes seconds
+            nn.init.kaiming_normal_(self.weight, a=LEAKY_SLOPE if activation else 1.0)
         if not activation:
             # The linear output layers predict residuals: start them near zero so that an
             # untrained network is close to the identity. Weight normalisation would undo a

@@ -41,6 +41,54 @@ class Stage2Config:
 
 
 @dataclass(frozen=True)
+class Bound:
+    """What a preset value may be: an integer (or a tuple of `length` integers) from `low` to
+    `high`, odd where `odd`; or, with `flag`, true or false."""
+
+    low: int = 1
+    high: int = 4096
+    odd: bool = False
+    length: tuple[int, int] | None = None  # a tuple of this many values, fewest and most
+    flag: bool = False
+
+    def broken_by(self, value: object) -> bool:
+        if self.flag:
+            return not isinstance(value, bool)
+        if self.length is not None and not (isinstance(value, tuple) and self.length[0] <= len(value) <= self.length[1]):
+            return True
+        values = value if self.length is not None else (value,)
+        return not all(type(v) is int and self.low <= v <= self.high and (v % 2 or not self.odd) for v in values)
+
+    def describe(self) -> str:
+        if self.flag:
+            return "true or false"
+        each = f"{'odd integer' if self.odd else 'integer'} from {self.low} to {self.high}"
+        return f"an {each}" if self.length is None else f"{self.length[0]} to {self.length[1]} values, each an {each}"
+
+
+# Far beyond any size trained (the paper's: widths up to 512, 20 blocks), and small enough that a
+# network of these sizes can be described (on the meta device, vsdeblur.weights) without memory
+# or time to speak of, before a weights file's tensors are checked against it.
+STAGE1_BOUNDS = {
+    **{key: Bound() for key in ("head_width", "down_width", "up_width", "tail_width")},
+    "block_width": Bound(low=2),
+    "head_kernel": Bound(high=31, odd=True),
+    "blocks": Bound(high=256),
+    "rates": Bound(high=64, length=(1, 8)),
+    "downsample": Bound(flag=True),
+}
+STAGE2_BOUNDS = {
+    "radius": Bound(low=0, high=16),
+    "head_kernel": Bound(high=31, odd=True),
+    "head_width": Bound(),
+    "encoder_widths": Bound(length=(1, 8)),
+    "decoder_widths": Bound(length=(1, 8)),
+    "res_blocks": Bound(high=64),
+}
+OVERLAP_BOUND = Bound(low=0)
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     stage1: Stage1Config = field(default_factory=Stage1Config)
@@ -75,11 +123,16 @@ class Preset:
 
     @classmethod
     def from_dict(cls, data: dict) -> Preset:
+        """The preset a description (a weights header, an exported graph's) names, refused with
+        one line when a value lies outside its bounds: a description read from a file is not
+        trusted."""
         def tuples(d: dict) -> dict:
             return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
+        if not isinstance(data, dict) or not all(isinstance(data.get(part), dict) for part in ("stage1", "stage2")):
+            raise UsageError("invalid preset description: expected a name and the settings of stage1 and stage2")
         try:
-            return cls(
+            preset = cls(
                 name=data["name"],
                 stage1=Stage1Config(**tuples(data["stage1"])),
                 stage2=Stage2Config(**tuples(data["stage2"])),
@@ -87,6 +140,25 @@ class Preset:
             )
         except (KeyError, TypeError) as exc:
             raise UsageError(f"invalid preset description: {exc}") from None
+        problem = preset.out_of_bounds()
+        if problem:
+            raise UsageError(f"invalid preset description: {problem}")
+        return preset
+
+    def out_of_bounds(self) -> str | None:
+        """The first value of this preset outside its bounds, described; None when all are inside."""
+        if not isinstance(self.name, str) or not self.name:
+            return f"name is {self.name!r}, expected a name"
+        for part, bounds in (("stage1", STAGE1_BOUNDS), ("stage2", STAGE2_BOUNDS), ("", {"overlap": OVERLAP_BOUND})):
+            for key, bound in bounds.items():
+                value = getattr(getattr(self, part) if part else self, key)
+                if bound.broken_by(value):
+                    return f"{part}{'.' if part else ''}{key} is {list(value) if isinstance(value, tuple) else value!r}, expected {bound.describe()}"
+        encoder, decoder = self.stage2.encoder_widths, self.stage2.decoder_widths
+        if len(encoder) != len(decoder):
+            return f"stage2 has {len(encoder)} encoder widths and {len(decoder)} decoder widths, expected as many of each"
+        return None
+
 
 
 SMALL_STAGE2 = Stage2Config(head_width=16, encoder_widths=(16, 32, 64, 128), decoder_widths=(128, 64, 32, 16), res_blocks=1)

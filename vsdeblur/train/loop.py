@@ -48,6 +48,7 @@ class TrainConfig:
     blur: dict[str, Any]
     train_data: list[dict]
     val_data: list[dict]
+    source: Path | None = None  # the recipe file, resolved: recorded paths are relative to its folder
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -84,9 +85,24 @@ class TrainConfig:
         return Mixture([(make_source(s), float(s.get("weight", 1.0))) for s in self.train_data], self.recipe())
 
     def describe(self) -> dict:
-        """The recipe recorded in every checkpoint and weights file."""
-        return {"train": {k: str(v) if isinstance(v, Path) else v for k, v in self.values.items()}, "blur": self.blur,
-                "train_data": self.train_data, "val_data": self.val_data}
+        """The recipe recorded in every checkpoint and weights file. Its paths are written from
+        the recipe file's folder, as the recipe itself writes them: a file that is passed on
+        (the shipped default) names no folder of the machine that trained it."""
+        def sources(entries: list[dict]) -> list[dict]:
+            return [entry | {"path": self.portable(entry["path"])} if "path" in entry else entry for entry in entries]
+
+        return {"recipe_file": None if self.source is None else self.source.name,
+                "train": {k: self.portable(v) if isinstance(v, Path) else v for k, v in self.values.items()}, "blur": self.blur,
+                "train_data": sources(self.train_data), "val_data": sources(self.val_data)}
+
+    def portable(self, path: str | Path) -> str:
+        """`path` from the recipe file's folder (a path given on the command line is taken from
+        the working directory first); only its name where the two share nothing but the root."""
+        path = Path(path).expanduser().resolve()
+        folder = None if self.source is None else self.source.parent
+        if folder is None or os.path.commonpath([path, folder]) == path.anchor:
+            return path.name
+        return os.path.relpath(path, folder)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -106,7 +122,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     get_preset(values["preset"])
     train = TRAIN.pick(values)
     train_data, val_data = list(train.pop("train_data")), list(train.pop("val_data"))
-    return TrainConfig(train, BLUR.pick(values), train_data, val_data)
+    return TrainConfig(train, BLUR.pick(values), train_data, val_data, path.resolve())
 
 
 def budget_lr(lr: float, min_lr: float, decay_start: int, steps: int, step: int) -> float:

@@ -48,14 +48,31 @@ class Weights:
     def build(self, stage: int) -> nn.Module:
         """The network of `stage` with these weights loaded, every shape checked."""
         if stage not in self.stages:
+            if stage == 1:
+                raise WeightsError(
+                    f"{self.path.name} holds stage 2 only, without the stage 1 whose output it refines; "
+                    "use a file that holds both stages"
+                )
             raise WeightsError(
                 f"{self.path.name} holds stage {' and '.join(map(str, self.stages))} only; "
                 f"stage {stage} needs a file trained for it (or use --stage {max(self.stages)})"
             )
+        self.check_fit(stage)
         model = build_model(self.preset, stage)
+        model.load_state_dict({k: v.float() for k, v in self.stage_tensors(stage).items()})
+        return model.eval()
+
+    def stage_tensors(self, stage: int) -> dict[str, torch.Tensor]:
         prefix = f"stage{stage}."
-        state = {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
-        expected = model.state_dict()
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    def check_fit(self, stage: int) -> None:
+        """Refuse tensors that are not exactly those of the preset's network of `stage`. The
+        network is only described (on the meta device: shapes, no memory), so a header that
+        claims a huge network over small tensors costs nothing before it is refused."""
+        with torch.device("meta"):
+            expected = build_model(self.preset, stage).state_dict()
+        state = self.stage_tensors(stage)
         problems = [
             f"{k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
             for k, v in expected.items()
@@ -70,8 +87,6 @@ class Weights:
                 + "; ".join(problems[:3])
                 + more
             )
-        model.load_state_dict({k: v.float() for k, v in state.items()})
-        return model.eval()
 
 
 def save_weights(
@@ -146,6 +161,8 @@ def read_weights(path: str | os.PathLike) -> Weights:
         info = json.loads(meta.get("info", "{}"))
     except (KeyError, ValueError) as exc:
         raise WeightsError(f"{path} has a damaged vsdeblur header ({exc})") from None
+    if not stages or not set(stages) <= {1, 2}:
+        raise WeightsError(f"{path} has a damaged vsdeblur header (stages {meta['stages']!r}, expected 1, 2 or 1,2)")
     if CHECKSUM_KEY in meta and meta[CHECKSUM_KEY] != tensor_digest(tensors):
         raise WeightsError(
             f"{path} is damaged: its tensor data does not match the checksum in its header "
@@ -154,7 +171,10 @@ def read_weights(path: str | os.PathLike) -> Weights:
     problem = nonfinite(tensors)
     if problem:
         raise WeightsError(f"{path} cannot be used: {problem}")
-    return Weights(path, preset, stages, recipe, info, tensors)
+    weights = Weights(path, preset, stages, recipe, info, tensors)
+    for stage in stages:  # the header's preset is believed only where the tensors bear it out
+        weights.check_fit(stage)
+    return weights
 
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
