@@ -12,8 +12,10 @@
   names follow `vsdeblur.io.paths` (colons are fine; URLs are refused).
   A path is written to a hidden temporary file beside it (`.NAME.XXXX.part.EXT`), renamed
   onto the target by `close()`; `abort()` (or leaving the `with` block by an exception)
-  removes it. An existing target is refused unless overwrite=True. The container format,
-  encoder and options are checked, and the encoder is opened, before any frame is written.
+  removes it. An existing target, a symlink too (even one to nothing), is refused unless
+  overwrite=True, which replaces the name (a symlink, not what it points at). The container
+  format, encoder and options are checked, and the encoder is opened, before any frame is
+  written.
 - video: the source's `VideoInfo`; its time base, colour tags and rotation are reproduced.
 - settings: ENCODE options (`vsdeblur.config.ENCODE`; missing keys take their defaults):
   codec, crf, lossless, pix_fmt, encoder_preset, encoder_options, format, drop_incompatible.
@@ -389,8 +391,9 @@ class Writer:
         target = self.target
         if target.is_dir():
             raise UsageError(f"output is a directory: {target}")
-        if target.exists() and not overwrite:
-            raise UsageError(f"output exists: {target} (pass --overwrite to replace it)")
+        if os.path.lexists(target) and not overwrite:
+            link = f"a symlink to {os.readlink(target)}; " if target.is_symlink() else ""
+            raise UsageError(f"output exists: {target} ({link}pass --overwrite to replace it)")
         if not target.parent.is_dir():
             raise UsageError(f"output directory does not exist: {target.parent}")
         # hidden, unique, beside the target (same file system, so the final rename is atomic);
