@@ -1,16 +1,24 @@
-"""Outputs that are not plain files, and what the output keeps of unusual sources (issue 31): a
-symlink at OUTPUT, even a dangling one, is an existing output. Tiny clips; an identity engine
-where the model does not matter, the tiny model where the command line is the point. CPU only."""
+"""Outputs that are not plain files, and what the output keeps of unusual sources (issue 31):
+special files at OUTPUT are written into or refused, never replaced; a symlink at OUTPUT, even a
+dangling one, is an existing output; MP4 into a pipe is fragmented. Tiny clips; an identity
+engine where the model does not matter, the tiny model where the command line is the point. CPU
+only."""
 
 from __future__ import annotations
 
 import os
+import socket
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
+import av
 import pytest
 from click.testing import CliRunner
 
-from tests.media import make_clip, video_times
+from tests.conftest import REPO
+from tests.media import make_clip, packets, video_times
 from tests.test_batch import settings  # noqa: F401 (a fixture)
 from vsdeblur.batch import run_batch
 from vsdeblur.errors import UsageError
@@ -39,6 +47,108 @@ def one_error(tiny_weights: Path, *args: str) -> str:
     return lines[0]
 
 
+def frame_count(data: bytes, path: Path) -> int:
+    path.write_bytes(data)
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def reader_of(fifo: Path, into: Path) -> subprocess.Popen:
+    """A process that reads the named pipe to its end into a file, as a player would."""
+    return subprocess.Popen(["cat", str(fifo)], stdout=into.open("wb"))
+
+
+def finished(reader: subprocess.Popen) -> None:
+    try:
+        assert reader.wait(timeout=30) == 0
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+
+
+def mknod_or_skip(path: Path, mode: int, major: int, minor: int) -> Path:
+    try:
+        os.mknod(path, mode | 0o666, os.makedev(major, minor))
+    except PermissionError:
+        pytest.skip("creating device nodes needs root (CAP_MKNOD)")
+    return path
+
+
+# ---- 1: special files at OUTPUT -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["pipe.mkv", "pipe.mp4"])
+def test_a_named_pipe_is_written_into_not_replaced(tmp_path, name):
+    clip = make_clip(tmp_path / "in.mkv", frames=5)
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    got = tmp_path / "got" / name
+    got.parent.mkdir()
+    reader = reader_of(fifo, got)
+    try:
+        result = run_stream(clip, fifo, overwrite=True)  # --overwrite does not mean "replace a pipe"
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the named pipe was replaced by a file"
+    finally:
+        if not stat.S_ISFIFO(os.lstat(fifo).st_mode):
+            reader.kill()  # its pipe is gone: it would wait for ever
+    finished(reader)
+    assert video_times(got) == video_times(clip)  # every frame, at its time
+    assert packets(got, "audio") == packets(clip, "audio")
+    if name.endswith(".mp4"):  # a pipe cannot seek back: fragmented, and the output says so
+        assert any("fragmented MP4" in line for line in result.left_out), result.left_out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["got", "in.mkv", name]  # no temporary file beside it
+
+
+def test_a_character_device_is_written_into_not_replaced(tmp_path):
+    clip = make_clip(tmp_path / "in.mkv", frames=3)
+    null = mknod_or_skip(tmp_path / "n", stat.S_IFCHR, 1, 3)  # /dev/null's numbers, as in the issue
+    run_stream(clip, null, settings={"encoder_preset": "ultrafast", "format": "matroska"}, overwrite=True)
+    assert stat.S_ISCHR(os.lstat(null).st_mode), "the device node was replaced by a file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "n"]
+
+
+def test_a_link_to_dev_null_is_written_into_without_overwrite(tmp_path):
+    clip = make_clip(tmp_path / "in.mkv", frames=3)
+    (tmp_path / "null.mp4").symlink_to("/dev/null")
+    run_stream(clip, tmp_path / "null.mp4")  # nothing is replaced, so nothing to ask --overwrite for
+    assert os.readlink(tmp_path / "null.mp4") == "/dev/null"
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "null.mp4"]
+
+
+def test_a_socket_a_block_device_or_a_directory_is_refused_in_one_line(tmp_path, tiny_weights, monkeypatch):
+    clip = make_clip(tmp_path / "in.mkv", frames=2)
+    monkeypatch.chdir(tmp_path)  # a short relative name: socket paths are limited to about 100 bytes
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("sock.mkv")
+        line = one_error(tiny_weights, clip, tmp_path / "sock.mkv", "--overwrite")
+        assert "is a socket" in line, line
+        assert stat.S_ISSOCK(os.lstat(tmp_path / "sock.mkv").st_mode)
+    (tmp_path / "dir.mkv").mkdir()
+    assert "output is a directory" in one_error(tiny_weights, clip, tmp_path / "dir.mkv", "--overwrite")
+    assert (tmp_path / "dir.mkv").is_dir()
+    disk = mknod_or_skip(tmp_path / "disk.mkv", stat.S_IFBLK, 7, 250)  # a loop device's numbers; never opened
+    assert "is a block device" in one_error(tiny_weights, clip, disk, "--overwrite")
+    assert stat.S_ISBLK(os.lstat(disk).st_mode)
+
+
+def test_batch_never_replaces_a_special_file_or_a_directory(tmp_path, settings):
+    (tmp_path / "in").mkdir()
+    clip = make_clip(tmp_path / "in" / "c.mkv", frames=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "c.mkv")
+    with pytest.raises(UsageError, match=r"output is a named pipe: .*c\.mkv; vsdeblur batch writes regular files"):
+        run_batch([str(clip)], out, settings(), overwrite=True)
+    assert stat.S_ISFIFO(os.lstat(out / "c.mkv").st_mode)
+    (out / "c.mkv").unlink()
+    (out / "c.mkv").mkdir()
+    with pytest.raises(UsageError, match="output is a directory"):
+        run_batch([str(clip)], out, settings(), overwrite=True)
+    assert (out / "c.mkv").is_dir()
+
+
 # ---- 2: a dangling symlink at OUTPUT --------------------------------------------------------
 
 
@@ -64,3 +174,20 @@ def test_batch_takes_a_dangling_symlink_for_an_existing_output(tmp_path, setting
     assert (out / "c.mkv").is_symlink()
     assert run_batch([str(clip)], out, settings(), overwrite=True).ok
     assert not (out / "c.mkv").is_symlink() and len(video_times(out / "c.mkv")) == 2
+
+
+# ---- 8: MP4 to standard output ------------------------------------------------------------------
+
+
+def test_mp4_to_standard_output_is_fragmented_and_decodes_whole(tmp_path, tiny_weights):
+    clip = make_clip(tmp_path / "in.mkv", frames=6)
+    done = subprocess.run([sys.executable, "-m", "vsdeblur.stream", str(clip), "-", "--format", "mp4", "--weights", str(tiny_weights),
+                           "--device", "cpu", "--encoder-preset", "ultrafast", "-q"],
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=300)
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert err.count("\n") == 1 and "fragmented MP4" in err and "frag_keyframe+empty_moov" in err, err
+    out = tmp_path / "piped.mp4"
+    assert frame_count(done.stdout, out) == 6
+    assert video_times(out) == video_times(clip)
+    assert [p for p, _ in packets(out, "audio")] == [p for p, _ in packets(clip, "audio")]

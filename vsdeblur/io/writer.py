@@ -13,9 +13,12 @@
   A path is written to a hidden temporary file beside it (`.NAME.XXXX.part.EXT`), renamed
   onto the target by `close()`; `abort()` (or leaving the `with` block by an exception)
   removes it. An existing target, a symlink too (even one to nothing), is refused unless
-  overwrite=True, which replaces the name (a symlink, not what it points at). The container
-  format, encoder and options are checked, and the encoder is opened, before any frame is
-  written.
+  overwrite=True, which replaces the name (a symlink, not what it points at). A named pipe or
+  a character device (/dev/null) at the target, or a symlink to one, is written into as it is,
+  never replaced; a directory, block device or socket is refused. Standard output, a pipe and
+  a device cannot seek: MP4 and MOV go there fragmented (a line in `left_out` says so). The
+  container format, encoder and options are checked, and the encoder is opened, before any
+  frame is written.
 - video: the source's `VideoInfo`; its time base, colour tags and rotation are reproduced.
 - settings: ENCODE options (`vsdeblur.config.ENCODE`; missing keys take their defaults):
   codec, crf, lossless, pix_fmt, encoder_preset, encoder_options, format, drop_incompatible.
@@ -56,7 +59,7 @@ from vsdeblur.config import ENCODE
 from vsdeblur.errors import UsageError
 from vsdeblur.io.colour import HDR_SYNTAX, from_rgb
 from vsdeblur.io.formats import Layout, choose, loss
-from vsdeblur.io.paths import PIPE, ffmpeg_name, is_url
+from vsdeblur.io.paths import PIPE, ffmpeg_name, is_url, special_kind
 from vsdeblur.io.reader import Reader, VideoInfo
 
 __all__ = ["Writer", "encoder_settings", "names_a_rate", "output_format"]
@@ -72,6 +75,15 @@ Y4M_FORMATS = (*(f"{layout}{depth}" for layout in ("yuv420p", "yuv422p", "yuv444
 # tags that describe the old file or encode rather than the content (Matroska statistics,
 # the old muxer or encoder): the new muxer writes its own
 STALE_TAGS = {"encoder", "duration", "bps", "number_of_frames", "number_of_bytes"}
+# what an output may be besides a file: written into as it is, never replaced (a named pipe, or
+# /dev/null); a temporary file and a rename make no sense there
+WRITTEN_INTO = ("a named pipe", "a character device")
+# FFmpeg's MOV-family muxers: their index (moov) is written at the end, and moved to the front
+# (+faststart) of a file; an output that cannot seek gets fragmented MP4 instead, its index
+# written once the first fragment is cut (delay_moov), so that it records where each track
+# starts (AAC's priming: -21 ms) and every time stays exact
+MOV_MUXERS = ("mp4", "mov", "ipod", "3gp", "3g2", "psp", "f4v")
+FRAGMENTED = "frag_keyframe+empty_moov+delay_moov"
 # Limits that FFmpeg's option tables leave open: x264 and x265 take a CRF up to 51 (x264
 # clips a higher one to 51 without a word, x265 refuses it), and their speed presets are
 # free text there
@@ -370,6 +382,7 @@ class Writer:
             self.left_out.append(f"the HDR10 mastering display and light levels ({self.encoder['codec']} cannot "
                                  f"store them; {', '.join(HDR_SYNTAX)} can)")
         self._copies: dict[int, av.stream.Stream] = {}  # source stream index -> output stream
+        self._sink: io.BufferedWriter | None = None  # a named pipe or device opened here
         self._closed = False
         self.container = self._open(container_format, overwrite)
         try:
@@ -387,10 +400,14 @@ class Writer:
         if self.to_stdout:
             if sys.stdout.isatty():
                 raise UsageError("standard output is a terminal; send the video into a pipe or a file")
-            return self._av_open(sys.stdout.buffer, fmt, "standard output")
+            return self._av_open(sys.stdout.buffer, fmt, "standard output", seekable=False)
         target = self.target
-        if target.is_dir():
-            raise UsageError(f"output is a directory: {target}")
+        kind = special_kind(target)
+        if kind in WRITTEN_INTO:
+            return self._open_into(target, fmt)
+        if kind is not None:
+            other = "" if kind == "a directory" else " (an output is a file, a named pipe or a character device such as /dev/null)"
+            raise UsageError(f"output is {kind}: {target}{other}")
         if os.path.lexists(target) and not overwrite:
             link = f"a symlink to {os.readlink(target)}; " if target.is_symlink() else ""
             raise UsageError(f"output exists: {target} ({link}pass --overwrite to replace it)")
@@ -410,9 +427,33 @@ class Writer:
             self._remove_temp()
             raise
 
-    def _av_open(self, file: Any, fmt: str, name: str) -> av.container.OutputContainer:
+    def _open_into(self, target: Path, fmt: str) -> av.container.OutputContainer:
+        """Write straight into a named pipe or a character device: nothing there is replaced, and
+        there is no file to rename. A named pipe waits here for its reader, as with ffmpeg."""
         try:
-            options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") or str(name).lower().endswith((".mp4", ".mov", ".m4v")) else {}
+            self._sink = os.fdopen(os.open(target, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC), "wb")
+        except OSError as exc:
+            raise UsageError(f"cannot write to {target}: {exc.strerror or exc}") from None
+        try:
+            if self._sink.isatty():
+                raise UsageError(f"output is a terminal: {target}; send the video into a pipe or a file")
+            return self._av_open(self._sink, fmt, str(target), seekable=False)
+        except BaseException:
+            self._close_sink()
+            raise
+
+    def _av_open(self, file: Any, fmt: str, name: str, seekable: bool = True) -> av.container.OutputContainer:
+        """seekable: False for standard output, a named pipe or a device, where nothing written
+        can be gone back to (as /dev/null seeks but reads nothing back)."""
+        try:
+            options = {}
+            if fmt in MOV_MUXERS and not seekable:
+                options["movflags"] = FRAGMENTED
+                kind = "MOV" if fmt == "mov" else "MP4"
+                self.left_out.append(f"a regular {kind}'s index ({name} cannot seek back to write it; written as fragmented "
+                                     f"{kind} with movflags {FRAGMENTED}, which players read as it arrives)")
+            elif fmt in MOV_MUXERS:
+                options["movflags"] = "+faststart"
             if fmt in CONSTANT_RATE_FORMATS:
                 options["strict"] = "-1"  # Y4M's deeper than 8-bit formats are FFmpeg's extension (x265 --y4m reads them)
             return av.open(file, "w", format=fmt, options=options)
@@ -547,6 +588,7 @@ class Writer:
             self._mux(self._encoded(None))
             self.container.close()
             self._closed = True
+            self._close_sink()
         except BaseException:
             self.abort()
             raise
@@ -562,7 +604,16 @@ class Writer:
                 self.container.close()
             except Exception:  # the file is being thrown away; its trailer does not matter
                 pass
+        self._close_sink()
         self._remove_temp()
+
+    def _close_sink(self) -> None:
+        if self._sink is not None:
+            try:
+                self._sink.close()
+            except OSError:  # the pipe's reader went away: nothing is left to tell it
+                pass
+            self._sink = None
 
     def _remove_temp(self) -> None:
         if self.temp is not None:
