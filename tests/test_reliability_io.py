@@ -1,8 +1,8 @@
 """Outputs that are not plain files, and what the output keeps of unusual sources (issue 31):
 special files at OUTPUT are written into or refused, never replaced; a symlink at OUTPUT, even a
-dangling one, is an existing output; MP4 into a pipe is fragmented. Tiny clips; an identity
-engine where the model does not matter, the tiny model where the command line is the point. CPU
-only."""
+dangling one, is an existing output; MP4 into a pipe is fragmented; VP9 alpha in WebM gets its
+note. Tiny clips; an identity engine where the model does not matter, the tiny model where the
+command line is the point. CPU only."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from tests.conftest import REPO
-from tests.media import make_clip, packets, video_times
+from tests.media import copy_through, make_clip, packets, video_times
 from tests.test_batch import settings  # noqa: F401 (a fixture)
 from vsdeblur.batch import run_batch
 from vsdeblur.errors import UsageError
@@ -174,6 +175,39 @@ def test_batch_takes_a_dangling_symlink_for_an_existing_output(tmp_path, setting
     assert (out / "c.mkv").is_symlink()
     assert run_batch([str(clip)], out, settings(), overwrite=True).ok
     assert not (out / "c.mkv").is_symlink() and len(video_times(out / "c.mkv")) == 2
+
+
+# ---- 4: VP9 alpha in WebM ---------------------------------------------------------------------
+
+
+def vp9_alpha_clip(path: Path) -> Path:
+    """VP9 with an alpha channel in WebM, as libvpx-vp9 writes yuva420p: the alpha travels beside
+    the picture (Matroska BlockAdditions) and the track says ALPHA_MODE=1. FFmpeg's own vp9
+    decoder, the one PyAV uses, ignores it and decodes yuv420p."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libvpx-vp9", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuva420p"
+        for i in range(3):
+            rgba = np.zeros((48, 64, 4), np.uint8)
+            rgba[..., 0], rgba[..., 3] = 200, 60 * i
+            frame = av.VideoFrame.from_ndarray(rgba, format="rgba").reformat(format="yuva420p")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+def test_vp9_alpha_in_webm_is_noted_and_its_tag_dropped(tmp_path):
+    clip = vp9_alpha_clip(tmp_path / "alpha.webm")
+    with av.open(str(clip)) as c:
+        assert c.streams.video[0].metadata.get("alpha_mode") == "1"  # what the source says
+    for name in ("out.webm", "out.mkv"):
+        writer = copy_through(clip, tmp_path / name)
+        assert writer.left_out == ["the alpha channel of the vp9 source (stored beside its yuv420p picture, which FFmpeg's "
+                                   "vp9 decoder does not read; the model restores colour only; the output is opaque)"]
+        with av.open(str(tmp_path / name)) as c:
+            assert "alpha_mode" not in {k.lower() for k in c.streams.video[0].metadata}, c.streams.video[0].metadata
+        assert len(video_times(tmp_path / name)) == 3
 
 
 # ---- 8: MP4 to standard output ------------------------------------------------------------------

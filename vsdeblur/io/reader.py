@@ -10,7 +10,8 @@ from a pipe, e.g. NUT, Matroska, Y4M); `vsdeblur.io.paths` says which is which. 
 the first video stream with frame threading and converts every frame to packed RGB with the
 source's matrix and range (`colour.to_rgb`): uint8 for 8-bit sources, uint16 for deeper ones.
 An alpha channel is not part of those frames, and interlaced frames are converted whole, as
-progressive ones; `info` says both (`alpha`, `field_order`) so that a writer can note them.
+progressive ones; `info` says both (`alpha`, `field_order`) so that a writer can note them,
+also VP8/VP9 alpha in WebM, which FFmpeg's own decoders do not read (`side_alpha`).
 Timestamps are the decoder's, never derived from a frame rate, so variable-frame-rate sources
 keep their exact times.
 
@@ -67,11 +68,14 @@ class VideoInfo:
     # "tt", "bb", "tb" or "bt" (FFmpeg's field orders, as ffprobe names them) for an interlaced
     # stream, "interlaced" when only its frames say so, None for progressive
     field_order: str | None = None
+    # an alpha channel stored beside the picture, which the decoder does not read: VP8/VP9 in
+    # Matroska/WebM (BlockAdditions, the track's ALPHA_MODE=1) decoded by FFmpeg's own decoders
+    side_alpha: bool = False
 
     @property
     def alpha(self) -> bool:
         """Whether the source has an alpha channel (which the RGB frames leave out)."""
-        return any(c.is_alpha for c in av.VideoFormat(self.pix_fmt).components)
+        return self.side_alpha or _has_alpha(av.VideoFormat(self.pix_fmt))
 
 
 # AVFieldOrder: 0 unknown, 1 progressive, then the interlaced orders (coded first, shown first)
@@ -86,6 +90,10 @@ class Frame:
 
     def time(self, time_base: Fraction) -> float:
         return float(self.pts * time_base)
+
+
+def _has_alpha(fmt: av.VideoFormat) -> bool:
+    return any(c.is_alpha for c in fmt.components)
 
 
 def open_input(source: str | Path) -> av.container.InputContainer:
@@ -161,6 +169,7 @@ class Reader:
             hdr=HdrMetadata.from_frame(first),
             lossless=is_lossless(stream),
             field_order=FIELD_ORDERS.get(stream.codec_context.field_order) or ("interlaced" if first.interlaced_frame else None),
+            side_alpha=not _has_alpha(fmt) and any(k.lower() == "alpha_mode" and v == "1" for k, v in stream.metadata.items()),
         )
 
     # ---- decoding --------------------------------------------------------------------------

@@ -75,6 +75,10 @@ Y4M_FORMATS = (*(f"{layout}{depth}" for layout in ("yuv420p", "yuv422p", "yuv444
 # tags that describe the old file or encode rather than the content (Matroska statistics,
 # the old muxer or encoder): the new muxer writes its own
 STALE_TAGS = {"encoder", "duration", "bps", "number_of_frames", "number_of_bytes"}
+# and tags that describe the source's coded video, which the new encode is not: ALPHA_MODE=1
+# marks VP8/VP9 alpha in Matroska/WebM (on the track, or for every track on the file), and the
+# output is opaque
+STALE_VIDEO_TAGS = STALE_TAGS | {"alpha_mode"}
 # what an output may be besides a file: written into as it is, never replaced (a named pipe, or
 # /dev/null); a temporary file and a rename make no sense there
 WRITTEN_INTO = ("a named pipe", "a character device")
@@ -504,8 +508,8 @@ class Writer:
 
     def _add_copies(self, source: Reader, drop: bool) -> None:
         out = self.container
-        out.metadata.update(_fresh_tags(source.container.metadata))
-        self.stream.metadata.update(_fresh_tags(source.stream.metadata))
+        out.metadata.update(_fresh_tags(source.container.metadata, STALE_VIDEO_TAGS))
+        self.stream.metadata.update(_fresh_tags(source.stream.metadata, STALE_VIDEO_TAGS))
         self.stream.disposition = source.stream.disposition
         for stream in source.container.streams:
             if stream is source.stream:
@@ -634,7 +638,10 @@ def _source_notes(video: VideoInfo) -> list[str]:
     """What every output leaves out of such a source, whatever the encoder: its alpha channel
     and its interlacing."""
     notes = []
-    if video.alpha:
+    if video.side_alpha:
+        notes.append(f"the alpha channel of the {video.codec} source (stored beside its {video.pix_fmt} picture, which FFmpeg's "
+                     f"{video.codec} decoder does not read; the model restores colour only; the output is opaque)")
+    elif video.alpha:
         notes.append(f"the alpha channel of the {video.pix_fmt} source (the model restores colour only; the output is opaque)")
     if video.field_order is not None:
         order = "" if video.field_order == "interlaced" else f", field order {video.field_order}"
@@ -666,8 +673,8 @@ def _library_stderr() -> Iterator[list[str]]:
             lines.extend(held.read().decode("utf-8", "replace").splitlines())
 
 
-def _fresh_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in tags.items() if k.lower() not in STALE_TAGS and not k.upper().startswith("_STATISTICS")}
+def _fresh_tags(tags: Mapping[str, str], stale: set[str] = STALE_TAGS) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k.lower() not in stale and not k.upper().startswith("_STATISTICS")}
 
 
 def _describe(stream: av.stream.Stream) -> str:
