@@ -1,8 +1,8 @@
 """Outputs that are not plain files, and what the output keeps of unusual sources (issue 31):
 special files at OUTPUT are written into or refused, never replaced; a symlink at OUTPUT, even a
 dangling one, is an existing output; MP4 into a pipe is fragmented; VP9 alpha in WebM gets its
-note. Tiny clips; an identity engine where the model does not matter, the tiny model where the
-command line is the point. CPU only."""
+note; MP4 chapter tracks are chapters, not streams to refuse. Tiny clips; an identity engine
+where the model does not matter, the tiny model where the command line is the point. CPU only."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -225,3 +226,59 @@ def test_mp4_to_standard_output_is_fragmented_and_decodes_whole(tmp_path, tiny_w
     assert frame_count(done.stdout, out) == 6
     assert video_times(out) == video_times(clip)
     assert [p for p, _ in packets(out, "audio")] == [p for p, _ in packets(clip, "audio")]
+
+
+# ---- 10: MP4 chapters -------------------------------------------------------------------------------
+
+
+def remuxed_mp4(source: Path, target: Path, chapters: bool = True, data_track: bool = False) -> Path:
+    """`source` remuxed to MP4 with two chapters, which FFmpeg stores as a QuickTime text track
+    (read back as a data stream that the demuxer discards), or with a data track (bin_data, as
+    GoPro telemetry) that Matroska cannot hold."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        copies = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        if chapters:
+            dst.set_chapters([{"id": 1, "start": 0, "end": 120, "time_base": Fraction(1, 1000), "metadata": {"title": "one"}},
+                              {"id": 2, "start": 120, "end": 240, "time_base": Fraction(1, 1000), "metadata": {"title": "two"}}])
+        data = dst.add_data_stream("bin_data") if data_track else None
+        for packet in src.demux():
+            if packet.size:
+                packet.stream = copies[packet.stream.index]
+                dst.mux(packet)
+        if data is not None:
+            packet = av.Packet(b"telemetry")
+            packet.stream, packet.pts, packet.dts, packet.time_base = data, 0, 0, Fraction(1, 1000)
+            dst.mux(packet)
+    return target
+
+
+def chapter_titles(path: Path) -> list[tuple[str, float]]:
+    with av.open(str(path)) as c:
+        return [(ch["metadata"]["title"], round(float(ch["start"] * ch["time_base"]), 3)) for ch in c.chapters()]
+
+
+def test_mp4_chapters_are_kept_without_a_word_about_a_stream(tmp_path):
+    clip = remuxed_mp4(make_clip(tmp_path / "in.mkv", frames=6), tmp_path / "chapters.mp4")
+    assert chapter_titles(clip) == [("one", 0.0), ("two", 0.12)]
+    for name, drop in (("out.mkv", False), ("out.mp4", False), ("dropped.mkv", True)):
+        writer = copy_through(clip, tmp_path / name, drop_incompatible=drop)
+        assert writer.left_out == [], writer.left_out
+        assert chapter_titles(tmp_path / name) == [("one", 0.0), ("two", 0.12)]
+        assert packets(tmp_path / name, "audio") == packets(clip, "audio")
+        with av.open(str(tmp_path / name)) as c:
+            assert {s.type for s in c.streams} <= {"video", "audio", "data"}
+            assert [s.type for s in c.streams if s.type != "data"] == ["video", "audio"]
+
+
+def test_a_stream_matroska_cannot_hold_is_not_told_to_write_mkv(tmp_path):
+    clip = remuxed_mp4(make_clip(tmp_path / "in.mkv", frames=3), tmp_path / "data.mp4", chapters=False, data_track=True)
+    with pytest.raises(UsageError) as refused:
+        copy_through(clip, tmp_path / "out.mkv")
+    message = str(refused.value)
+    assert "stream #2 (data, bin_data)" in message and "cannot be stored in matroska" in message, message
+    assert "write MKV" not in message and "--drop-incompatible" in message, message
+    writer = copy_through(clip, tmp_path / "out.mkv", drop_incompatible=True)
+    assert writer.left_out == ["stream #2 (data, bin_data) (matroska cannot store it; --drop-incompatible)"]
+    # where MKV would hold what the output cannot, the line still says so
+    with pytest.raises(UsageError, match=r"subtitle.*cannot be stored in mp4; write MKV, or pass --drop-incompatible"):
+        copy_through(make_clip(tmp_path / "subs.mkv", frames=2, subtitles=True), tmp_path / "out.mp4")

@@ -12,6 +12,8 @@ source's matrix and range (`colour.to_rgb`): uint8 for 8-bit sources, uint16 for
 An alpha channel is not part of those frames, and interlaced frames are converted whole, as
 progressive ones; `info` says both (`alpha`, `field_order`) so that a writer can note them,
 also VP8/VP9 alpha in WebM, which FFmpeg's own decoders do not read (`side_alpha`).
+`chapter_tracks` names the streams that only hold the chapters (MP4's chapter text track),
+which a writer copies as chapters rather than as a stream.
 Timestamps are the decoder's, never derived from a frame rate, so variable-frame-rate sources
 keep their exact times.
 
@@ -80,6 +82,8 @@ class VideoInfo:
 
 # AVFieldOrder: 0 unknown, 1 progressive, then the interlaced orders (coded first, shown first)
 FIELD_ORDERS = {2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+AVDISCARD_ALL = 48  # AVDiscard: how the MOV demuxer marks the chapter text tracks it has read
+MOV_DEMUXER = "mov"  # FFmpeg's one demuxer for MOV, MP4, M4A, 3GP, 3G2 and MJ2
 
 
 @dataclass
@@ -131,6 +135,7 @@ class Reader:
             if not self.container.streams.video:
                 raise UsageError(f"{self.name} has no video stream")
             self.stream = self.container.streams.video[0]
+            self.chapter_tracks = self._chapter_tracks()
             # frame threading decodes several frames at once; times come from pts, not
             # from frame.index (which frame threading gets wrong at the tail)
             self.stream.thread_type = "AUTO" if threads else "SLICE"
@@ -171,6 +176,15 @@ class Reader:
             field_order=FIELD_ORDERS.get(stream.codec_context.field_order) or ("interlaced" if first.interlaced_frame else None),
             side_alpha=not _has_alpha(fmt) and any(k.lower() == "alpha_mode" and v == "1" for k, v in stream.metadata.items()),
         )
+
+    def _chapter_tracks(self) -> frozenset[int]:
+        """The indices of the streams that hold the container's chapters: MP4 and MOV store
+        chapters as a QuickTime text track, which FFmpeg's demuxer reads into `chapters()` and
+        then shows as a data stream that it discards. A writer copies the chapters themselves
+        (`set_chapters`), and the output's muxer makes its own chapter track where it needs one."""
+        if MOV_DEMUXER not in self.container.format.name.split(",") or not self.container.chapters():
+            return frozenset()
+        return frozenset(s.index for s in self.container.streams if s.type == "data" and int(s.discard) == AVDISCARD_ALL)
 
     # ---- decoding --------------------------------------------------------------------------
 

@@ -25,7 +25,8 @@
 - source: a `Reader` whose other streams (audio, subtitles, attachments, data, further video
   streams), chapters and metadata are copied without re-encoding; `copy(packet)` muxes one
   of its packets. Streams the container cannot carry are an error naming the stream, or are
-  dropped when drop_incompatible is set.
+  dropped when drop_incompatible is set (MP4's chapter track is the chapters, copied as
+  such).
 `writer.left_out` lists, one line each, what the output does not keep: the source's alpha
 channel and interlacing, what the pixel format gives up (chroma resolution, bits, exact RGB;
 `vsdeblur.io.formats`), dropped streams, and the HDR10 metadata of a source when the encoder
@@ -512,16 +513,17 @@ class Writer:
         self.stream.metadata.update(_fresh_tags(source.stream.metadata, STALE_VIDEO_TAGS))
         self.stream.disposition = source.stream.disposition
         for stream in source.container.streams:
-            if stream is source.stream:
+            if stream is source.stream or stream.index in source.chapter_tracks:  # chapters: set below
                 continue
             label = _describe(stream)
-            if not self._fits(stream):
+            if not self._fits(stream, out.format.name):
                 if drop:
                     self.left_out.append(f"{label} ({out.format.name} cannot store it; --drop-incompatible)")
                     continue
+                mkv = out.format.name != "matroska" and self._fits(stream, "matroska")
                 raise UsageError(
                     f"{label} of {source.name} cannot be stored in {out.format.name}; "
-                    "write MKV, or pass --drop-incompatible to leave it out"
+                    f"{'write MKV, or pass' if mkv else 'pass'} --drop-incompatible to leave it out"
                 )
             copy = out.add_stream_from_template(stream)
             copy.metadata.update(_fresh_tags(stream.metadata))
@@ -531,10 +533,11 @@ class Writer:
         if chapters:
             out.set_chapters(chapters)
 
-    def _fits(self, stream: av.stream.Stream) -> bool:
-        """Whether the output container takes this stream: try a header in memory."""
+    @staticmethod
+    def _fits(stream: av.stream.Stream, container_format: str) -> bool:
+        """Whether the container format takes this stream: try a header in memory."""
         try:
-            with av.open(io.BytesIO(), "w", format=self.container.format.name) as probe:
+            with av.open(io.BytesIO(), "w", format=container_format) as probe:
                 probe.add_stream_from_template(stream)
                 probe.start_encoding()
             return True
@@ -679,5 +682,8 @@ def _fresh_tags(tags: Mapping[str, str], stale: set[str] = STALE_TAGS) -> dict[s
 
 def _describe(stream: av.stream.Stream) -> str:
     """'stream #2 (subtitle, subrip)' or 'stream #3 (attachment, font.ttf)'."""
-    what = stream.codec_context.name if stream.codec_context is not None else stream.metadata.get("filename", "data")
+    if stream.codec_context is not None:
+        what = stream.codec_context.name
+    else:  # an attachment's file name, else the codec (bin_data, ...)
+        what = stream.metadata.get("filename") or getattr(stream, "name", None) or "data"
     return f"stream #{stream.index} ({stream.type}, {what})"
