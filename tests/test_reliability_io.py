@@ -1,8 +1,9 @@
 """Outputs that are not plain files, and what the output keeps of unusual sources (issue 31):
-special files at OUTPUT are written into or refused, never replaced; a symlink at OUTPUT, even a
-dangling one, is an existing output; MP4 into a pipe is fragmented; VP9 alpha in WebM gets its
-note; MP4 chapter tracks are chapters, not streams to refuse. Tiny clips; an identity engine
-where the model does not matter, the tiny model where the command line is the point. CPU only."""
+special files at OUTPUT are written into or refused, never replaced; a symlink at OUTPUT, even
+a dangling one, is an existing output; MP4 into a pipe is fragmented; a sparse clip's audio stays
+next to its video; VP9 alpha in WebM gets its note; MP4 chapter tracks are chapters, not streams
+to refuse. Tiny clips; an identity engine where the model does not matter, the tiny model where
+the command line is the point. CPU only."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from click.testing import CliRunner
 from tests.conftest import REPO
 from tests.media import copy_through, make_clip, packets, video_times
 from tests.test_batch import settings  # noqa: F401 (a fixture)
+from tests.test_batch_safety import disorder, spread_clip
 from vsdeblur.batch import run_batch
 from vsdeblur.errors import UsageError
 from vsdeblur.stream import main, stream
@@ -209,6 +211,53 @@ def test_vp9_alpha_in_webm_is_noted_and_its_tag_dropped(tmp_path):
         with av.open(str(tmp_path / name)) as c:
             assert "alpha_mode" not in {k.lower() for k in c.streams.video[0].metadata}, c.streams.video[0].metadata
         assert len(video_times(tmp_path / name)) == 3
+
+
+# ---- 5: sparse clips keep their audio next to their video ------------------------------------
+
+
+SPARSE = list(range(0, 60000, 5000))  # 0.2 fps for 60 s, with audio throughout
+
+
+def audio_ahead(path: Path) -> float:
+    """The most audio time (seconds) stored before a video packet that it should follow: how far
+    the audio written so far reaches past the time by which that packet must be decoded. That
+    time is its dts; in Matroska, which stores none, the earliest pts of it and the video packets
+    after it (any of those frames needs it decoded first)."""
+    with av.open(str(path)) as c:
+        stored = [(p.stream.type, p.pts, p.dts, p.time_base) for p in c.demux() if p.size and p.pts is not None]
+    video = [(float(pts * tb), dts if dts is None else float(dts * tb)) for kind, pts, dts, tb in stored if kind == "video"]
+    needed = [dts for _, dts in video]
+    earliest = float("inf")
+    for i in reversed(range(len(video))):
+        earliest = min(earliest, video[i][0])
+        needed[i] = needed[i] if needed[i] is not None else earliest
+    audio_reach, worst, next_video = float("-inf"), 0.0, 0
+    for kind, pts, _, tb in stored:
+        if kind == "audio":
+            audio_reach = max(audio_reach, float(pts * tb))
+        elif kind == "video":
+            worst = max(worst, audio_reach - needed[next_video])
+            next_video += 1
+    return worst
+
+
+def test_a_sparse_clips_audio_stays_next_to_its_video(tmp_path):
+    # x264's default lookahead holds some 40 frames: 200 s of this clip, all of it
+    clip = spread_clip(tmp_path / "sparse.mkv", SPARSE)
+    assert disorder(clip) < 0.1 and audio_ahead(clip) < 0.1
+    for name in ("out.mkv", "out.mp4"):
+        run_stream(clip, tmp_path / name, settings={})  # x264 medium, the default
+        assert audio_ahead(tmp_path / name) < 0.1, name
+        assert video_times(tmp_path / name) == video_times(clip)
+        assert [p for p, _ in packets(tmp_path / name, "audio")] == [p for p, _ in packets(clip, "audio")]
+
+
+def test_a_sparse_clips_join_keeps_its_audio_next_to_its_video(tmp_path, settings):
+    clip = spread_clip(tmp_path / "sparse.mkv", SPARSE)
+    report = run_batch([str(clip)], tmp_path / "out", settings(stage=1, codec="libx264", lossless=False, chunk_frames=4))
+    assert report.ok, report.table()
+    assert audio_ahead(tmp_path / "out" / "sparse.mkv") < 0.1
 
 
 # ---- 8: MP4 to standard output ------------------------------------------------------------------

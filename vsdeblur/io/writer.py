@@ -24,9 +24,10 @@
   codec, crf, lossless, pix_fmt, encoder_preset, encoder_options, format, drop_incompatible.
 - source: a `Reader` whose other streams (audio, subtitles, attachments, data, further video
   streams), chapters and metadata are copied without re-encoding; `copy(packet)` muxes one
-  of its packets. Streams the container cannot carry are an error naming the stream, or are
-  dropped when drop_incompatible is set (MP4's chapter track is the chapters, copied as
-  such).
+  of its packets once the encoded video has reached its time, so that it is stored next to
+  the video of that time whatever the encoder holds back. Streams the container cannot carry
+  are an error naming the stream, or are dropped when drop_incompatible is set (MP4's chapter
+  track is the chapters, copied as such).
 `writer.left_out` lists, one line each, what the output does not keep: the source's alpha
 channel and interlacing, what the pixel format gives up (chroma resolution, bits, exact RGB;
 `vsdeblur.io.formats`), dropped streams, and the HDR10 metadata of a source when the encoder
@@ -48,8 +49,10 @@ import re
 import secrets
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +92,9 @@ WRITTEN_INTO = ("a named pipe", "a character device")
 # starts (AAC's priming: -21 ms) and every time stays exact
 MOV_MUXERS = ("mp4", "mov", "ipod", "3gp", "3g2", "psp", "f4v")
 FRAGMENTED = "frag_keyframe+empty_moov+delay_moov"
+# copied packets held back until the encoder's video has reached their time (see Writer.copy):
+# beyond this many bytes the oldest go to the muxer anyway
+HOLD_LIMIT = 64 << 20
 # Limits that FFmpeg's option tables leave open: x264 and x265 take a CRF up to 51 (x264
 # clips a higher one to 51 without a word, x265 refuses it), and their speed presets are
 # free text there
@@ -387,6 +393,9 @@ class Writer:
             self.left_out.append(f"the HDR10 mastering display and light levels ({self.encoder['codec']} cannot "
                                  f"store them; {', '.join(HDR_SYNTAX)} can)")
         self._copies: dict[int, av.stream.Stream] = {}  # source stream index -> output stream
+        self._held: deque[tuple[Fraction | None, av.Packet]] = deque()  # copied packets, with their time (s)
+        self._held_bytes = 0
+        self._video_time: Fraction | None = None  # the dts (s) of the last video packet muxed
         self._sink: io.BufferedWriter | None = None  # a named pipe or device opened here
         self._closed = False
         self.container = self._open(container_format, overwrite)
@@ -551,7 +560,7 @@ class Writer:
         frame = from_rgb(rgb, self.video.colour, self.encoder["pix_fmt"])
         frame.pts = pts if self.time_base == self.video.time_base else round(pts * self.video.time_base / self.time_base)
         frame.time_base = self.time_base
-        self._mux(self._encoded(frame))
+        self._mux_video(self._encoded(frame))
 
     def _encoded(self, frame: av.VideoFrame | None) -> list[av.Packet]:
         try:
@@ -575,10 +584,41 @@ class Writer:
         return packets
 
     def copy(self, packet: av.Packet) -> None:
-        """Mux a packet of one of the source's other streams unchanged (dropped streams: ignored)."""
+        """Mux a packet of one of the source's other streams unchanged (dropped streams: ignored).
+
+        It waits here until the encoder's video has reached its time: an encoder holds frames
+        back (x264's lookahead: 40 frames), and a sparse clip's 40 frames can span minutes, more
+        than FFmpeg's interleaver waits (10 s), so that the audio would be stored far ahead of
+        its video. Held back instead, every packet reaches the muxer next to the video of its
+        time, however sparse the frames or deep the encoder's lookahead."""
         copy = self._copies.get(packet.stream.index)
-        if copy is not None:
-            packet.stream = copy
+        if copy is None:
+            return
+        when = packet.dts if packet.dts is not None else packet.pts
+        time = when * packet.time_base if when is not None and packet.time_base else None
+        packet.stream = copy
+        self._held.append((time, packet))
+        self._held_bytes += packet.size
+        self._release()
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        """Mux encoded video packets one by one, each followed by the copied packets up to its time."""
+        for packet in packets:
+            when = packet.dts if packet.dts is not None else packet.pts  # before muxing, which rescales it
+            self._mux([packet])
+            if when is not None:
+                self._video_time = when * self.time_base
+            self._release()
+
+    def _release(self, everything: bool = False) -> None:
+        """Mux the held packets whose time the video has reached (all of them at the end)."""
+        while self._held:
+            time, packet = self._held[0]
+            due = time is None or (self._video_time is not None and time <= self._video_time)
+            if not (everything or due or self._held_bytes > HOLD_LIMIT):
+                return
+            self._held.popleft()
+            self._held_bytes -= packet.size
             self._mux([packet])
 
     def _mux(self, packets: list[av.Packet]) -> None:
@@ -592,7 +632,8 @@ class Writer:
         if self._closed:
             return
         try:
-            self._mux(self._encoded(None))
+            self._mux_video(self._encoded(None))
+            self._release(everything=True)
             self.container.close()
             self._closed = True
             self._close_sink()
@@ -611,6 +652,7 @@ class Writer:
                 self.container.close()
             except Exception:  # the file is being thrown away; its trailer does not matter
                 pass
+        self._held.clear()
         self._close_sink()
         self._remove_temp()
 
