@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from vsdeblur.batch.executors import Task, default_workers, run_local, run_ray
 from vsdeblur.batch.manifest import MANIFEST, STATE_DIR, Manifest, damage_reported, output_stamp
 from vsdeblur.batch.plan import Source, check_template, discover, fingerprint, output_paths, packet_index, plan_chunks
-from vsdeblur.batch.work import DiskFull, disk_full
+from vsdeblur.batch.work import DiskFull, disk_full, refuse_special
 from vsdeblur.config import BATCH, ENCODE, ENGINE
 from vsdeblur.engine.window import chosen_stage, window_radius
 from vsdeblur.errors import UsageError
@@ -130,6 +130,8 @@ def run_batch(
         raise UsageError(f"several inputs would be written to {clashes[0]}; use {{dir}} or {{ext}} in the name template")
     if any(target == s.path for s in sources for target in [targets[s.path]]):
         raise UsageError("an output would overwrite its own input; choose another output root or name template")
+    for target in sorted(targets.values()):
+        refuse_special(target)
     stamps = {target: output_stamp(target) for target in targets.values()}
     foreign = sorted(t for t, stamp in stamps.items() if stamp is not None and stamp != owned.get(t))
     if foreign and not overwrite:

@@ -11,6 +11,7 @@ exists but whose row does not say so yet (killed between the two) is adopted, no
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -103,9 +104,10 @@ class FileRow:
 
 def output_stamp(path: Path) -> str | None:
     """Identifies one file (inode, size, modification time; a rename keeps all three), so that
-    the job knows an output it wrote from a file someone else put there. None: no such file."""
+    the job knows an output it wrote from a file someone else put there. None: nothing there. A
+    symlink is stamped itself, whatever it points at (a dangling one is an existing output too)."""
     try:
-        stat = Path(path).stat()
+        stat = os.lstat(path)
     except FileNotFoundError:
         return None
     return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"

@@ -101,7 +101,9 @@ def output_path(root: Path, source: Source, template: str) -> Path:
     if candidate.is_absolute() or ".." in candidate.parts or not candidate.name or candidate.name in (".", ".."):
         raise UsageError(f"name template {template!r} gives {name!r} for {rel}, which is outside the output root")
     root = root.resolve()
-    path = (root / candidate).resolve()
+    # the folder resolved, the name kept: a symlink at the output's name is an existing output
+    # (replaced only with --overwrite), not a way to write somewhere else
+    path = (root / candidate).parent.resolve() / candidate.name
     if not path.is_relative_to(root) or path == root:
         link = _link_out_of(root, candidate)
         if link is not None:  # the template gave a name inside the root; a link there leads out

@@ -28,6 +28,7 @@ from vsdeblur.config import EngineSettings
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
 from vsdeblur.io import Frame, Reader, Writer
+from vsdeblur.io.paths import special_kind
 from vsdeblur.threads import background
 
 
@@ -48,9 +49,19 @@ def disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+def refuse_special(output: Path) -> None:
+    """A job moves finished files into place: a directory, named pipe, device or socket at an
+    output's name is refused, never replaced, even with --overwrite (a symlink is a name)."""
+    kind = special_kind(output, follow=False)
+    if kind is not None:
+        raise UsageError(f"output is {kind}: {output}; vsdeblur batch writes regular files and replaces nothing else, "
+                         "even with --overwrite (vsdeblur-stream writes into a named pipe or a device)")
+
+
 def refuse_existing(output: Path, owned_stamp: str | None, overwrite: bool) -> None:
     """The rule every vsdeblur writer follows: an existing file is replaced only when asked to
     (--overwrite), or when it is the file this job wrote there itself (its stamp in the manifest)."""
+    refuse_special(output)
     stamp = output_stamp(output)
     if stamp is not None and not overwrite and stamp != owned_stamp:
         raise UsageError(f"output exists: {output} (pass --overwrite to replace it)")

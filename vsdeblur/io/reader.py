@@ -10,7 +10,10 @@ from a pipe, e.g. NUT, Matroska, Y4M); `vsdeblur.io.paths` says which is which. 
 the first video stream with frame threading and converts every frame to packed RGB with the
 source's matrix and range (`colour.to_rgb`): uint8 for 8-bit sources, uint16 for deeper ones.
 An alpha channel is not part of those frames, and interlaced frames are converted whole, as
-progressive ones; `info` says both (`alpha`, `field_order`) so that a writer can note them.
+progressive ones; `info` says both (`alpha`, `field_order`) so that a writer can note them,
+also VP8/VP9 alpha in WebM, which FFmpeg's own decoders do not read (`side_alpha`).
+`chapter_tracks` names the streams that only hold the chapters (MP4's chapter text track),
+which a writer copies as chapters rather than as a stream.
 Timestamps are the decoder's, never derived from a frame rate, so variable-frame-rate sources
 keep their exact times.
 
@@ -67,15 +70,20 @@ class VideoInfo:
     # "tt", "bb", "tb" or "bt" (FFmpeg's field orders, as ffprobe names them) for an interlaced
     # stream, "interlaced" when only its frames say so, None for progressive
     field_order: str | None = None
+    # an alpha channel stored beside the picture, which the decoder does not read: VP8/VP9 in
+    # Matroska/WebM (BlockAdditions, the track's ALPHA_MODE=1) decoded by FFmpeg's own decoders
+    side_alpha: bool = False
 
     @property
     def alpha(self) -> bool:
         """Whether the source has an alpha channel (which the RGB frames leave out)."""
-        return any(c.is_alpha for c in av.VideoFormat(self.pix_fmt).components)
+        return self.side_alpha or _has_alpha(av.VideoFormat(self.pix_fmt))
 
 
 # AVFieldOrder: 0 unknown, 1 progressive, then the interlaced orders (coded first, shown first)
 FIELD_ORDERS = {2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+AVDISCARD_ALL = 48  # AVDiscard: how the MOV demuxer marks the chapter text tracks it has read
+MOV_DEMUXER = "mov"  # FFmpeg's one demuxer for MOV, MP4, M4A, 3GP, 3G2 and MJ2
 
 
 @dataclass
@@ -86,6 +94,10 @@ class Frame:
 
     def time(self, time_base: Fraction) -> float:
         return float(self.pts * time_base)
+
+
+def _has_alpha(fmt: av.VideoFormat) -> bool:
+    return any(c.is_alpha for c in fmt.components)
 
 
 def open_input(source: str | Path) -> av.container.InputContainer:
@@ -123,6 +135,7 @@ class Reader:
             if not self.container.streams.video:
                 raise UsageError(f"{self.name} has no video stream")
             self.stream = self.container.streams.video[0]
+            self.chapter_tracks = self._chapter_tracks()
             # frame threading decodes several frames at once; times come from pts, not
             # from frame.index (which frame threading gets wrong at the tail)
             self.stream.thread_type = "AUTO" if threads else "SLICE"
@@ -161,7 +174,17 @@ class Reader:
             hdr=HdrMetadata.from_frame(first),
             lossless=is_lossless(stream),
             field_order=FIELD_ORDERS.get(stream.codec_context.field_order) or ("interlaced" if first.interlaced_frame else None),
+            side_alpha=not _has_alpha(fmt) and any(k.lower() == "alpha_mode" and v == "1" for k, v in stream.metadata.items()),
         )
+
+    def _chapter_tracks(self) -> frozenset[int]:
+        """The indices of the streams that hold the container's chapters: MP4 and MOV store
+        chapters as a QuickTime text track, which FFmpeg's demuxer reads into `chapters()` and
+        then shows as a data stream that it discards. A writer copies the chapters themselves
+        (`set_chapters`), and the output's muxer makes its own chapter track where it needs one."""
+        if MOV_DEMUXER not in self.container.format.name.split(",") or not self.container.chapters():
+            return frozenset()
+        return frozenset(s.index for s in self.container.streams if s.type == "data" and int(s.discard) == AVDISCARD_ALL)
 
     # ---- decoding --------------------------------------------------------------------------
 

@@ -12,15 +12,22 @@
   names follow `vsdeblur.io.paths` (colons are fine; URLs are refused).
   A path is written to a hidden temporary file beside it (`.NAME.XXXX.part.EXT`), renamed
   onto the target by `close()`; `abort()` (or leaving the `with` block by an exception)
-  removes it. An existing target is refused unless overwrite=True. The container format,
-  encoder and options are checked, and the encoder is opened, before any frame is written.
+  removes it. An existing target, a symlink too (even one to nothing), is refused unless
+  overwrite=True, which replaces the name (a symlink, not what it points at). A named pipe or
+  a character device (/dev/null) at the target, or a symlink to one, is written into as it is,
+  never replaced; a directory, block device or socket is refused. Standard output, a pipe and
+  a device cannot seek: MP4 and MOV go there fragmented (a line in `left_out` says so). The
+  container format, encoder and options are checked, and the encoder is opened, before any
+  frame is written.
 - video: the source's `VideoInfo`; its time base, colour tags and rotation are reproduced.
 - settings: ENCODE options (`vsdeblur.config.ENCODE`; missing keys take their defaults):
   codec, crf, lossless, pix_fmt, encoder_preset, encoder_options, format, drop_incompatible.
 - source: a `Reader` whose other streams (audio, subtitles, attachments, data, further video
   streams), chapters and metadata are copied without re-encoding; `copy(packet)` muxes one
-  of its packets. Streams the container cannot carry are an error naming the stream, or are
-  dropped when drop_incompatible is set.
+  of its packets once the encoded video has reached its time, so that it is stored next to
+  the video of that time whatever the encoder holds back. Streams the container cannot carry
+  are an error naming the stream, or are dropped when drop_incompatible is set (MP4's chapter
+  track is the chapters, copied as such).
 `writer.left_out` lists, one line each, what the output does not keep: the source's alpha
 channel and interlacing, what the pixel format gives up (chroma resolution, bits, exact RGB;
 `vsdeblur.io.formats`), dropped streams, and the HDR10 metadata of a source when the encoder
@@ -42,8 +49,10 @@ import re
 import secrets
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +63,7 @@ from vsdeblur.config import ENCODE
 from vsdeblur.errors import UsageError
 from vsdeblur.io.colour import HDR_SYNTAX, from_rgb
 from vsdeblur.io.formats import Layout, choose, loss
-from vsdeblur.io.paths import PIPE, ffmpeg_name, is_url
+from vsdeblur.io.paths import PIPE, ffmpeg_name, is_url, special_kind
 from vsdeblur.io.reader import Reader, VideoInfo
 
 __all__ = ["Writer", "encoder_settings", "names_a_rate", "output_format"]
@@ -70,6 +79,22 @@ Y4M_FORMATS = (*(f"{layout}{depth}" for layout in ("yuv420p", "yuv422p", "yuv444
 # tags that describe the old file or encode rather than the content (Matroska statistics,
 # the old muxer or encoder): the new muxer writes its own
 STALE_TAGS = {"encoder", "duration", "bps", "number_of_frames", "number_of_bytes"}
+# and tags that describe the source's coded video, which the new encode is not: ALPHA_MODE=1
+# marks VP8/VP9 alpha in Matroska/WebM (on the track, or for every track on the file), and the
+# output is opaque
+STALE_VIDEO_TAGS = STALE_TAGS | {"alpha_mode"}
+# what an output may be besides a file: written into as it is, never replaced (a named pipe, or
+# /dev/null); a temporary file and a rename make no sense there
+WRITTEN_INTO = ("a named pipe", "a character device")
+# FFmpeg's MOV-family muxers: their index (moov) is written at the end, and moved to the front
+# (+faststart) of a file; an output that cannot seek gets fragmented MP4 instead, its index
+# written once the first fragment is cut (delay_moov), so that it records where each track
+# starts (AAC's priming: -21 ms) and every time stays exact
+MOV_MUXERS = ("mp4", "mov", "ipod", "3gp", "3g2", "psp", "f4v")
+FRAGMENTED = "frag_keyframe+empty_moov+delay_moov"
+# copied packets held back until the encoder's video has reached their time (see Writer.copy):
+# beyond this many bytes the oldest go to the muxer anyway
+HOLD_LIMIT = 64 << 20
 # Limits that FFmpeg's option tables leave open: x264 and x265 take a CRF up to 51 (x264
 # clips a higher one to 51 without a word, x265 refuses it), and their speed presets are
 # free text there
@@ -391,6 +416,10 @@ class Writer:
             self.left_out.append(f"the HDR10 mastering display and light levels ({self.encoder['codec']} cannot "
                                  f"store them; {', '.join(HDR_SYNTAX)} can)")
         self._copies: dict[int, av.stream.Stream] = {}  # source stream index -> output stream
+        self._held: deque[tuple[Fraction | None, av.Packet]] = deque()  # copied packets, with their time (s)
+        self._held_bytes = 0
+        self._video_time: Fraction | None = None  # the dts (s) of the last video packet muxed
+        self._sink: io.BufferedWriter | None = None  # a named pipe or device opened here
         self._closed = False
         self.container = self._open(container_format, overwrite)
         try:
@@ -408,12 +437,17 @@ class Writer:
         if self.to_stdout:
             if sys.stdout.isatty():
                 raise UsageError("standard output is a terminal; send the video into a pipe or a file")
-            return self._av_open(sys.stdout.buffer, fmt, "standard output")
+            return self._av_open(sys.stdout.buffer, fmt, "standard output", seekable=False)
         target = self.target
-        if target.is_dir():
-            raise UsageError(f"output is a directory: {target}")
-        if target.exists() and not overwrite:
-            raise UsageError(f"output exists: {target} (pass --overwrite to replace it)")
+        kind = special_kind(target)
+        if kind in WRITTEN_INTO:
+            return self._open_into(target, fmt)
+        if kind is not None:
+            other = "" if kind == "a directory" else " (an output is a file, a named pipe or a character device such as /dev/null)"
+            raise UsageError(f"output is {kind}: {target}{other}")
+        if os.path.lexists(target) and not overwrite:
+            link = f"a symlink to {os.readlink(target)}; " if target.is_symlink() else ""
+            raise UsageError(f"output exists: {target} ({link}pass --overwrite to replace it)")
         if not target.parent.is_dir():
             raise UsageError(f"output directory does not exist: {target.parent}")
         # hidden, unique, beside the target (same file system, so the final rename is atomic);
@@ -430,9 +464,33 @@ class Writer:
             self._remove_temp()
             raise
 
-    def _av_open(self, file: Any, fmt: str, name: str) -> av.container.OutputContainer:
+    def _open_into(self, target: Path, fmt: str) -> av.container.OutputContainer:
+        """Write straight into a named pipe or a character device: nothing there is replaced, and
+        there is no file to rename. A named pipe waits here for its reader, as with ffmpeg."""
         try:
-            options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") or str(name).lower().endswith((".mp4", ".mov", ".m4v")) else {}
+            self._sink = os.fdopen(os.open(target, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC), "wb")
+        except OSError as exc:
+            raise UsageError(f"cannot write to {target}: {exc.strerror or exc}") from None
+        try:
+            if self._sink.isatty():
+                raise UsageError(f"output is a terminal: {target}; send the video into a pipe or a file")
+            return self._av_open(self._sink, fmt, str(target), seekable=False)
+        except BaseException:
+            self._close_sink()
+            raise
+
+    def _av_open(self, file: Any, fmt: str, name: str, seekable: bool = True) -> av.container.OutputContainer:
+        """seekable: False for standard output, a named pipe or a device, where nothing written
+        can be gone back to (as /dev/null seeks but reads nothing back)."""
+        try:
+            options = {}
+            if fmt in MOV_MUXERS and not seekable:
+                options["movflags"] = FRAGMENTED
+                kind = "MOV" if fmt == "mov" else "MP4"
+                self.left_out.append(f"a regular {kind}'s index ({name} cannot seek back to write it; written as fragmented "
+                                     f"{kind} with movflags {FRAGMENTED}, which players read as it arrives)")
+            elif fmt in MOV_MUXERS:
+                options["movflags"] = "+faststart"
             if fmt in CONSTANT_RATE_FORMATS:
                 options["strict"] = "-1"  # Y4M's deeper than 8-bit formats are FFmpeg's extension (x265 --y4m reads them)
             return av.open(file, "w", format=fmt, options=options)
@@ -483,20 +541,21 @@ class Writer:
 
     def _add_copies(self, source: Reader, drop: bool) -> None:
         out = self.container
-        out.metadata.update(_fresh_tags(source.container.metadata))
-        self.stream.metadata.update(_fresh_tags(source.stream.metadata))
+        out.metadata.update(_fresh_tags(source.container.metadata, STALE_VIDEO_TAGS))
+        self.stream.metadata.update(_fresh_tags(source.stream.metadata, STALE_VIDEO_TAGS))
         self.stream.disposition = source.stream.disposition
         for stream in source.container.streams:
-            if stream is source.stream:
+            if stream is source.stream or stream.index in source.chapter_tracks:  # chapters: set below
                 continue
             label = _describe(stream)
-            if not self._fits(stream):
+            if not self._fits(stream, out.format.name):
                 if drop:
                     self.left_out.append(f"{label} ({out.format.name} cannot store it; --drop-incompatible)")
                     continue
+                mkv = out.format.name != "matroska" and self._fits(stream, "matroska")
                 raise UsageError(
                     f"{label} of {source.name} cannot be stored in {out.format.name}; "
-                    "write MKV, or pass --drop-incompatible to leave it out"
+                    f"{'write MKV, or pass' if mkv else 'pass'} --drop-incompatible to leave it out"
                 )
             copy = out.add_stream_from_template(stream)
             copy.metadata.update(_fresh_tags(stream.metadata))
@@ -506,10 +565,11 @@ class Writer:
         if chapters:
             out.set_chapters(chapters)
 
-    def _fits(self, stream: av.stream.Stream) -> bool:
-        """Whether the output container takes this stream: try a header in memory."""
+    @staticmethod
+    def _fits(stream: av.stream.Stream, container_format: str) -> bool:
+        """Whether the container format takes this stream: try a header in memory."""
         try:
-            with av.open(io.BytesIO(), "w", format=self.container.format.name) as probe:
+            with av.open(io.BytesIO(), "w", format=container_format) as probe:
                 probe.add_stream_from_template(stream)
                 probe.start_encoding()
             return True
@@ -523,7 +583,7 @@ class Writer:
         frame = from_rgb(rgb, self.video.colour, self.encoder["pix_fmt"])
         frame.pts = pts if self.time_base == self.video.time_base else round(pts * self.video.time_base / self.time_base)
         frame.time_base = self.time_base
-        self._mux(self._encoded(frame))
+        self._mux_video(self._encoded(frame))
 
     def _encoded(self, frame: av.VideoFrame | None) -> list[av.Packet]:
         try:
@@ -547,10 +607,41 @@ class Writer:
         return packets
 
     def copy(self, packet: av.Packet) -> None:
-        """Mux a packet of one of the source's other streams unchanged (dropped streams: ignored)."""
+        """Mux a packet of one of the source's other streams unchanged (dropped streams: ignored).
+
+        It waits here until the encoder's video has reached its time: an encoder holds frames
+        back (x264's lookahead: 40 frames), and a sparse clip's 40 frames can span minutes, more
+        than FFmpeg's interleaver waits (10 s), so that the audio would be stored far ahead of
+        its video. Held back instead, every packet reaches the muxer next to the video of its
+        time, however sparse the frames or deep the encoder's lookahead."""
         copy = self._copies.get(packet.stream.index)
-        if copy is not None:
-            packet.stream = copy
+        if copy is None:
+            return
+        when = packet.dts if packet.dts is not None else packet.pts
+        time = when * packet.time_base if when is not None and packet.time_base else None
+        packet.stream = copy
+        self._held.append((time, packet))
+        self._held_bytes += packet.size
+        self._release()
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        """Mux encoded video packets one by one, each followed by the copied packets up to its time."""
+        for packet in packets:
+            when = packet.dts if packet.dts is not None else packet.pts  # before muxing, which rescales it
+            self._mux([packet])
+            if when is not None:
+                self._video_time = when * self.time_base
+            self._release()
+
+    def _release(self, everything: bool = False) -> None:
+        """Mux the held packets whose time the video has reached (all of them at the end)."""
+        while self._held:
+            time, packet = self._held[0]
+            due = time is None or (self._video_time is not None and time <= self._video_time)
+            if not (everything or due or self._held_bytes > HOLD_LIMIT):
+                return
+            self._held.popleft()
+            self._held_bytes -= packet.size
             self._mux([packet])
 
     def _mux(self, packets: list[av.Packet]) -> None:
@@ -564,9 +655,11 @@ class Writer:
         if self._closed:
             return
         try:
-            self._mux(self._encoded(None))
+            self._mux_video(self._encoded(None))
+            self._release(everything=True)
             self.container.close()
             self._closed = True
+            self._close_sink()
         except BaseException:
             self.abort()
             raise
@@ -582,7 +675,17 @@ class Writer:
                 self.container.close()
             except Exception:  # the file is being thrown away; its trailer does not matter
                 pass
+        self._held.clear()
+        self._close_sink()
         self._remove_temp()
+
+    def _close_sink(self) -> None:
+        if self._sink is not None:
+            try:
+                self._sink.close()
+            except OSError:  # the pipe's reader went away: nothing is left to tell it
+                pass
+            self._sink = None
 
     def _remove_temp(self) -> None:
         if self.temp is not None:
@@ -603,7 +706,10 @@ def _source_notes(video: VideoInfo) -> list[str]:
     """What every output leaves out of such a source, whatever the encoder: its alpha channel
     and its interlacing."""
     notes = []
-    if video.alpha:
+    if video.side_alpha:
+        notes.append(f"the alpha channel of the {video.codec} source (stored beside its {video.pix_fmt} picture, which FFmpeg's "
+                     f"{video.codec} decoder does not read; the model restores colour only; the output is opaque)")
+    elif video.alpha:
         notes.append(f"the alpha channel of the {video.pix_fmt} source (the model restores colour only; the output is opaque)")
     if video.field_order is not None:
         order = "" if video.field_order == "interlaced" else f", field order {video.field_order}"
@@ -635,11 +741,14 @@ def _library_stderr() -> Iterator[list[str]]:
             lines.extend(held.read().decode("utf-8", "replace").splitlines())
 
 
-def _fresh_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in tags.items() if k.lower() not in STALE_TAGS and not k.upper().startswith("_STATISTICS")}
+def _fresh_tags(tags: Mapping[str, str], stale: set[str] = STALE_TAGS) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k.lower() not in stale and not k.upper().startswith("_STATISTICS")}
 
 
 def _describe(stream: av.stream.Stream) -> str:
     """'stream #2 (subtitle, subrip)' or 'stream #3 (attachment, font.ttf)'."""
-    what = stream.codec_context.name if stream.codec_context is not None else stream.metadata.get("filename", "data")
+    if stream.codec_context is not None:
+        what = stream.codec_context.name
+    else:  # an attachment's file name, else the codec (bin_data, ...)
+        what = stream.metadata.get("filename") or getattr(stream, "name", None) or "data"
     return f"stream #{stream.index} ({stream.type}, {what})"
