@@ -193,3 +193,37 @@ def test_presets_are_data_and_unknown_ones_are_refused():
         build_model("huge", 1)
     with pytest.raises(UsageError, match="stage must be 1 or 2"):
         build_model("tiny", 3)
+
+
+def test_the_shipped_stage1_reading_the_prior_computes_what_it_did():
+    from vsdeblur.models.stage1 import PRIOR_CHANNELS
+    from vsdeblur.weights import resolve_weights
+
+    shipped = resolve_weights(None).build(1)
+    taking = shipped.with_prior()
+    assert taking.cfg.prior and taking.head.weight.shape[1] == 3 + len(PRIOR_CHANNELS)
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 48, 64) * 2 - 1
+    wild = torch.randn(1, len(PRIOR_CHANNELS), 48, 64) * 10  # whatever the prior holds
+    with torch.no_grad():
+        assert torch.equal(shipped(x), taking(x, wild))
+        assert torch.equal(fold_scales(shipped)(x), fold_scales(taking)(x, wild))
+    with pytest.raises(ValueError, match="takes the prior"):
+        taking(x)
+    with pytest.raises(ValueError, match="takes the prior"):
+        shipped(x, wild)
+
+
+def test_a_preset_reading_the_prior_travels_in_the_weights_header(tmp_path):
+    import dataclasses
+
+    from vsdeblur.models.presets import Preset
+    from vsdeblur.weights import read_weights, save_weights
+
+    tiny = get_preset("tiny")
+    preset = dataclasses.replace(tiny, stage1=dataclasses.replace(tiny.stage1, prior=True))
+    path = save_weights(tmp_path / "prior.safetensors", preset, {1: build_model(tiny, 1).with_prior()}, recipe={})
+    loaded = read_weights(path)
+    assert loaded.preset.stage1.prior and loaded.build(1).cfg.prior
+    # headers written before the prior existed say nothing of it: such a stage 1 is blind
+    assert Preset.from_dict({**tiny.to_dict(), "stage1": {k: v for k, v in tiny.to_dict()["stage1"].items() if k != "prior"}}).stage1.prior is False

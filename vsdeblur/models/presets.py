@@ -26,6 +26,7 @@ class Stage1Config:
     up_width: int = 128
     tail_width: int = 64
     downsample: bool = True  # False: the paper's "future work", full resolution throughout
+    prior: bool = False  # also reads the motion prior (stage1.PRIOR_CHANNELS) beside the blurred frame
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ STAGE1_BOUNDS = {
     "blocks": Bound(high=256),
     "rates": Bound(high=64, length=(1, 8)),
     "downsample": Bound(flag=True),
+    "prior": Bound(flag=True),
 }
 STAGE2_BOUNDS = {
     "radius": Bound(low=0, high=16),

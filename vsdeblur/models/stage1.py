@@ -3,6 +3,10 @@
 One stride-2 downsampling, a stack of atrous residual blocks whose parallel dilations 1..4
 cover an 11x11 neighbourhood without holes, one x2 upsampling, and a global residual: the
 network predicts what to add to the blurred input.
+
+A stage 1 whose preset says `prior` also reads, beside the blurred frame, what the video tells
+of its blur (PRIOR_CHANNELS): a deconvolution of the frame by the blur its neighbours' motion
+predicts, that blur as a vector field and the field's confidence. They enter at the head only.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from vsdeblur.models.presets import Stage1Config
 # about 250 away from its input on the [-1, 1] scale, `small` (6 blocks) about 0.5. At 0.1 the
 # stack starts near the identity at any depth, as the output layer already does.
 BRANCH_GAIN = 0.1
+
+# the prior's channels, in this order: the deconvolved frame (RGB in [-1, 1]), the blur vector
+# (dx, dy: the exposure's chord in pixels) and its confidence (0..1)
+PRIOR_CHANNELS = ("prior_r", "prior_g", "prior_b", "blur_dx", "blur_dy", "confidence")
 
 
 class AtrousBlock(nn.Module):
@@ -41,7 +49,7 @@ class AtrousNet(nn.Module):
     def __init__(self, cfg: Stage1Config) -> None:
         super().__init__()
         self.cfg = cfg
-        self.head = ScaledConv(3, cfg.head_width, cfg.head_kernel)
+        self.head = ScaledConv(3 + len(PRIOR_CHANNELS) * cfg.prior, cfg.head_width, cfg.head_kernel)
         self.down = ScaledConv(cfg.head_width, cfg.down_width, 3, stride=2 if cfg.downsample else 1)
         widths = [cfg.down_width] + [cfg.block_width] * cfg.blocks
         self.blocks = nn.Sequential(*(AtrousBlock(w_in, cfg.block_width, cfg.rates) for w_in in widths[:-1]))
@@ -79,9 +87,24 @@ class AtrousNet(nn.Module):
         _embed(wide.out, self.out, range(old.tail_width), range(3))
         return wide
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: N x 3 x H x W in [-1, 1], H and W even. Returns the deblurred frame (unclipped)."""
-        skip = self.down(self.head(x))
+    def with_prior(self) -> AtrousNet:
+        """This network reading the prior too, computing what it computes now whatever the
+        prior holds: the head's added input channels start at zero weight, so training on the
+        prior starts from this network's output."""
+        if self.cfg.prior:
+            raise ValueError("this stage 1 reads the prior already")
+        taking = AtrousNet(dataclasses.replace(self.cfg, prior=True))
+        taking.load_state_dict({k: v for k, v in self.state_dict().items() if not k.startswith("head.")}, strict=False)
+        _embed(taking.head, self.head, range(3), range(self.cfg.head_width))
+        return taking
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """x: N x 3 x H x W in [-1, 1], H and W even; prior: N x len(PRIOR_CHANNELS) x H x W,
+        for a network whose preset says `prior` (and only for one). Returns the deblurred frame
+        (unclipped)."""
+        if (prior is not None) != self.cfg.prior:
+            raise ValueError("a stage 1 whose preset says prior takes the prior, and no other does")
+        skip = self.down(self.head(x if prior is None else torch.cat([x, prior.to(x.dtype)], dim=1)))
         features = torch.cat([self.blocks(skip), skip], dim=1)
         if self.cfg.downsample:
             features = upsample2x(features)
