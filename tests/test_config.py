@@ -150,3 +150,43 @@ def test_paths_in_arrays_of_tables_are_taken_from_the_file_and_resolved_on_reque
     assert as_written["train_data"] == [{"kind": "images", "path": str(tmp_path / "recipes" / "photos")}, {"kind": "dead-leaves"}]
     resolved = load_toml(recipe, [TRAIN, BLUR], absolute_paths=True)
     assert resolved["output"] == (tmp_path / "runs" / "r").resolve()
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [("auto", "auto"), ("180deg", 0.5), ("360deg", 1.0), ("0.25", 0.25), (0.5, 0.5), (1, 1.0), (" 90DEG ", 0.25)],
+)
+def test_shutter_is_a_share_an_angle_or_auto(value, expected):
+    assert EngineSettings(shutter=value).shutter == expected
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("1.5", "shutter must lie in (0, 1]"),
+        ("0", "shutter must lie in (0, 1]"),
+        ("nan", "shutter must lie in (0, 1]"),
+        ("400deg", "shutter angle must lie in (0, 360] degrees; got '400deg'"),
+        ("0deg", "shutter angle must lie in (0, 360] degrees; got '0deg'"),
+        ("fast", "shutter must be auto, a share of the frame interval in (0, 1] or an angle such as 180deg; got 'fast'"),
+    ],
+)
+def test_a_bad_shutter_is_one_line_and_exit_2(value, message, sample_clip, tmp_path):
+    import subprocess
+    import sys
+
+    output = tmp_path / "out.mkv"
+    done = subprocess.run([sys.executable, "-m", "vsdeblur.stream", str(sample_clip), str(output), "--shutter", value],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and message in done.stderr
+    assert not output.exists()
+
+
+def test_shutter_in_a_job_file(tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text('shutter = "172.8deg"\n')
+    assert resolve([ENGINE], job, {})["shutter"] == pytest.approx(0.48)
+    job.write_text("shutter = 2\n")
+    with pytest.raises(UsageError, match=r"job.toml: shutter must lie in \(0, 1\]"):
+        resolve([ENGINE], job, {})

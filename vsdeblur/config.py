@@ -36,6 +36,9 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     nullable: bool = False  # None is a valid value (meaning "automatic")
+    # a value with a syntax of its own (any type in, the canonical value out; ValueError says
+    # what is wrong): replaces the type, choices and bounds checks
+    convert: Callable[[Any], Any] | None = None
 
     @property
     def flag(self) -> str:
@@ -47,6 +50,11 @@ class Option:
             return None
         if self.type is list:
             return self._tables(value, where)
+        if self.convert is not None:
+            try:
+                return self.convert(value)
+            except ValueError as exc:
+                raise UsageError(f"{where}: {self.name} {exc}") from None
         expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path"}[self.type]
         if self.type is bool:
             if not isinstance(value, bool):
@@ -209,6 +217,32 @@ def click_options(*groups: Group) -> Callable:
     return decorate
 
 
+def shutter(value: Any) -> float | str:
+    """The `shutter` option: "auto", the share of the frame interval the shutter is open, in
+    (0, 1], or that share as a shutter angle, "180deg" = 0.5."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        if text.endswith("deg"):
+            try:
+                angle = float(text.removesuffix("deg"))
+            except ValueError:
+                raise ValueError(f"angle must be a number of degrees such as 180deg; got {value!r}") from None
+            if not 0 < angle <= 360:
+                raise ValueError(f"angle must lie in (0, 360] degrees; got {value!r}")
+            return angle / 360
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"must be auto, a share of the frame interval in (0, 1] or an angle such as 180deg; got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be auto, a share of the frame interval in (0, 1] or an angle such as 180deg; got {value!r}")
+    if not 0 < value <= 1:  # also refuses NaN
+        raise ValueError(f"must lie in (0, 1] (the share of the frame interval the shutter is open); got {value!r}")
+    return float(value)
+
+
 ENGINE = Group(
     "engine",
     (
@@ -223,6 +257,7 @@ ENGINE = Group(
         Option("ensemble", bool, False, "average the 8 flips and rotations of each frame (8x slower)"),
         Option("scene_threshold", float, 0.25, "scene-cut threshold: mean luma change (0..1) that starts a new scene; 0 disables", minimum=0.0, maximum=1.0),
         Option("compile", bool, False, "torch.compile the networks (CUDA; pays off on long clips)"),
+        Option("shutter", str, "auto", "share of the frame interval the shutter is open, for models that read the motion prior: a number in (0, 1], an angle such as 180deg (= 0.5), or auto: estimated per scene", convert=shutter),
         Option("backend", str, "torch", "network runtime: torch; onnxruntime or openvino (CPU), tensorrt (NVIDIA GPU), each running vsdeblur export's graphs, exported and cached on first use; auto: the fastest installed for the device", choices=("auto", *BACKENDS)),
     ),
 )
