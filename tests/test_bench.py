@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.media import REPO
 from vsdeblur.bench import Measurement
 from vsdeblur.bench_suite import REDUCED, targets, verdict
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.media import REPO
 
 NO_TORCH = "\nheavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'vapoursynth'})\nassert not heavy, heavy\n"
 

@@ -15,7 +15,7 @@ import vapoursynth as vs
 
 import vsdeblur.vs
 import vsdeblur.weights
-from tests.test_weights_integrity import overflowing_weights
+from tests.media import overflowing_weights, to_arrays, to_clip
 from vsdeblur.config import ENGINE, VAPOURSYNTH, vapoursynth_args
 from vsdeblur.engine import Deblurrer
 from vsdeblur.vs import atrous
@@ -31,24 +31,6 @@ def rgb_frames(count: int, seed: int = 0, dtype=np.float32) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     frames = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(count)]
     return frames if dtype == np.uint8 else [(f / 255).astype(dtype) for f in frames]
-
-
-def to_clip(frames: list[np.ndarray], fmt: int, props: dict[int, dict] | None = None) -> vs.VideoNode:
-    """A clip holding H x W x 3 numpy frames, with per-frame props."""
-    blank = core.std.BlankClip(width=WIDTH, height=HEIGHT, format=fmt, length=len(frames))
-
-    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        out = f.copy()
-        for p in range(3):
-            np.copyto(np.asarray(out[p]), frames[n][..., p])
-        out.props.update((props or {}).get(n, {}))
-        return out
-
-    return blank.std.ModifyFrame(blank, fill)
-
-
-def to_arrays(clip: vs.VideoNode) -> list[np.ndarray]:
-    return [np.stack([np.asarray(f[p]) for p in range(f.format.num_planes)], axis=-1) for f in clip.frames()]
 
 
 def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:

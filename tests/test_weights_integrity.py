@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tests.conftest import make_weights
+from tests.media import make_weights, overflowing_weights
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError, WeightsError
 from vsdeblur.models import build_model, get_preset
@@ -123,17 +123,6 @@ def test_non_finite_tensors_are_never_written(tmp_path):
     with pytest.raises(WeightsError, match="holds 1 NaN or infinite value"):
         save_weights(tmp_path / "w.safetensors", cfg, {1: model}, dtype=torch.float16)
     assert list(tmp_path.iterdir()) == []
-
-
-def overflowing_weights(path: Path) -> Path:
-    """Finite weights (they load) so large that the network's output is NaN."""
-    torch.manual_seed(0)
-    cfg = get_preset("tiny")
-    models = {s: build_model(cfg, s) for s in (1, 2)}
-    with torch.no_grad():
-        for p in models[1].parameters():
-            p.mul_(1e30)
-    return save_weights(path, cfg, models)
 
 
 @pytest.mark.parametrize("stage", [1, 2])
