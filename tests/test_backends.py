@@ -60,6 +60,7 @@ def code_distance(outputs: list[np.ndarray], reference: list[np.ndarray]) -> flo
 def test_backend_matches_pytorch_through_every_door(backend, sample, reference, tmp_path, monkeypatch):
     frames, path = sample
     graph_runs = []  # every door must run the graphs, not fall back to the modules
+    # a spy on a private method: a fallback to the modules gives the same output, so no public output shows the graphs ran
     run = GraphRunner._run
     monkeypatch.setattr(GraphRunner, "_run", lambda self, *a: graph_runs.append(a[0]) or run(self, *a))
 

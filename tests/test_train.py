@@ -19,7 +19,7 @@ from vsdeblur import metrics
 from vsdeblur.errors import UsageError
 from vsdeblur.train import synth
 from vsdeblur.train.data import BlurRecipe, Clip, DeadLeavesSource, ImageSource, Mixture, PairedSource, VideoSource, make_pair
-from vsdeblur.train.loop import Trainer, _to_tensor, load_config
+from vsdeblur.train.loop import StepBatches, Trainer, load_config
 from vsdeblur.models import build_model, get_preset
 from vsdeblur.weights import read_weights, save_weights
 
@@ -246,7 +246,7 @@ def test_loss_drops_on_held_out_crops(tmp_path):
     )
     config.blur.update(kernel_size=15, min_length=4.0, max_length=10.0, max_noise=0.0, compress_probability=0.0)
     trainer = Trainer(config, out=io.StringIO())
-    blurred, sharp = (_to_tensor(a) for a in trainer.mixture.batch(seed=999, step=0, batch=16, size=48, frames=1))
+    blurred, sharp = StepBatches(trainer.mixture, seed=999, batch=16, crop=48, frames=1)[0]
 
     def held_out_loss() -> float:
         trainer.model.eval()
@@ -278,13 +278,16 @@ def test_checkpoint_resumes_exactly(tmp_path):
 
 
 def test_any_number_of_worker_processes_delivers_the_same_batches(tmp_path):
-    batches = {}
+    # the same batches in the same order: the same loss at every step and the same weights
+    runs = {}
     for workers in (1, 2):
-        config = load_config(write_config(tmp_path), {"output": tmp_path / f"w{workers}", "workers": workers})
-        batches[workers] = list(Trainer(config, out=io.StringIO())._batches(2, 7))
-    assert len(batches[1]) == len(batches[2]) == 5
-    for (b1, s1), (b2, s2) in zip(batches[1], batches[2]):
-        assert torch.equal(b1, b2) and torch.equal(s1, s2)
+        trainer = Trainer(load_config(write_config(tmp_path), {"output": tmp_path / f"w{workers}", "workers": workers}), out=io.StringIO())
+        trainer.run()
+        log = [json.loads(line) for line in (tmp_path / f"w{workers}" / "log.jsonl").read_text().splitlines()]
+        runs[workers] = [r["loss"] for r in log if "loss" in r], trainer.model.state_dict()
+    (losses, weights), (other_losses, other_weights) = runs[1], runs[2]
+    assert len(losses) == 6 and losses == other_losses
+    assert all(torch.equal(weights[k], other_weights[k]) for k in weights)
 
 
 def last_validation_psnr(run: Path) -> float:
