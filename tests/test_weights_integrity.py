@@ -40,6 +40,16 @@ def poke(path: Path, tensor: str, value: float) -> None:
         f.write(struct.pack("<f", value))
 
 
+def flip_a_bit(path: Path) -> None:
+    """Flip one bit in the middle of the last tensor's data, in place in the file."""
+    start, header = layout(path)
+    name = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
+    begin, end = header[name]["data_offsets"]
+    raw = bytearray(path.read_bytes())
+    raw[start + (begin + end) // 2] ^= 0x04  # in float32 a low mantissa bit: the value stays finite and plausible
+    path.write_bytes(raw)
+
+
 def without_checksum(path: Path) -> None:
     """Rewrite a weights file as files were written before the checksum existed."""
     with safe_open(str(path), framework="pt") as f:
@@ -68,12 +78,7 @@ def test_saved_files_carry_a_checksum_of_their_tensors(fresh):
 
 
 def test_a_flipped_byte_in_the_data_is_found(fresh, tmp_path, sample_clip):
-    start, header = layout(fresh)
-    name = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
-    begin, end = header[name]["data_offsets"]
-    raw = bytearray(fresh.read_bytes())
-    raw[start + (begin + end) // 2] ^= 0x04  # a low mantissa bit: the value stays finite and plausible
-    fresh.write_bytes(raw)
+    flip_a_bit(fresh)
     with pytest.raises(WeightsError, match=r"w\.safetensors is damaged: its tensor data does not match the checksum"):
         read_weights(fresh)
     out = tmp_path / "out.mkv"
@@ -92,6 +97,16 @@ def test_nan_in_a_tensor_is_refused_with_or_without_a_checksum(fresh):
     poke(fresh, name, math.inf)
     with pytest.raises(WeightsError, match=f"tensor {name} holds 1 NaN or infinite value"):
         Deblurrer(weights=fresh)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_every_storage_dtype_matches_its_checksum(tmp_path, dtype):
+    # the header's checksum is checked from the file's bytes, which name dtypes their own way
+    path = save_weights(tmp_path / "w.safetensors", get_preset("tiny"), {1: build_model("tiny", 1)}, dtype=dtype)
+    assert read_weights(path).stages == (1,)
+    flip_a_bit(path)
+    with pytest.raises(WeightsError, match="is damaged"):
+        read_weights(path)
 
 
 def test_files_from_before_the_checksum_still_load(fresh):

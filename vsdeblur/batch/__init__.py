@@ -28,7 +28,7 @@ from vsdeblur.batch.work import DiskFull, disk_full
 from vsdeblur.config import BATCH, ENCODE, ENGINE
 from vsdeblur.engine.window import chosen_stage, window_radius
 from vsdeblur.errors import UsageError
-from vsdeblur.weights import resolve_weights
+from vsdeblur.weights import resolve_header
 
 __all__ = ["FileResult", "Report", "progress_printer", "run_batch"]
 
@@ -92,7 +92,7 @@ def _digest(*parts: Any) -> str:
 def _engine_settings(values: dict[str, Any]) -> tuple[dict[str, Any], str, int]:
     """Deblurrer arguments (weights made absolute), their hash (weights by content) and the
     context each chunk needs: the temporal radius when stage 2 runs, else none."""
-    weights = resolve_weights(values["weights"])
+    weights = resolve_header(values["weights"])
     settings = {o.name: values[o.name] for o in ENGINE.options}
     settings["weights"] = str(weights.path)
     stage = chosen_stage(weights, values["stage"])
@@ -174,6 +174,8 @@ def _full_disk_stops_planning(output: Path) -> Iterator[None]:
 def _execute(output: Path, tasks: list[Task], values: dict[str, Any], progress: Callable[[int, int], None] | None) -> str | None:
     """Run the tasks on the chosen executor, reporting each one done to `progress`; why the
     job stopped early (a full disk), else None."""
+    if not tasks:  # planned only, or all done: no executor to start (nor torch, nor a Ray cluster)
+        return None
     done = 0
 
     def on_done() -> None:
