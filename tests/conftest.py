@@ -1,24 +1,15 @@
-"""Shared fixtures: untrained tiny-preset weights files (real files in the real format) and the
-bundled sample clip. Everything runs on the CPU."""
+"""Shared fixtures: untrained tiny-preset weights files (real files in the real format), the
+bundled sample clip, batch settings and the VapourSynth plugin. Everything runs on the CPU.
+Helpers that are not fixtures live in media.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
-from vsdeblur.models import build_model, get_preset
-from vsdeblur.weights import save_weights
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_CLIP = REPO / "vsdeblur" / "data" / "bigbuckbunny.mp4"
-
-
-def make_weights(path: Path, preset: str = "tiny", stages: tuple[int, ...] = (1, 2), seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    cfg = get_preset(preset)
-    return save_weights(path, cfg, {s: build_model(cfg, s) for s in stages}, recipe={"note": "untrained, for tests"})
+from tests.media import REPO, SAMPLE_CLIP, make_weights
+from vsdeblur.batch import resolved_settings
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -82,3 +73,15 @@ def deblur_plugin(tmp_path_factory) -> dict[str, str]:
     # and the shim's Python side from this checkout, for vspipe too
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
+
+
+@pytest.fixture
+def batch_settings(tiny_weights):
+    """make(**flags): resolved batch settings with the tiny weights on the CPU, one worker,
+    3-frame chunks and lossless output, `flags` on top."""
+
+    def make(**flags):
+        values = {"weights": tiny_weights, "device": "cpu", "workers": 1, "chunk_frames": 3, "lossless": True, **flags}
+        return resolved_settings(None, values)
+
+    return make

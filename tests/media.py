@@ -1,15 +1,33 @@
-"""Small real media files for the io and stream tests, made with PyAV's own encoders, and
-`copy_through`, vsdeblur.io's decode and re-encode without a model."""
+"""What the tests share: small real media files made with PyAV's own encoders and read back,
+numpy frames in and out of VapourSynth clips, weights files, the command line in a
+subprocess, and `copy_through`, vsdeblur.io's decode and re-encode without a model.
+
+Test modules import their helpers from here (fixtures come from conftest.py), never from one
+another. torch loads only in the weights helpers, so that a subprocess can import this module
+cheaply (test_io runs copy_through in one)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
+import vapoursynth as vs
 
+from vsdeblur.engine.window import window_indices
 from vsdeblur.io import Frame, Reader, Writer
+from vsdeblur.stream import stream
+
+if TYPE_CHECKING:
+    from vsdeblur.engine import Deblurrer
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_CLIP = REPO / "vsdeblur" / "data" / "bigbuckbunny.mp4"
 
 SRT = """1
 00:00:00,000 --> 00:00:00,200
@@ -148,3 +166,175 @@ def copy_through(source: Path, target: Path, **settings) -> Writer:
             else:
                 writer.copy(item)
     return writer
+
+
+def write_lossless(path: Path, frames: list[np.ndarray]) -> Path:
+    """An FFV1 RGB file at 25 fps: decoding gives back exactly these 8-bit RGB frames."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    """An 8-bit RGB PNG, its folder made as needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def decoded(path: Path | str) -> list[np.ndarray]:
+    """Every video frame of a file as 8-bit RGB, in presentation order."""
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def contents(path: Path | str) -> tuple[list[np.ndarray], list[int], list[tuple[str, int]]]:
+    """Decoded RGB frames, their pts, and (type, packet count) of every other stream."""
+    with av.open(str(path)) as c:
+        frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+    with av.open(str(path)) as c:
+        others = [(s.type, sum(1 for p in c.demux(s) if p.size)) for s in c.streams if s.type != "video"]
+    return [f for _, f in frames], [p for p, _ in frames], others
+
+
+def assert_same_video(a: Path, b: Path) -> None:
+    """Same pixels, pts and other streams. Meant for lossless outputs, whose pixels are the
+    restored frames themselves whatever a lossy encoder decides (x264's AVX-512 code makes CRF
+    outputs differ between runs, which writer.py avoids and test_io checks on its own)."""
+    fa, pa, oa = contents(a)
+    fb, pb, ob = contents(b)
+    assert pa == pb
+    assert oa == ob and oa
+    assert len(fa) == len(fb) and all(np.array_equal(x, y) for x, y in zip(fa, fb))
+
+
+def single_pass(source: Path, target: Path, values: dict) -> Path:
+    """The single-pass vsdeblur-stream output for one file, the reference batch must equal."""
+    stream(source, target, values, progress=False)
+    return target
+
+
+# ---- VapourSynth ------------------------------------------------------------------------------
+
+
+def to_clip(frames: list[np.ndarray], fmt: int, props: dict[int, dict] | None = None) -> vs.VideoNode:
+    """A clip of format `fmt` holding H x W x 3 numpy frames, with per-frame props."""
+    height, width = frames[0].shape[:2]
+    blank = vs.core.std.BlankClip(width=width, height=height, format=fmt, length=len(frames))
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        out = f.copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), frames[n][..., p])
+        out.props.update((props or {}).get(n, {}))
+        return out
+
+    return blank.std.ModifyFrame(blank, fill)
+
+
+def to_arrays(clip: vs.VideoNode) -> list[np.ndarray]:
+    """Every frame of a clip as an H x W x planes numpy array."""
+    return [np.stack([np.asarray(f[p]) for p in range(f.format.num_planes)], axis=-1) for f in clip.frames()]
+
+
+def restore(engine: Deblurrer, padded: list, frames: list[np.ndarray], t: int) -> np.ndarray:
+    """Frame t of `frames` (one scene) as the VapourSynth filter restores it: the engine's stage 2
+    on t's window of padded stage-1 images (`padded`: engine.stage1_padded of every frame)."""
+    window = window_indices(t, engine.radius, 0, len(frames) - 1)
+    return engine.stage2_padded([padded[j] for j in window], window, frames[t])
+
+
+# ---- weights ----------------------------------------------------------------------------------
+
+
+def make_weights(path: Path, preset: str = "tiny", stages: tuple[int, ...] = (1, 2), seed: int = 0) -> Path:
+    """Untrained networks of a preset (random initialisation from `seed`) in a real weights file."""
+    import torch
+
+    from vsdeblur.models import build_model, get_preset
+    from vsdeblur.weights import save_weights
+
+    torch.manual_seed(seed)
+    cfg = get_preset(preset)
+    return save_weights(path, cfg, {s: build_model(cfg, s) for s in stages}, recipe={"note": "untrained, for tests"})
+
+
+def overflowing_weights(path: Path) -> Path:
+    """Finite weights (they load) so large that the network's output is NaN."""
+    import torch
+
+    from vsdeblur.models import build_model, get_preset
+    from vsdeblur.weights import save_weights
+
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    models = {s: build_model(cfg, s) for s in (1, 2)}
+    with torch.no_grad():
+        for p in models[1].parameters():
+            p.mul_(1e30)
+    return save_weights(path, cfg, models)
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`vsdeblur ARGS` as a user runs it, in a subprocess with this checkout's vsdeblur."""
+    return subprocess.run(_cli(*args), capture_output=True, text=True, env=_cli_env(), timeout=600)
+
+
+def batch_cli(*args: str, **kwargs) -> subprocess.Popen:
+    """`vsdeblur batch ARGS` started in a subprocess (this checkout's vsdeblur), not waited for."""
+    return subprocess.Popen(_cli("batch", *args), env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vsdeblur.cli", *args]
+
+
+def _cli_env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO))
+
+
+def disorder(path: Path) -> float:
+    """How far (seconds) a packet is stored after a packet of a later time: the worst case."""
+    latest, worst = float("-inf"), 0.0
+    with av.open(str(path)) as c:
+        for packet in c.demux():
+            when = packet.dts if packet.dts is not None else packet.pts
+            if packet.size and when is not None:
+                latest = max(latest, float(when * packet.time_base))
+                worst = max(worst, latest - float(when * packet.time_base))
+    return worst
+
+
+def spread_clip(path: Path, times_ms: list[int]) -> Path:
+    """Few video frames over a long time, with AAC audio throughout, stored in time order."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "tune": "zerolatency"})
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, 1000)
+        sound = out.add_stream("aac", rate=48000, layout="mono")
+        samples = (times_ms[-1] + 40) * 48
+        tone = (0.2 * np.sin(np.arange(samples) * 0.05)).astype(np.float32)[None]
+        events = [(t / 1000, 0, i) for i, t in enumerate(times_ms)] + [(s / 48000, 1, s) for s in range(0, samples, 1024)]
+        for _, kind, value in sorted(events):
+            if kind == 0:
+                frame = av.VideoFrame.from_ndarray(pattern(64, 48, value), format="rgb24").reformat(format="yuv420p")
+                frame.pts, frame.time_base = times_ms[value], Fraction(1, 1000)
+                out.mux(video.encode(frame))
+            else:
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, value:value + 1024]), format="fltp", layout="mono")
+                af.sample_rate, af.pts, af.time_base = 48000, value, Fraction(1, 48000)
+                out.mux(sound.encode(af))
+        out.mux(video.encode(None))
+        out.mux(sound.encode(None))
+    return path

@@ -14,6 +14,7 @@ import pytest
 import torch
 import vapoursynth as vs
 
+from tests.media import decoded, run_cli, to_arrays, to_clip, write_lossless
 from vsdeblur.backends.graphs import GraphRunner
 from vsdeblur.batch import resolved_settings, run_batch
 from vsdeblur.engine import Deblurrer
@@ -34,14 +35,7 @@ def sample(sample_clip, tmp_path_factory) -> tuple[list[np.ndarray], object]:
     them (FFV1)."""
     with av.open(str(sample_clip)) as source:
         frames = [_middle(f.to_ndarray(format="rgb24")) for _, f in zip(range(FRAMES), source.decode(video=0))]
-    path = tmp_path_factory.mktemp("sample") / "sample.mkv"
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("ffv1", rate=25)
-        video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
-        for rgb in frames:
-            out.mux(video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        out.mux(video.encode(None))
-    return frames, path
+    return frames, write_lossless(tmp_path_factory.mktemp("sample") / "sample.mkv", frames)
 
 
 def _middle(rgb: np.ndarray, width: int = 256, height: int = 144) -> np.ndarray:
@@ -56,11 +50,6 @@ def reference(sample) -> list[np.ndarray]:
     return list(Deblurrer(precision="fp32").frames([f.astype(np.float32) / 255 for f in frames]))
 
 
-def decoded(path) -> list[np.ndarray]:
-    with av.open(str(path)) as container:
-        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-
-
 def code_distance(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
     """Largest difference in 8-bit code values between 8-bit outputs and float references."""
     assert len(outputs) == len(reference)
@@ -71,6 +60,7 @@ def code_distance(outputs: list[np.ndarray], reference: list[np.ndarray]) -> flo
 def test_backend_matches_pytorch_through_every_door(backend, sample, reference, tmp_path, monkeypatch):
     frames, path = sample
     graph_runs = []  # every door must run the graphs, not fall back to the modules
+    # a spy on a private method: a fallback to the modules gives the same output, so no public output shows the graphs ran
     run = GraphRunner._run
     monkeypatch.setattr(GraphRunner, "_run", lambda self, *a: graph_runs.append(a[0]) or run(self, *a))
 
@@ -86,10 +76,7 @@ def test_backend_matches_pytorch_through_every_door(backend, sample, reference, 
     assert max(float(np.abs(a - b).max()) for a, b in zip(out, reference, strict=True)) <= HALF_CODE
     assert ran_graphs()
 
-    clip = vs.core.std.BlankClip(width=frames[0].shape[1], height=frames[0].shape[0], format=vs.RGBS, length=FRAMES)
-    clip = clip.std.ModifyFrame(clip, lambda n, f: _filled(f, floats[n]))
-    filtered = atrous(clip, backend=backend, precision="fp32")
-    planes = [np.stack([np.asarray(f[p]) for p in range(3)], axis=-1) for f in filtered.frames()]
+    planes = to_arrays(atrous(to_clip(floats, vs.RGBS), backend=backend, precision="fp32"))
     assert max(float(np.abs(a - b).max()) for a, b in zip(planes, reference, strict=True)) <= HALF_CODE
     assert ran_graphs()
 
@@ -104,13 +91,6 @@ def test_backend_matches_pytorch_through_every_door(backend, sample, reference, 
     assert run_batch([str(path)], tmp_path / "batch", values).ok
     assert code_distance(decoded(tmp_path / "batch" / "sample.mkv"), reference) <= 0.5 + 0.5 + 1e-6
     assert ran_graphs()
-
-
-def _filled(frame: vs.VideoFrame, rgb: np.ndarray) -> vs.VideoFrame:
-    out = frame.copy()
-    for p in range(3):
-        np.copyto(np.asarray(out[p]), rgb[..., p])
-    return out
 
 
 @pytest.mark.parametrize("backend,package,extra", [("onnxruntime", "onnxruntime", "onnx"), ("openvino", "openvino", "openvino")])
@@ -193,10 +173,8 @@ def test_tensorrt_profiles_follow_the_manifest_shapes():
 
 
 def test_bench_compares_backends_side_by_side(tmp_path):
-    from tests.test_cli import run
-
     out = tmp_path / "bench.json"
-    result = run("bench", "--preset", "tiny", "--size", "64x48", "--frames", "2", "--rounds", "1",
+    result = run_cli("bench", "--preset", "tiny", "--size", "64x48", "--frames", "2", "--rounds", "1",
                  "--backend", "onnxruntime,torch", "--precision", "bf16,fp32", "--json", str(out))
     assert result.returncode == 0, result.stderr
     # ONNX Runtime has no bf16 on a CPU: that pair is left out, saying why
@@ -212,9 +190,7 @@ def test_bench_compares_backends_side_by_side(tmp_path):
 
 
 def test_bench_refuses_a_backend_list_that_leaves_nothing():
-    from tests.test_cli import run
-
-    result = run("bench", "--preset", "tiny", "--frames", "1", "--rounds", "1", "--backend", "onnxruntime", "--precision", "bf16")
+    result = run_cli("bench", "--preset", "tiny", "--frames", "1", "--rounds", "1", "--backend", "onnxruntime", "--precision", "bf16")
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["vsdeblur bench: error: backend 'onnxruntime' computes in fp32 on a CPU, not bf16"]
 

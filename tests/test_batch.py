@@ -11,47 +11,17 @@ import sqlite3
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path, PurePosixPath
 
 import av
-import numpy as np
 import pytest
 
-from tests.conftest import REPO
-from tests.media import sliding_noise_clip
+from tests.media import REPO, assert_same_video, batch_cli, contents, single_pass, sliding_noise_clip
 from vsdeblur.batch import resolved_settings, run_batch
 from vsdeblur.batch.manifest import Manifest
 from vsdeblur.batch.plan import Source, discover, output_path, plan_chunks
 from vsdeblur.errors import UsageError
-from vsdeblur.stream import stream
 from vsdeblur.weights import read_weights
-
-
-def single_pass(source: Path, target: Path, values: dict) -> Path:
-    """The single-pass vsdeblur-stream output for one file, the reference batch must equal."""
-    stream(source, target, values, progress=False)
-    return target
-
-
-def decoded(path: Path) -> tuple[list[np.ndarray], list[int], list[tuple[str, int]]]:
-    """Decoded RGB frames, their pts, and (type, packet count) of every other stream."""
-    with av.open(str(path)) as c:
-        frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
-    with av.open(str(path)) as c:
-        others = [(s.type, sum(1 for p in c.demux(s) if p.size)) for s in c.streams if s.type != "video"]
-    return [f for _, f in frames], [p for p, _ in frames], others
-
-
-def assert_same_video(a: Path, b: Path) -> None:
-    """Same pixels, pts and other streams. Meant for lossless outputs, whose pixels are the
-    restored frames themselves whatever a lossy encoder decides (x264's AVX-512 code makes CRF
-    outputs differ between runs, which writer.py avoids and test_io checks on its own)."""
-    fa, pa, oa = decoded(a)
-    fb, pb, ob = decoded(b)
-    assert pa == pb
-    assert oa == ob and oa
-    assert len(fa) == len(fb) and all(np.array_equal(x, y) for x, y in zip(fa, fb))
 
 
 def x264_settings(path: Path) -> str:
@@ -61,15 +31,6 @@ def x264_settings(path: Path) -> str:
     found = re.search(rb"options: ([^\x00]+)", first)
     assert found, f"no x264 settings in {path}"
     return found.group(1).decode()
-
-
-@pytest.fixture
-def settings(tiny_weights):
-    def make(**flags):
-        values = {"weights": tiny_weights, "device": "cpu", "workers": 1, "chunk_frames": 3, "lossless": True, **flags}
-        return resolved_settings(None, values)
-
-    return make
 
 
 # ---- planning ---------------------------------------------------------------------------
@@ -105,12 +66,12 @@ def test_chunks_cover_the_clip_and_prefer_keyframes():
 # ---- end to end -------------------------------------------------------------------------
 
 
-def test_chunked_output_equals_single_pass_and_rerun_does_nothing(tmp_path, settings):
+def test_chunked_output_equals_single_pass_and_rerun_does_nothing(tmp_path, batch_settings):
     clips = tmp_path / "in"
     (clips / "sub").mkdir(parents=True)
     sliding_noise_clip(clips / "a.mp4", 10, seed=1)
     sliding_noise_clip(clips / "sub" / "b.mp4", 7, seed=2)
-    values = settings()
+    values = batch_settings()
     report = run_batch([str(clips)], tmp_path / "out", values)
     assert report.ok, report.table()
     assert report.chunks_run == 5  # 10 frames: 0, 3, 6-10 (a short tail joins); 7 frames: 0, 3-7
@@ -120,12 +81,12 @@ def test_chunked_output_equals_single_pass_and_rerun_does_nothing(tmp_path, sett
     again = run_batch([str(clips)], tmp_path / "out", values)
     assert again.ok and again.chunks_run == 0
     # the encoder settings change the join only; the engine settings change the chunks
-    lossy = settings(lossless=False, crf=30)
+    lossy = batch_settings(lossless=False, crf=30)
     assert run_batch([str(clips)], tmp_path / "out", lossy).chunks_run == 0
     expected = single_pass(clips / "a.mp4", tmp_path / "a.crf30.mkv", lossy)
     assert x264_settings(tmp_path / "out" / "a.mkv") == x264_settings(expected)
-    assert "crf=30.0" in x264_settings(expected) and decoded(tmp_path / "out" / "a.mkv")[1:] == decoded(expected)[1:]
-    assert run_batch([str(clips)], tmp_path / "out", settings(lossless=False, crf=30, scene_threshold=0.0)).chunks_run == 5
+    assert "crf=30.0" in x264_settings(expected) and contents(tmp_path / "out" / "a.mkv")[1:] == contents(expected)[1:]
+    assert run_batch([str(clips)], tmp_path / "out", batch_settings(lossless=False, crf=30, scene_threshold=0.0)).chunks_run == 5
 
 
 def test_chunks_of_a_wider_stage2_carry_its_window(tmp_path, tiny_weights):
@@ -158,13 +119,7 @@ def test_a_radius_the_weights_were_not_trained_for_stops_the_plan(tmp_path, tiny
     assert run_batch([str(clip)], tmp_path / "out", values).ok  # stage 1 reads no neighbours
 
 
-def batch_cli(*args: str, **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "vsdeblur.cli", "batch", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def test_sigkill_then_resume_redoes_no_finished_chunk(tmp_path, tiny_weights, settings):
+def test_sigkill_then_resume_redoes_no_finished_chunk(tmp_path, tiny_weights, batch_settings):
     # 24 chunks: enough left after the second finishes that the kill lands mid-job even when
     # chunks take a few milliseconds (on an idle machine up to 6 finish between two polls)
     clip = sliding_noise_clip(tmp_path / "long.mp4", 96, seed=3)
@@ -194,7 +149,7 @@ def test_sigkill_then_resume_redoes_no_finished_chunk(tmp_path, tiny_weights, se
     with sqlite3.connect(db) as c:
         attempts = dict(c.execute("SELECT id, attempts FROM chunks"))
     assert all(attempts[i] == 1 for i in done_before)
-    assert_same_video(tmp_path / "out" / "long.mkv", single_pass(clip, tmp_path / "ref.mkv", settings()))
+    assert_same_video(tmp_path / "out" / "long.mkv", single_pass(clip, tmp_path / "ref.mkv", batch_settings()))
 
 
 def test_a_corrupt_file_fails_alone_with_its_reason(tmp_path, tiny_weights):
@@ -248,7 +203,7 @@ def test_a_manifest_from_before_left_out_still_resumes(tmp_path):
         manifest.close()
 
 
-def test_run_chunk_drives_a_planned_job(tmp_path, tiny_weights, settings):
+def test_run_chunk_drives_a_planned_job(tmp_path, tiny_weights, batch_settings):
     clip = sliding_noise_clip(tmp_path / "c.mp4", 8, seed=4)
     job = batch_cli(str(clip), "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu",
                     "--chunk-frames", "4", "--lossless", "--plan-only")
@@ -259,17 +214,17 @@ def test_run_chunk_drives_a_planned_job(tmp_path, tiny_weights, settings):
     assert count.stdout.strip() == "2"
     for index in (1, 0):  # any order: the last one to finish joins
         subprocess.run([*cmd, "--index", str(index)], env=env, capture_output=True, text=True, check=True)
-    assert_same_video(tmp_path / "out" / "c.mkv", single_pass(clip, tmp_path / "ref.mkv", settings()))
+    assert_same_video(tmp_path / "out" / "c.mkv", single_pass(clip, tmp_path / "ref.mkv", batch_settings()))
 
 
-def test_ray_executor_on_a_local_cluster(tmp_path, settings):
+def test_ray_executor_on_a_local_cluster(tmp_path, batch_settings):
     pytest.importorskip("ray")
     clip = sliding_noise_clip(tmp_path / "r.mp4", 8, seed=5)
-    values = settings(executor="ray", workers=2)
+    values = batch_settings(executor="ray", workers=2)
     report = run_batch([str(clip)], tmp_path / "out", values)
     assert report.ok, report.table()
     assert report.chunks_run == 3  # 0-3, 3-6, 6-8
-    assert_same_video(tmp_path / "out" / "r.mkv", single_pass(clip, tmp_path / "ref.mkv", settings()))
+    assert_same_video(tmp_path / "out" / "r.mkv", single_pass(clip, tmp_path / "ref.mkv", batch_settings()))
 
 
 @pytest.mark.parametrize("name", ["archive-ffv1", "preview"])

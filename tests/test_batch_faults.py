@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.media import sliding_noise_clip
-from tests.test_batch import assert_same_video, batch_cli
+from tests.media import assert_same_video, batch_cli, sliding_noise_clip
 
 POLL = 0.002  # seconds between looks at the job: a join of these clips takes a few hundred ms
 

@@ -14,16 +14,13 @@ import shutil
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path, PurePosixPath
 
 import av
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
-from tests.media import pattern, sliding_noise_clip
-from tests.test_batch import assert_same_video, batch_cli, settings, single_pass  # noqa: F401 (settings: a fixture)
+from tests.media import REPO, assert_same_video, batch_cli, disorder, pattern, single_pass, sliding_noise_clip, spread_clip
 from vsdeblur.batch import run_batch
 from vsdeblur.batch.plan import Source, discover, output_path
 from vsdeblur.errors import UsageError
@@ -43,7 +40,7 @@ def one_error_line(err: str) -> str:
 # ---- existing outputs -----------------------------------------------------------------------
 
 
-def test_an_output_the_job_did_not_write_is_kept_without_overwrite(tmp_path, tiny_weights, settings):
+def test_an_output_the_job_did_not_write_is_kept_without_overwrite(tmp_path, tiny_weights, batch_settings):
     (tmp_path / "in").mkdir()
     clip = sliding_noise_clip(tmp_path / "in" / "b.mp4", 4, seed=1)
     theirs = tmp_path / "exo" / "b.mkv"
@@ -58,25 +55,25 @@ def test_an_output_the_job_did_not_write_is_kept_without_overwrite(tmp_path, tin
 
     # --overwrite replaces it; afterwards the file is the job's own and a rerun that must redo
     # the join (other encoder settings) replaces it without being asked
-    report = run_batch([str(clip)], tmp_path / "exo", settings(), overwrite=True)
+    report = run_batch([str(clip)], tmp_path / "exo", batch_settings(), overwrite=True)
     assert report.ok, report.table()
-    assert_same_video(theirs, single_pass(clip, tmp_path / "ref.mkv", settings()))
-    report = run_batch([str(clip)], tmp_path / "exo", settings(codec="ffv1"))
+    assert_same_video(theirs, single_pass(clip, tmp_path / "ref.mkv", batch_settings()))
+    report = run_batch([str(clip)], tmp_path / "exo", batch_settings(codec="ffv1"))
     assert report.ok, report.table()
     with av.open(str(theirs)) as c:
         assert c.streams.video[0].codec_context.name == "ffv1"
     # and so does a fresh start of the same job
-    assert run_batch([str(clip)], tmp_path / "exo", settings(), resume=False).ok
+    assert run_batch([str(clip)], tmp_path / "exo", batch_settings(), resume=False).ok
 
     # a file put in place of the job's own output is someone else's again
     theirs.unlink()
     theirs.write_bytes(b"replaced by hand")
     with pytest.raises(UsageError, match="output exists"):
-        run_batch([str(clip)], tmp_path / "exo", settings(codec="libx264"))
+        run_batch([str(clip)], tmp_path / "exo", batch_settings(codec="libx264"))
     assert theirs.read_bytes() == b"replaced by hand"
 
 
-def test_an_output_that_appears_during_the_job_is_not_replaced(tmp_path, tiny_weights, settings):
+def test_an_output_that_appears_during_the_job_is_not_replaced(tmp_path, tiny_weights, batch_settings):
     # the join checks again: `vsdeblur run-chunk` joins without the planning run's check
     clip = sliding_noise_clip(tmp_path / "c.mp4", 4, seed=4)
     job = batch_cli(*cli_args(tiny_weights, str(clip), "-o", str(tmp_path / "out"), "--plan-only"))
@@ -93,18 +90,18 @@ def test_an_output_that_appears_during_the_job_is_not_replaced(tmp_path, tiny_we
 # ---- inputs ----------------------------------------------------------------------------------
 
 
-def test_a_job_never_reads_its_own_outputs_or_working_files(tmp_path, settings):
+def test_a_job_never_reads_its_own_outputs_or_working_files(tmp_path, batch_settings):
     nest = tmp_path / "nest"
     nest.mkdir()
     sliding_noise_clip(nest / "a.mp4", 4, seed=2)
     for _ in range(2):
-        report = run_batch([str(nest)], nest / "out", settings())
+        report = run_batch([str(nest)], nest / "out", batch_settings())
         assert report.ok, report.table()
         assert [Path(f.source).name for f in report.files] == ["a.mp4"]
     assert not (nest / "out" / "out").exists()
     assert sorted(p.name for p in (nest / "out").iterdir()) == [".vsdeblur", "a.mkv"]
     # a glob over the same tree finds the source only
-    report = run_batch([str(nest / "**" / "*.m*")], nest / "out", settings())
+    report = run_batch([str(nest / "**" / "*.m*")], nest / "out", batch_settings())
     assert [Path(f.source).name for f in report.files] == ["a.mp4"]
 
 
@@ -268,12 +265,12 @@ def assert_loopback_only(sockets: list[tuple[int, str]]) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads listening sockets from Linux's /proc")
-def test_a_local_ray_cluster_listens_on_loopback_only(tmp_path, settings):
+def test_a_local_ray_cluster_listens_on_loopback_only(tmp_path, batch_settings):
     pytest.importorskip("ray")
     clip = sliding_noise_clip(tmp_path / "r.mp4", 6, seed=5)
     seen: list[tuple[int, str]] = []
     # the sockets are read while the job runs: after each task, the cluster is up
-    report = run_batch([str(clip)], tmp_path / "out", settings(executor="ray", workers=1),
+    report = run_batch([str(clip)], tmp_path / "out", batch_settings(executor="ray", workers=1),
                        progress=lambda done, total: seen.extend(listening_sockets(descendants())))
     assert report.ok, report.table()
     assert_loopback_only(seen)
@@ -305,47 +302,11 @@ def test_an_unreachable_ray_cluster_fails_fast_with_one_line(tmp_path, tiny_weig
 # ---- the join, progress --------------------------------------------------------------------------
 
 
-def disorder(path: Path) -> float:
-    """How far (seconds) a packet is stored after a packet of a later time: the worst case."""
-    latest, worst = float("-inf"), 0.0
-    with av.open(str(path)) as c:
-        for packet in c.demux():
-            when = packet.dts if packet.dts is not None else packet.pts
-            if packet.size and when is not None:
-                latest = max(latest, float(when * packet.time_base))
-                worst = max(worst, latest - float(when * packet.time_base))
-    return worst
-
-
-def spread_clip(path: Path, times_ms: list[int]) -> Path:
-    """Few video frames over a long time, with AAC audio throughout, stored in time order."""
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "tune": "zerolatency"})
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        video.time_base = video.codec_context.time_base = Fraction(1, 1000)
-        sound = out.add_stream("aac", rate=48000, layout="mono")
-        samples = (times_ms[-1] + 40) * 48
-        tone = (0.2 * np.sin(np.arange(samples) * 0.05)).astype(np.float32)[None]
-        events = [(t / 1000, 0, i) for i, t in enumerate(times_ms)] + [(s / 48000, 1, s) for s in range(0, samples, 1024)]
-        for _, kind, value in sorted(events):
-            if kind == 0:
-                frame = av.VideoFrame.from_ndarray(pattern(64, 48, value), format="rgb24").reformat(format="yuv420p")
-                frame.pts, frame.time_base = times_ms[value], Fraction(1, 1000)
-                out.mux(video.encode(frame))
-            else:
-                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, value:value + 1024]), format="fltp", layout="mono")
-                af.sample_rate, af.pts, af.time_base = 48000, value, Fraction(1, 48000)
-                out.mux(sound.encode(af))
-        out.mux(video.encode(None))
-        out.mux(sound.encode(None))
-    return path
-
-
-def test_the_join_interleaves_other_streams_with_the_video_as_stream_does(tmp_path, settings):
+def test_the_join_interleaves_other_streams_with_the_video_as_stream_does(tmp_path, batch_settings):
     # 24 s with 6 video frames, beyond what FFmpeg's interleaver buffers (10 s): audio copied
     # after the last frame would be stored after it. FFV1 holds no frames back.
     clip = spread_clip(tmp_path / "vfr.mkv", [0, 40, 80, 12000, 12040, 24000])
-    values = settings(stage=1, codec="ffv1")
+    values = batch_settings(stage=1, codec="ffv1")
     assert disorder(clip) < 0.1
     report = run_batch([str(clip)], tmp_path / "out", values)
     assert report.ok, report.table()

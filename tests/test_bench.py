@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.media import REPO
 from vsdeblur.measure.speed import Measurement
 from vsdeblur.measure.suite import REDUCED, targets, verdict
 

@@ -11,12 +11,11 @@ import sys
 import numpy as np
 import pytest
 
+from tests.media import write_png
 from vsdeblur.evaluate import decoded
 from vsdeblur.measure import quality
 from vsdeblur.train.data import dead_leaves
 from vsdeblur.metrics import clip_vmaf, psnr
-
-from test_train import write_png
 
 
 @pytest.fixture(scope="module")

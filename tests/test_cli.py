@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from importlib.metadata import version
 
 import pytest
 
-from tests.conftest import REPO
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "vsdeblur.cli", *args], capture_output=True, text=True, env=env, timeout=600)
+from tests.media import REPO, run_cli
 
 
 def test_info_reports_versions_devices_plugin_and_weights():
-    result = run("info")
+    result = run_cli("info")
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(None, 1) for line in result.stdout.splitlines() if not line.startswith(("av /", "default")))
     assert lines["vsdeblur"].strip() == "0.1.0"
@@ -33,7 +25,7 @@ def test_info_reports_versions_devices_plugin_and_weights():
 
 def test_bench_prints_a_table_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = run("bench", "--preset", "tiny", "--stage", "2", "--size", "96x64", "--frames", "3", "--json", str(out))
+    result = run_cli("bench", "--preset", "tiny", "--stage", "2", "--size", "96x64", "--frames", "3", "--json", str(out))
     assert result.returncode == 0, result.stderr
     assert "bare networks" in result.stdout and "engine (numpy in, numpy out)" in result.stdout
     data = json.loads(out.read_text())
@@ -46,7 +38,7 @@ def test_bench_prints_a_table_and_writes_json(tmp_path):
 def test_bench_times_the_shipped_wide_window_stage2():
     # the bare-network timing builds the window itself: it must be as wide as the weights'
     weights = REPO / "vsdeblur" / "weights" / "default.safetensors"
-    result = run("bench", "--weights", str(weights), "--stage", "2", "--size", "64x48", "--frames", "2", "--rounds", "1")
+    result = run_cli("bench", "--weights", str(weights), "--stage", "2", "--size", "64x48", "--frames", "2", "--rounds", "1")
     assert result.returncode == 0, result.stderr
     assert "stage 2" in result.stdout and "bare networks" in result.stdout
 
@@ -54,7 +46,7 @@ def test_bench_times_the_shipped_wide_window_stage2():
 def test_bench_batch_reports_local_and_ray_ratios(tmp_path, tiny_weights_stage1):
     pytest.importorskip("ray")
     out = tmp_path / "bench.json"
-    result = run("bench", "--weights", str(tiny_weights_stage1), "--size", "64x48", "--frames", "2", "--rounds", "1",
+    result = run_cli("bench", "--weights", str(tiny_weights_stage1), "--size", "64x48", "--frames", "2", "--rounds", "1",
                  "--batch", "--batch-files", "2", "--json", str(out))
     assert result.returncode == 0, result.stderr
     assert "batch local fps / stream one after another fps" in result.stdout
@@ -67,9 +59,9 @@ def test_bench_batch_reports_local_and_ray_ratios(tmp_path, tiny_weights_stage1)
 
 
 def test_bad_arguments_give_one_line_and_exit_2():
-    result = run("bench", "--size", "12x1")
+    result = run_cli("bench", "--size", "12x1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["vsdeblur bench: error: size 12x1 is too small: at least 32x32"]
-    result = run("bench", "--preset", "nope")
+    result = run_cli("bench", "--preset", "nope")
     assert result.returncode == 2
     assert "unknown preset 'nope'" in result.stderr

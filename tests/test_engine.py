@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.media import restore
 from vsdeblur.engine import Deblurrer
 from vsdeblur.engine.tiling import pad_to_multiple
 from vsdeblur.engine.window import window_indices
@@ -191,17 +192,12 @@ def test_random_access_keeps_the_last_few_windows(tiny_weights):
     engine = Deblurrer(weights=tiny_weights, scene_threshold=0)
     frames = clip(20)
     padded = [engine.stage1_padded(f) for f in frames]
-
-    def restore(t: int) -> np.ndarray:
-        idx = window_indices(t, engine.radius, 0, 19)
-        return engine.stage2_padded([padded[j] for j in idx], idx, frames[t])
-
     for t in range(20):
-        restore(t)
+        restore(engine, padded, frames, t)
     assert engine.stats.encoder == 20
-    restore(17)  # frames 16-18 are still kept
+    restore(engine, padded, frames, 17)  # frames 16-18 are still kept
     assert engine.stats.encoder == 20
-    restore(1)  # frames 0-2 were dropped long ago
+    restore(engine, padded, frames, 1)  # frames 0-2 were dropped long ago
     assert engine.stats.encoder == 23
 
 

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tests.media import restore
 from vsdeblur.engine import Deblurrer
-from vsdeblur.engine.window import window_indices
 
 
 def clip(count: int, height: int = 40, width: int = 56) -> list[np.ndarray]:
@@ -21,10 +21,7 @@ def test_padded_stage1_and_stage2_match_frames(tiny_weights):
     frames = clip(5)
     padded = [engine.stage1_padded(f) for f in frames]
     assert padded[0].shape == (3, *engine.padded_size(40, 56)) == (3, 48, 64)
-    outputs = []
-    for t in range(5):
-        idx = window_indices(t, engine.radius, 0, 4)
-        outputs.append(engine.stage2_padded([padded[j] for j in idx], idx, frames[t]))
+    outputs = [restore(engine, padded, frames, t) for t in range(5)]
     expected = list(Deblurrer(weights=tiny_weights, scene_threshold=0).frames(frames))
     assert all(np.array_equal(a, b) for a, b in zip(outputs, expected, strict=True))
 
@@ -33,13 +30,8 @@ def test_concurrent_windows_encode_each_frame_once(tiny_weights):
     engine = Deblurrer(weights=tiny_weights, scene_threshold=0)
     frames = clip(8)
     padded = [engine.stage1_padded(f) for f in frames]
-
-    def restore(t: int) -> np.ndarray:
-        idx = window_indices(t, engine.radius, 0, 7)
-        return engine.stage2_padded([padded[j] for j in idx], idx, frames[t])
-
     with ThreadPoolExecutor(4) as pool:
-        outputs = list(pool.map(restore, [5, 2, 7, 0, 3, 6, 1, 4]))
+        outputs = list(pool.map(lambda t: restore(engine, padded, frames, t), [5, 2, 7, 0, 3, 6, 1, 4]))
     assert engine.stats.encoder == 8
     expected = list(Deblurrer(weights=tiny_weights, scene_threshold=0).frames(frames))
     order = [5, 2, 7, 0, 3, 6, 1, 4]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from media import make_clip, packets, video_times
+from tests.media import make_clip, packets, video_times, write_lossless
 from vsdeblur.cli import main
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
@@ -27,16 +27,6 @@ def sharp_clip(count: int = 4, size: int = 96) -> list[np.ndarray]:
     big = (dead_leaves(rng, size + 4 * count) * 255 + 0.5).astype(np.uint8)
     # a slow pan across a dead-leaves picture: neighbouring frames are alike but not equal
     return [np.ascontiguousarray(big[2 * t : 2 * t + size, 3 * t : 3 * t + size]) for t in range(count)]
-
-
-def write_lossless(path, frames: list[np.ndarray]) -> None:
-    """An FFV1 (RGB, lossless) file: decoding gives back exactly these frames."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=Fraction(25))
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode(None))
 
 
 def test_shake_blur_is_deterministic_keeps_dtype_and_blurs():

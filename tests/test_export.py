@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.media import REPO, run_cli
 from vsdeblur.backends.onnxruntime import OnnxRuntimeBackend
 from vsdeblur.backends.openvino import OpenVinoBackend
 from vsdeblur.errors import UsageError
@@ -21,11 +21,6 @@ from vsdeblur.weights import read_weights
 
 RUNNERS = [OnnxRuntimeBackend, OpenVinoBackend]
 SHAPES = [(1, 32, 48), (2, 64, 32)]  # N, H, W: two sizes and batches, each side a multiple of 16
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "vsdeblur.cli", *args], capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")

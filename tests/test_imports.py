@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.media import REPO, sliding_noise_clip
 
 NO_TORCH = "\nheavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'vapoursynth'})\nassert not heavy, heavy\n"
 
@@ -47,6 +47,13 @@ for run in [lambda: runpy.run_module("vsdeblur", run_name="__main__")] + [lambda
 
 def test_vsdeblur_stream_help_loads_no_torch():
     run_without_torch("import contextlib, sys\nfrom vsdeblur.stream import main\nwith contextlib.suppress(SystemExit):\n    main(['--help'])\n")
+
+
+def test_planning_a_batch_job_loads_no_torch(tmp_path, tiny_weights):
+    # `vsdeblur batch` reads the weights' header and plans the chunks; torch waits for a chunk
+    code = "import sys\nfrom vsdeblur.cli import main\ntry:\n    main(['batch', *sys.argv[1:], '--plan-only'])\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+    run_without_torch(code, str(sliding_noise_clip(tmp_path / "a.mp4", 6)), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights))
+    assert (tmp_path / "out" / ".vsdeblur" / "manifest.sqlite").is_file()
 
 
 def test_the_shim_signature_is_written_without_torch(tmp_path):

@@ -13,8 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import REPO
-from media import copy_through, make_clip, packets, pattern, sliding_noise_clip, video_times
+from tests.media import REPO, copy_through, make_clip, packets, pattern, sliding_noise_clip, video_times
 from vsdeblur.errors import UsageError
 from vsdeblur.io import Reader, Writer, encoder_settings
 
@@ -281,11 +280,11 @@ def test_x264_output_does_not_depend_on_what_memory_held(tmp_path):
     # pixels up to 25 levels apart, which is why vsdeblur keeps x264 below AVX-512 (writer.py)
     clip = sliding_noise_clip(tmp_path / "a.mp4", 10, seed=1)
     # in a process of its own, so that MALLOC_PERTURB_ applies
-    script = "import sys; from pathlib import Path; from media import copy_through; copy_through(*map(Path, sys.argv[1:]))"
+    script = "import sys; from pathlib import Path; from tests.media import copy_through; copy_through(*map(Path, sys.argv[1:]))"
     decoded = []
     for byte in (0, 1, 85):
         target = tmp_path / f"out{byte}.mkv"
-        env = dict(os.environ, MALLOC_PERTURB_=str(byte), PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
+        env = dict(os.environ, MALLOC_PERTURB_=str(byte), PYTHONPATH=str(REPO))
         subprocess.run([sys.executable, "-c", script, str(clip), str(target)], env=env, check=True, timeout=120)
         with av.open(str(target)) as c:
             decoded.append([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])

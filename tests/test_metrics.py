@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import gc
 import json
-from fractions import Fraction
 
 import av
 import av.filter
 import numpy as np
 import pytest
 
+from tests.media import write_lossless
 from vsdeblur.evaluate import decoded, evaluate
 from vsdeblur.metrics import VMAF_MIN_SIDE, VmafMeter, clip_vmaf, vmaf_unavailable
 from vsdeblur.train.data import dead_leaves
@@ -28,16 +28,6 @@ def panned_clip(count: int = 4, height: int = 96, width: int = 96) -> list[np.nd
 
 def blurred(frames: list[np.ndarray], length: float = 6) -> list[np.ndarray]:
     return list(ShakeBlur(ShakeSpec(min_length=length, max_length=length + 1), seed=3).frames(frames))
-
-
-def write_lossless(path, frames: list[np.ndarray]) -> None:
-    """An FFV1 RGB file (as the benchmark writes its set): decoding gives back these frames."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=Fraction(25))
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode(None))
 
 
 def ffmpeg_vmaf(distorted, reference, log) -> float:

@@ -10,11 +10,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tests.test_cli import run
+from tests.media import restore, run_cli
 from vsdeblur.backends import device
 from vsdeblur.engine import Deblurrer
 from vsdeblur.engine.tiling import blend, plan_tiles
-from vsdeblur.engine.window import window_indices
 from vsdeblur.models import build_model, get_preset
 from vsdeblur.models.stage2 import MLFA, similarity_weighted
 
@@ -55,7 +54,7 @@ def test_proc_cpuinfo_and_pytorch_agree_on_the_bf16_flags(monkeypatch):
 
 def test_info_says_what_auto_picks_and_why():
     name, why = device.auto_precision(CPU)
-    result = run("info")
+    result = run_cli("info")
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("precision"))
     assert f"auto on cpu: {name} ({why})" in line
@@ -89,8 +88,7 @@ def test_images_stay_fp32_around_reduced_precision_networks(precision):
     # the padded random-access path (VapourSynth) hands stage-1 images between its calls
     padded = [engine.stage1_padded(f) for f in frames]
     for t, frame in enumerate(frames):
-        window = window_indices(t, engine.radius, 0, len(frames) - 1)
-        assert np.array_equal(engine.stage2_padded([padded[j] for j in window], window, frame), frame)
+        assert np.array_equal(restore(engine, padded, frames, t), frame)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -144,7 +142,7 @@ def test_tile_blend_sums_in_fp32_and_copies_no_weights():
 
 def test_bench_compares_precisions_on_a_real_clip(tmp_path, sample_clip):
     out = tmp_path / "bench.json"
-    result = run("bench", "--preset", "tiny", "--clip", str(sample_clip), "--frames", "2", "--rounds", "1",
+    result = run_cli("bench", "--preset", "tiny", "--clip", str(sample_clip), "--frames", "2", "--rounds", "1",
                  "--precision", "bf16,fp32", "--json", str(out))
     assert result.returncode == 0, result.stderr
     assert "bf16 against fp32: engine" in result.stdout
@@ -168,6 +166,6 @@ def test_bench_compares_precisions_on_a_real_clip(tmp_path, sample_clip):
     ],
 )
 def test_bench_refuses_bad_precision_lists_and_clips(args, message):
-    result = run("bench", "--preset", "tiny", "--frames", "1", "--rounds", "1", *args)
+    result = run_cli("bench", "--preset", "tiny", "--frames", "1", "--rounds", "1", *args)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"vsdeblur bench: error: {message}"]

@@ -20,10 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import REPO
-from tests.media import copy_through, make_clip, packets, video_times
-from tests.test_batch import settings  # noqa: F401 (a fixture)
-from tests.test_batch_safety import disorder, spread_clip
+from tests.media import REPO, copy_through, disorder, make_clip, packets, spread_clip, video_times
 from vsdeblur.batch import run_batch
 from vsdeblur.errors import UsageError
 from vsdeblur.stream import main, stream
@@ -137,19 +134,19 @@ def test_a_socket_a_block_device_or_a_directory_is_refused_in_one_line(tmp_path,
     assert stat.S_ISBLK(os.lstat(disk).st_mode)
 
 
-def test_batch_never_replaces_a_special_file_or_a_directory(tmp_path, settings):
+def test_batch_never_replaces_a_special_file_or_a_directory(tmp_path, batch_settings):
     (tmp_path / "in").mkdir()
     clip = make_clip(tmp_path / "in" / "c.mkv", frames=2)
     out = tmp_path / "out"
     out.mkdir()
     os.mkfifo(out / "c.mkv")
     with pytest.raises(UsageError, match=r"output is a named pipe: .*c\.mkv; vsdeblur batch writes regular files"):
-        run_batch([str(clip)], out, settings(), overwrite=True)
+        run_batch([str(clip)], out, batch_settings(), overwrite=True)
     assert stat.S_ISFIFO(os.lstat(out / "c.mkv").st_mode)
     (out / "c.mkv").unlink()
     (out / "c.mkv").mkdir()
     with pytest.raises(UsageError, match="output is a directory"):
-        run_batch([str(clip)], out, settings(), overwrite=True)
+        run_batch([str(clip)], out, batch_settings(), overwrite=True)
     assert (out / "c.mkv").is_dir()
 
 
@@ -167,16 +164,16 @@ def test_a_dangling_symlink_is_an_existing_output(tmp_path, tiny_weights):
     assert not (tmp_path / "gone").exists()
 
 
-def test_batch_takes_a_dangling_symlink_for_an_existing_output(tmp_path, settings):
+def test_batch_takes_a_dangling_symlink_for_an_existing_output(tmp_path, batch_settings):
     (tmp_path / "in").mkdir()
     clip = make_clip(tmp_path / "in" / "c.mkv", frames=2)
     out = tmp_path / "out"
     out.mkdir()
     (out / "c.mkv").symlink_to(tmp_path / "gone")
     with pytest.raises(UsageError, match="output exists"):
-        run_batch([str(clip)], out, settings())
+        run_batch([str(clip)], out, batch_settings())
     assert (out / "c.mkv").is_symlink()
-    assert run_batch([str(clip)], out, settings(), overwrite=True).ok
+    assert run_batch([str(clip)], out, batch_settings(), overwrite=True).ok
     assert not (out / "c.mkv").is_symlink() and len(video_times(out / "c.mkv")) == 2
 
 
@@ -253,9 +250,9 @@ def test_a_sparse_clips_audio_stays_next_to_its_video(tmp_path):
         assert [p for p, _ in packets(tmp_path / name, "audio")] == [p for p, _ in packets(clip, "audio")]
 
 
-def test_a_sparse_clips_join_keeps_its_audio_next_to_its_video(tmp_path, settings):
+def test_a_sparse_clips_join_keeps_its_audio_next_to_its_video(tmp_path, batch_settings):
     clip = spread_clip(tmp_path / "sparse.mkv", SPARSE)
-    report = run_batch([str(clip)], tmp_path / "out", settings(stage=1, codec="libx264", lossless=False, chunk_frames=4))
+    report = run_batch([str(clip)], tmp_path / "out", batch_settings(stage=1, codec="libx264", lossless=False, chunk_frames=4))
     assert report.ok, report.table()
     assert audio_ahead(tmp_path / "out" / "sparse.mkv") < 0.1
 

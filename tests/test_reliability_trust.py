@@ -15,7 +15,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tests.conftest import REPO, SAMPLE_CLIP, make_weights
+from tests.media import REPO, SAMPLE_CLIP, make_weights
 from tests.media import make_clip
 from vsdeblur.batch.plan import Source, output_path
 from vsdeblur.engine import Deblurrer

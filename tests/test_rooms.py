@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 
-from tests.conftest import REPO
+from tests.media import REPO
 
 
 def imported_by(folder: str) -> dict[str, set[str]]:

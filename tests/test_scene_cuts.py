@@ -6,14 +6,11 @@ Tiny untrained networks on the CPU; every file is lossless, so outputs compare e
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import av
 import numpy as np
 import pytest
 import vapoursynth as vs
 
-from tests.test_vapoursynth import to_arrays
+from tests.media import decoded, to_arrays, to_clip, write_lossless
 from vsdeblur.batch import resolved_settings, run_batch
 from vsdeblur.engine import Deblurrer
 from vsdeblur.engine.window import luma_thumbnail, scene_change
@@ -32,33 +29,6 @@ def two_textures(count: int = 9) -> list[np.ndarray]:
     rng = np.random.default_rng(11)
     first, second = (rng.integers(64, 192, (HEIGHT, WIDTH, 3)) for _ in range(2))
     return [((first if i < CUT else second) + rng.integers(-4, 5, (HEIGHT, WIDTH, 3))).astype(np.uint8) for i in range(count)]
-
-
-def lossless_file(frames: list[np.ndarray], path: Path) -> Path:
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("ffv1", rate=25)
-        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "bgr0"
-        for rgb in frames:
-            out.mux(video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        out.mux(video.encode(None))
-    return path
-
-
-def vs_clip(frames: list[np.ndarray]) -> vs.VideoNode:
-    blank = vs.core.std.BlankClip(width=WIDTH, height=HEIGHT, format=vs.RGB24, length=len(frames))
-
-    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        out = f.copy()
-        for p in range(3):
-            np.copyto(np.asarray(out[p]), frames[n][..., p])
-        return out
-
-    return blank.std.ModifyFrame(blank, fill)
-
-
-def decoded(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as container:
-        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
 def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
@@ -83,10 +53,10 @@ def test_every_door_cuts_at_the_same_frames(tiny_weights, tmp_path, side):
     engine = Deblurrer(weights=tiny_weights, scene_threshold=threshold)
     assert same(list(engine.frames(frames)), expected), "engine"
 
-    filtered = atrous(vs_clip(frames), weights=tiny_weights, device="cpu", scene_threshold=threshold)
+    filtered = atrous(to_clip(frames, vs.RGB24), weights=tiny_weights, device="cpu", scene_threshold=threshold)
     assert same(to_arrays(filtered), expected), "VapourSynth"
 
-    source = lossless_file(frames, tmp_path / "in.mkv")
+    source = write_lossless(tmp_path / "in.mkv", frames)
     assert same(decoded(source), frames)
     stream(source, tmp_path / "stream.mkv", {"weights": tiny_weights, "device": "cpu", "scene_threshold": threshold, "codec": "ffv1"}, progress=False)
     assert same(decoded(tmp_path / "stream.mkv"), expected), "vsdeblur-stream"

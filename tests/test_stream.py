@@ -18,13 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 import vsdeblur.weights
-from media import make_clip, packets, video_times
+from tests.media import REPO, make_clip, packets, video_times
 from vsdeblur.engine import Deblurrer
 from vsdeblur.io import Reader
 from vsdeblur.io.colour import HdrMetadata
 from vsdeblur.stream import Progress, main, stream
 
-REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 

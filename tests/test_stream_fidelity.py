@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from media import make_clip, video_times
+from tests.media import make_clip, video_times
 from vsdeblur.io import Reader
 from vsdeblur.stream import main
 

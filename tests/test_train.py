@@ -10,41 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
+from tests.media import make_weights, write_lossless, write_png
 from vsdeblur import metrics
 from vsdeblur.blur import synth
 from vsdeblur.errors import UsageError
 from vsdeblur.train.data import BlurRecipe, Clip, DeadLeavesSource, ImageSource, Mixture, PairedSource, VideoSource, make_pair
-from vsdeblur.train.loop import Trainer, _to_tensor, load_config
+from vsdeblur.train.loop import StepBatches, Trainer, load_config
 from vsdeblur.models import build_model, get_preset
 from vsdeblur.weights import read_weights, save_weights
-
-
-def write_png(path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("png")
-        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "rgb24"
-        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-
-
-def write_video(path, frames: list[np.ndarray]) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=25)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
 
 
 # ---- synthesis -------------------------------------------------------------------------------
@@ -155,7 +133,7 @@ def test_image_video_and_paired_sources(tmp_path):
         for layout_dir in (tmp_path / "reds" / "train_blur" / "000", tmp_path / "reds" / "train_sharp" / "000",
                            tmp_path / "gopro" / "train" / "GOPR0001" / "blur", tmp_path / "gopro" / "train" / "GOPR0001" / "sharp"):
             write_png(layout_dir / f"{i:08d}.png", image)
-    write_video(tmp_path / "clip.mkv", images)
+    write_lossless(tmp_path / "clip.mkv", images)
     for source in (ImageSource(tmp_path / "images"), VideoSource(tmp_path / "clip.mkv"),
                    PairedSource(tmp_path / "reds", "reds"), PairedSource(tmp_path / "gopro", "gopro")):
         clip = source.sample(np.random.default_rng(9), 48, 3)
@@ -205,7 +183,7 @@ def test_pan_sets_how_far_image_sequences_move_between_frames(tmp_path):
 def test_decord_reader_matches_pyav(tmp_path):
     pytest.importorskip("decord")
     frames = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(4)]
-    write_video(tmp_path / "clip.mkv", frames)
+    write_lossless(tmp_path / "clip.mkv", frames)
     a = VideoSource(tmp_path / "clip.mkv").sample(np.random.default_rng(3), 64, 2)
     b = VideoSource(tmp_path / "clip.mkv", reader="decord").sample(np.random.default_rng(3), 64, 2)
     assert np.array_equal(a.sharp, b.sharp)
@@ -269,7 +247,7 @@ def test_loss_drops_on_held_out_crops(tmp_path):
     )
     config.blur.update(kernel_size=15, min_length=4.0, max_length=10.0, max_noise=0.0, compress_probability=0.0)
     trainer = Trainer(config, out=io.StringIO())
-    blurred, sharp = (_to_tensor(a) for a in trainer.mixture.batch(seed=999, step=0, batch=16, size=48, frames=1))
+    blurred, sharp = StepBatches(trainer.mixture, seed=999, batch=16, crop=48, frames=1)[0]
 
     def held_out_loss() -> float:
         trainer.model.eval()
@@ -301,13 +279,16 @@ def test_checkpoint_resumes_exactly(tmp_path):
 
 
 def test_any_number_of_worker_processes_delivers_the_same_batches(tmp_path):
-    batches = {}
+    # the same batches in the same order: the same loss at every step and the same weights
+    runs = {}
     for workers in (1, 2):
-        config = load_config(write_config(tmp_path), {"output": tmp_path / f"w{workers}", "workers": workers})
-        batches[workers] = list(Trainer(config, out=io.StringIO())._batches(2, 7))
-    assert len(batches[1]) == len(batches[2]) == 5
-    for (b1, s1), (b2, s2) in zip(batches[1], batches[2]):
-        assert torch.equal(b1, b2) and torch.equal(s1, s2)
+        trainer = Trainer(load_config(write_config(tmp_path), {"output": tmp_path / f"w{workers}", "workers": workers}), out=io.StringIO())
+        trainer.run()
+        log = [json.loads(line) for line in (tmp_path / f"w{workers}" / "log.jsonl").read_text().splitlines()]
+        runs[workers] = [r["loss"] for r in log if "loss" in r], trainer.model.state_dict()
+    (losses, weights), (other_losses, other_weights) = runs[1], runs[2]
+    assert len(losses) == 6 and losses == other_losses
+    assert all(torch.equal(weights[k], other_weights[k]) for k in weights)
 
 
 def last_validation_psnr(run: Path) -> float:
@@ -411,8 +392,6 @@ def test_a_checkpoint_of_another_preset_is_refused_in_one_line(tmp_path):
 
 
 def test_ship_puts_a_new_stage1_before_an_existing_stage2(tmp_path, tiny_weights):
-    from conftest import make_weights
-
     ship = [sys.executable, str(Path(__file__).parents[1] / "pipelines/train/ship.py")]
     stage1 = make_weights(tmp_path / "s1.safetensors", stages=(1,), seed=5)
     done = subprocess.run(ship + [str(stage1), str(tmp_path / "both.safetensors"), "--stage2-from", str(tiny_weights)], capture_output=True, text=True)

@@ -13,12 +13,11 @@ import pytest
 import torch
 import vapoursynth as vs
 
-import vsdeblur.vs
 import vsdeblur.weights
-from tests.test_weights_integrity import overflowing_weights
+from tests.media import overflowing_weights, to_arrays, to_clip
 from vsdeblur.config import ENGINE, VAPOURSYNTH, vapoursynth_args
 from vsdeblur.engine import Deblurrer
-from vsdeblur.vs import atrous
+from vsdeblur.vs import atrous, graph
 
 core = vs.core
 # The filter and the engine run the same code on the same tensors; on the CPU in fp32 they
@@ -31,24 +30,6 @@ def rgb_frames(count: int, seed: int = 0, dtype=np.float32) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     frames = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(count)]
     return frames if dtype == np.uint8 else [(f / 255).astype(dtype) for f in frames]
-
-
-def to_clip(frames: list[np.ndarray], fmt: int, props: dict[int, dict] | None = None) -> vs.VideoNode:
-    """A clip holding H x W x 3 numpy frames, with per-frame props."""
-    blank = core.std.BlankClip(width=WIDTH, height=HEIGHT, format=fmt, length=len(frames))
-
-    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        out = f.copy()
-        for p in range(3):
-            np.copyto(np.asarray(out[p]), frames[n][..., p])
-        out.props.update((props or {}).get(n, {}))
-        return out
-
-    return blank.std.ModifyFrame(blank, fill)
-
-
-def to_arrays(clip: vs.VideoNode) -> list[np.ndarray]:
-    return [np.stack([np.asarray(f[p]) for p in range(f.format.num_planes)], axis=-1) for f in clip.frames()]
 
 
 def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
@@ -79,13 +60,12 @@ def test_plugin_python_and_engine_agree(tiny_weights, deblur_plugin, stage):
     assert max_diff(method, expected) <= FLOAT_TOLERANCE
 
 
-def test_stage1_once_per_frame_with_threads_and_random_order(tiny_weights, monkeypatch):
-    engines: list[Deblurrer] = []
-    make_engine = vsdeblur.vs._engine
-    monkeypatch.setattr(vsdeblur.vs, "_engine", lambda settings: engines.append(make_engine(settings)) or engines[-1])
+def test_stage1_once_per_frame_with_threads_and_random_order(tiny_weights):
+    # the graph atrous builds, given an engine of the test's own whose stats count the runs
+    engine = Deblurrer(weights=tiny_weights, scene_threshold=0)
     count = 24
     frames = rgb_frames(count)
-    out = atrous(to_clip(frames, vs.RGBS), weights=tiny_weights, scene_threshold=0, num_streams=2)
+    out = graph(to_clip(frames, vs.RGBS), engine, {"num_streams": 2, "scene_props": True, "scene_threshold": 0})
     threads = core.num_threads
     core.num_threads = 8
     try:  # every frame requested at once, in shuffled order
@@ -95,7 +75,6 @@ def test_stage1_once_per_frame_with_threads_and_random_order(tiny_weights, monke
         results = {n: np.stack([np.asarray(futures[n].result()[p]) for p in range(3)], -1) for n in order}
     finally:
         core.num_threads = threads
-    (engine,) = engines
     assert engine.stats.stage1 == count
     assert engine.stats.stage2 == count
     expected = list(Deblurrer(weights=tiny_weights, scene_threshold=0).frames(frames))

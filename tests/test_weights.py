@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.conftest import REPO, make_weights
+from tests.media import REPO, make_weights
 from vsdeblur.errors import WeightsError
 from vsdeblur.models import build_model, get_preset
 from vsdeblur.weights import read_weights, resolve_weights, save_weights

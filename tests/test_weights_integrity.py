@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tests.conftest import make_weights
+from tests.media import make_weights, overflowing_weights
 from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError, WeightsError
 from vsdeblur.models import build_model, get_preset
@@ -38,6 +38,16 @@ def poke(path: Path, tensor: str, value: float) -> None:
     with path.open("r+b") as f:
         f.seek(start + header[tensor]["data_offsets"][0])
         f.write(struct.pack("<f", value))
+
+
+def flip_a_bit(path: Path) -> None:
+    """Flip one bit in the middle of the last tensor's data, in place in the file."""
+    start, header = layout(path)
+    name = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
+    begin, end = header[name]["data_offsets"]
+    raw = bytearray(path.read_bytes())
+    raw[start + (begin + end) // 2] ^= 0x04  # in float32 a low mantissa bit: the value stays finite and plausible
+    path.write_bytes(raw)
 
 
 def without_checksum(path: Path) -> None:
@@ -68,12 +78,7 @@ def test_saved_files_carry_a_checksum_of_their_tensors(fresh):
 
 
 def test_a_flipped_byte_in_the_data_is_found(fresh, tmp_path, sample_clip):
-    start, header = layout(fresh)
-    name = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
-    begin, end = header[name]["data_offsets"]
-    raw = bytearray(fresh.read_bytes())
-    raw[start + (begin + end) // 2] ^= 0x04  # a low mantissa bit: the value stays finite and plausible
-    fresh.write_bytes(raw)
+    flip_a_bit(fresh)
     with pytest.raises(WeightsError, match=r"w\.safetensors is damaged: its tensor data does not match the checksum"):
         read_weights(fresh)
     out = tmp_path / "out.mkv"
@@ -92,6 +97,16 @@ def test_nan_in_a_tensor_is_refused_with_or_without_a_checksum(fresh):
     poke(fresh, name, math.inf)
     with pytest.raises(WeightsError, match=f"tensor {name} holds 1 NaN or infinite value"):
         Deblurrer(weights=fresh)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_every_storage_dtype_matches_its_checksum(tmp_path, dtype):
+    # the header's checksum is checked from the file's bytes, which name dtypes their own way
+    path = save_weights(tmp_path / "w.safetensors", get_preset("tiny"), {1: build_model("tiny", 1)}, dtype=dtype)
+    assert read_weights(path).stages == (1,)
+    flip_a_bit(path)
+    with pytest.raises(WeightsError, match="is damaged"):
+        read_weights(path)
 
 
 def test_files_from_before_the_checksum_still_load(fresh):
@@ -123,17 +138,6 @@ def test_non_finite_tensors_are_never_written(tmp_path):
     with pytest.raises(WeightsError, match="holds 1 NaN or infinite value"):
         save_weights(tmp_path / "w.safetensors", cfg, {1: model}, dtype=torch.float16)
     assert list(tmp_path.iterdir()) == []
-
-
-def overflowing_weights(path: Path) -> Path:
-    """Finite weights (they load) so large that the network's output is NaN."""
-    torch.manual_seed(0)
-    cfg = get_preset("tiny")
-    models = {s: build_model(cfg, s) for s in (1, 2)}
-    with torch.no_grad():
-        for p in models[1].parameters():
-            p.mul_(1e30)
-    return save_weights(path, cfg, models)
 
 
 @pytest.mark.parametrize("stage", [1, 2])

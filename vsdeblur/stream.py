@@ -21,6 +21,8 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ from vsdeblur.threads import END, Cancelled, Channel, Stage, join, raise_first
 
 if TYPE_CHECKING:
     from vsdeblur.engine import Deblurrer
+    from vsdeblur.io import Reader, VideoInfo, Writer
 
 @dataclass
 class StreamResult:
@@ -114,11 +117,10 @@ def stream(
     is not a terminal either.
     """
     from vsdeblur.engine import Deblurrer
-    from vsdeblur.io import Frame, Reader, Writer
+    from vsdeblur.io import Reader, Writer
 
     values = {**ENGINE.defaults(), **ENCODE.defaults(), **(settings or {})}
-    if str(input) != "-" and str(output) != "-" and Path(output).exists() and Path(input).resolve() == Path(output).resolve():
-        raise UsageError(f"input and output are the same file: {output}")
+    _refuse_same_file(input, output)
     started = time.monotonic()
     with Reader(input) as reader:
         info = reader.info
@@ -126,49 +128,18 @@ def stream(
         writer = Writer(output, info, values, source=reader, overwrite=overwrite)
         stop = threading.Event()
         decoded, encoded = Channel(stop), Channel(stop)
-
-        def read() -> None:
-            for item in reader.items():
-                decoded.put(item)
-            decoded.put(END)
-
-        def write() -> None:
-            while (item := encoded.get()) is not END:
-                if isinstance(item, tuple):
-                    writer.write(*item)
-                else:
-                    writer.copy(item)
-
-        def engine_input() -> Iterator[tuple[int, Any]]:
-            while (item := decoded.get()) is not END:
-                if isinstance(item, Frame):
-                    yield item.pts, item.rgb
-                else:  # another stream's packet: straight on to the writer
-                    encoded.put(item)
-
-        show = progress if progress is not None else (str(output) != "-" or sys.stderr.isatty())
-        meter = Progress(info.frames, info.duration) if show else None
-        stages = [Stage("vsdeblur-read", read, stop), Stage("vsdeblur-write", write, stop)]
-        frames = 0
+        stages = [Stage("vsdeblur-read", partial(_read, reader, decoded), stop),
+                  Stage("vsdeblur-write", partial(_write, writer, encoded), stop)]
+        meter = _meter(info, output, progress)
         try:
             if engine is None:
                 engine = Deblurrer(EngineSettings.of(values))
             for stage in stages:
                 stage.start()
-            for pts, rgb in engine.tagged(engine_input()):
-                encoded.put((rgb, pts))
-                frames += 1
-                if meter is not None:
-                    meter.update(float(pts * info.time_base))
-            encoded.put(END)
-            join(stages)
-            raise_first(stages)
-            writer.close()
+            frames = _restore(engine, decoded, encoded, meter, info.time_base)
+            _finish(stages, writer)
         except BaseException as exc:
-            # stop every stage before the writer's file goes: a stage may be inside FFmpeg
-            stop.set()
-            join(stages)
-            writer.abort()
+            _abandon(stop, stages, writer)
             if isinstance(exc, Cancelled):  # another stage failed: its error is the story
                 raise_first(stages)
             raise
@@ -176,6 +147,74 @@ def stream(
             if meter is not None:
                 meter.finish()
     return StreamResult(frames, time.monotonic() - started, writer.left_out)
+
+
+def _refuse_same_file(input: str | Path, output: str | Path) -> None:
+    if str(input) != "-" and str(output) != "-" and Path(output).exists() and Path(input).resolve() == Path(output).resolve():
+        raise UsageError(f"input and output are the same file: {output}")
+
+
+def _meter(info: VideoInfo, output: str | Path, progress: bool | None) -> Progress | None:
+    """The progress display, or None: as `progress` says; by default shown unless the video goes
+    to stdout and stderr is no terminal either."""
+    show = progress if progress is not None else (str(output) != "-" or sys.stderr.isatty())
+    return Progress(info.frames, info.duration) if show else None
+
+
+def _read(reader: Reader, decoded: Channel) -> None:
+    """The reader thread: every decoded frame and every other stream's packet, in demux order."""
+    for item in reader.items():
+        decoded.put(item)
+    decoded.put(END)
+
+
+def _write(writer: Writer, encoded: Channel) -> None:
+    """The writer thread: restored frames (rgb, pts) are encoded, other packets copied."""
+    while (item := encoded.get()) is not END:
+        if isinstance(item, tuple):
+            writer.write(*item)
+        else:
+            writer.copy(item)
+
+
+def _restore(engine: Deblurrer, decoded: Channel, encoded: Channel, meter: Progress | None, time_base: Fraction) -> int:
+    """This thread: the engine over the decoded frames, each restored frame on to the writer;
+    the number of frames restored."""
+    frames = 0
+    for pts, rgb in engine.tagged(_engine_input(decoded, encoded)):
+        encoded.put((rgb, pts))
+        frames += 1
+        if meter is not None:
+            meter.update(float(pts * time_base))
+    encoded.put(END)
+    return frames
+
+
+def _engine_input(decoded: Channel, encoded: Channel) -> Iterator[tuple[int, Any]]:
+    """(pts, rgb) of each decoded frame; another stream's packet goes straight on to the writer."""
+    from vsdeblur.io import Frame
+
+    while (item := decoded.get()) is not END:
+        if isinstance(item, Frame):
+            yield item.pts, item.rgb
+        else:
+            encoded.put(item)
+
+
+def _finish(stages: list[Stage], writer: Writer) -> None:
+    """Wait for the reader and the writer, raise the first error of theirs, then close the
+    output (moved into place)."""
+    join(stages)
+    raise_first(stages)
+    writer.close()
+
+
+def _abandon(stop: threading.Event, stages: list[Stage], writer: Writer) -> None:
+    """Stop every stage before the writer's file goes (a stage may be inside FFmpeg), then
+    remove the temporary output."""
+    stop.set()
+    join(stages)
+    writer.abort()
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})

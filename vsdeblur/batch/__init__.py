@@ -15,7 +15,8 @@ import json
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,7 +28,7 @@ from vsdeblur.batch.work import DiskFull, disk_full, refuse_special
 from vsdeblur.config import BATCH, ENCODE, ENGINE
 from vsdeblur.engine.window import chosen_stage, window_radius
 from vsdeblur.errors import UsageError
-from vsdeblur.weights import resolve_weights
+from vsdeblur.weights import resolve_header
 
 __all__ = ["FileResult", "Report", "progress_printer", "run_batch"]
 
@@ -91,7 +92,7 @@ def _digest(*parts: Any) -> str:
 def _engine_settings(values: dict[str, Any]) -> tuple[dict[str, Any], str, int]:
     """Deblurrer arguments (weights made absolute), their hash (weights by content) and the
     context each chunk needs: the temporal radius when stage 2 runs, else none."""
-    weights = resolve_weights(values["weights"])
+    weights = resolve_header(values["weights"])
     settings = {o.name: values[o.name] for o in ENGINE.options}
     settings["weights"] = str(weights.path)
     stage = chosen_stage(weights, values["stage"])
@@ -123,8 +124,26 @@ def run_batch(
     if not resume:
         shutil.rmtree(output / STATE_DIR, ignore_errors=True)
     encode = {o.name: values[o.name] for o in ENCODE.options}
+    sources, targets = _sources_and_targets(inputs, output, owned, values["name_template"], values["format"])
+    _refuse_foreign_outputs(targets, owned, overwrite)
+    with _full_disk_stops_planning(output):
+        output.mkdir(parents=True, exist_ok=True)
+        tasks = _plan(output, sources, targets, values, engine, engine_hash, context, encode, overwrite, owned)
+    if plan_only:
+        tasks = []
+    chunks_run = sum(kind == "chunk" for kind, _ in tasks)
+    stopped = _execute(output, tasks, values, progress)
+    report = Report(_file_results(output, stopped), time.perf_counter() - started, chunks_run, stopped)
+    _write_report(output, report)
+    return report
+
+
+def _sources_and_targets(inputs: list[str], output: Path, owned: dict[Path, str], template: str,
+                         fmt: str | None) -> tuple[list[Source], dict[Path, Path]]:
+    """The input files and the output each is written to; an error where two inputs would be
+    written to one output, an output would overwrite its own input, or one is a special file."""
     sources = discover(inputs, output, owned)
-    targets = output_paths(output, sources, values["name_template"], values["format"])
+    targets = output_paths(output, sources, template, fmt)
     clashes = [p for p in set(targets.values()) if list(targets.values()).count(p) > 1]
     if clashes:
         raise UsageError(f"several inputs would be written to {clashes[0]}; use {{dir}} or {{ext}} in the name template")
@@ -132,23 +151,34 @@ def run_batch(
         raise UsageError("an output would overwrite its own input; choose another output root or name template")
     for target in sorted(targets.values()):
         refuse_special(target)
+    return sources, targets
+
+
+def _refuse_foreign_outputs(targets: dict[Path, Path], owned: dict[Path, str], overwrite: bool) -> None:
+    """Without --overwrite, an existing output that this job did not write stops the job."""
     stamps = {target: output_stamp(target) for target in targets.values()}
     foreign = sorted(t for t, stamp in stamps.items() if stamp is not None and stamp != owned.get(t))
     if foreign and not overwrite:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
         raise UsageError(f"output exists: {foreign[0]}{more}, not written by this job (pass --overwrite to replace it)")
 
+
+@contextmanager
+def _full_disk_stops_planning(output: Path) -> Iterator[None]:
+    """No space left while the job is planned is one line."""
     try:
-        output.mkdir(parents=True, exist_ok=True)
-        tasks = _plan(output, sources, targets, values, engine, engine_hash, context, encode, overwrite, owned)
+        yield
     except (OSError, sqlite3.OperationalError) as exc:
         if disk_full(exc):
             raise UsageError(f"no space left on device to plan the job in {output}; free some space and run it again") from None
         raise
 
-    if plan_only:
-        tasks = []
-    chunks_run = sum(kind == "chunk" for kind, _ in tasks)
+
+def _execute(output: Path, tasks: list[Task], values: dict[str, Any], progress: Callable[[int, int], None] | None) -> str | None:
+    """Run the tasks on the chosen executor, reporting each one done to `progress`; why the
+    job stopped early (a full disk), else None."""
+    if not tasks:  # planned only, or all done: no executor to start (nor torch, nor a Ray cluster)
+        return None
     done = 0
 
     def on_done() -> None:
@@ -157,26 +187,32 @@ def run_batch(
         if progress is not None:
             progress(done, len(tasks))
 
-    stopped = None
     try:
         if values["executor"] == "ray":
             run_ray(output.resolve(), tasks, values["ray_address"], values["workers"], on_done)
         else:
             run_local(output.resolve(), tasks, values["workers"] or default_workers(), on_done)
     except DiskFull as exc:
-        stopped = str(exc)
+        return str(exc)
+    return None
 
+
+def _file_results(output: Path, stopped: str | None) -> list[FileResult]:
+    """Each file's result from the manifest; a planned-only job reports its files as not done yet."""
     unfinished = "not finished: the job stopped" if stopped else "left {}"
     manifest = Manifest(output)
     try:
-        results = [  # a planned-only job reports its files as not done yet
+        return [
             FileResult(str(f.source), str(f.output), "done" if f.state == "done" else "failed", f.frames or 0, f.seconds or 0.0,
                        None if f.state == "done" else (f.error or unfinished.format(f.state)), (f.left_out or "").splitlines())
             for f in manifest.files()
         ]
     finally:
         manifest.close()
-    report = Report(results, time.perf_counter() - started, chunks_run, stopped)
+
+
+def _write_report(output: Path, report: Report) -> None:
+    """OUT/.vsdeblur/report.json; a full disk leaves none and says so in report.stopped."""
     path = output / STATE_DIR / "report.json"
     try:
         path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
@@ -185,7 +221,6 @@ def run_batch(
         if not disk_full(exc):
             raise
         report.stopped = report.stopped or f"no space left on device for {path}; free some space and run the job again"
-    return report
 
 
 def _owned_outputs(output: Path, strict: bool) -> dict[Path, str]:

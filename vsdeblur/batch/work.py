@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
@@ -25,11 +25,13 @@ import numpy as np
 from vsdeblur.batch.chunkfile import read_chunk, read_pts, write_chunk
 from vsdeblur.batch.manifest import ChunkRow, Manifest, joined_file, output_stamp
 from vsdeblur.config import EngineSettings
-from vsdeblur.engine import Deblurrer
 from vsdeblur.errors import UsageError
 from vsdeblur.io import Frame, Reader, Writer
 from vsdeblur.io.paths import special_kind
 from vsdeblur.threads import background
+
+if TYPE_CHECKING:
+    from vsdeblur.engine import Deblurrer
 
 
 class DiskFull(Exception):
@@ -72,6 +74,8 @@ _ENGINES: dict[str, Deblurrer] = {}
 
 
 def engine_for(settings: dict[str, Any]) -> Deblurrer:
+    from vsdeblur.engine import Deblurrer  # torch loads with the first chunk, not with the planning
+
     key = json.dumps(settings, sort_keys=True)
     if key not in _ENGINES:
         _ENGINES.clear()

@@ -8,6 +8,9 @@ training run that diverged to NaN. Either would give black frames and no error, 
 carries a SHA-256 of the tensors (written by `save_weights`, compared on load; files from
 before it existed have none and skip that comparison), and every tensor must be finite both
 when it is written and when it is read.
+
+`read_header` reads and checks everything but the tensors' values without torch (batch
+planning needs the preset and stages only); torch loads with `read_weights` and `save_weights`.
 """
 
 from __future__ import annotations
@@ -15,34 +18,46 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-from torch import nn
 
 from vsdeblur.errors import WeightsError
-from vsdeblur.models import Preset, build_model
+from vsdeblur.models import Preset
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FORMAT = "vsdeblur-weights"
 FORMAT_VERSION = "1"
 DEFAULT_WEIGHTS_NAME = "default.safetensors"
 CHECKSUM_KEY = "tensors_sha256"
+# safetensors' codes for the dtypes save_weights stores, and torch's names for them, which the
+# checksum hashes (so that read_header can check it from the file's bytes, without torch)
+_TORCH_DTYPES = {"F64": "torch.float64", "F32": "torch.float32", "F16": "torch.float16", "BF16": "torch.bfloat16"}
 
 
 @dataclass
-class Weights:
-    """A parsed weights file: what it was trained as, and its tensors per stage."""
+class WeightsHeader:
+    """What a weights file says it holds: what it was trained as, and for which stages."""
 
     path: Path
     preset: Preset
     stages: tuple[int, ...]
     recipe: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Weights(WeightsHeader):
+    """A parsed weights file: its header, and its tensors per stage."""
+
     tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def build(self, stage: int) -> nn.Module:
@@ -58,6 +73,8 @@ class Weights:
                 f"stage {stage} needs a file trained for it (or use --stage {max(self.stages)})"
             )
         self.check_fit(stage)
+        from vsdeblur.models import build_model
+
         model = build_model(self.preset, stage)
         model.load_state_dict({k: v.float() for k, v in self.stage_tensors(stage).items()})
         return model.eval()
@@ -70,6 +87,10 @@ class Weights:
         """Refuse tensors that are not exactly those of the preset's network of `stage`. The
         network is only described (on the meta device: shapes, no memory), so a header that
         claims a huge network over small tensors costs nothing before it is refused."""
+        import torch
+
+        from vsdeblur.models import build_model
+
         with torch.device("meta"):
             expected = build_model(self.preset, stage).state_dict()
         state = self.stage_tensors(stage)
@@ -96,13 +117,17 @@ def save_weights(
     *,
     recipe: dict | None = None,
     info: dict | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write `models` ({stage: module}) atomically: a temporary file renamed into place.
 
-    `dtype` is the storage type only: loading widens every tensor to float32 again. Tensors
-    that are not finite (a diverged run, or float32 values beyond float16's range) are refused
-    before anything is written."""
+    `dtype` is the storage type only (float32 unless given): loading widens every tensor to
+    float32 again. Tensors that are not finite (a diverged run, or float32 values beyond
+    float16's range) are refused before anything is written."""
+    import torch
+    from safetensors.torch import save_file
+
+    dtype = dtype or torch.float32
     path = Path(path)
     tensors = {
         f"stage{stage}.{name}": tensor.detach().cpu().to(dtype).contiguous()
@@ -130,8 +155,9 @@ def save_weights(
     return path
 
 
-def read_weights(path: str | os.PathLike) -> Weights:
-    """Parse and validate a weights file; raise WeightsError with one clear line otherwise."""
+def read_header(path: str | os.PathLike) -> WeightsHeader:
+    """Parse and check a weights file's header, and its tensor data against the header's
+    checksum, without torch; raise WeightsError with one clear line otherwise."""
     path = Path(path)
     if path.is_dir():
         found = sorted(p.name for p in path.glob("*.safetensors"))
@@ -139,21 +165,15 @@ def read_weights(path: str | os.PathLike) -> Weights:
         raise WeightsError(f"{path} is a folder, not a weights file; pass a .safetensors file{hint}")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise WeightsError(f"{path} is a safetensors file but not vsdeblur weights (no vsdeblur header)")
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise WeightsError(
-                    f"{path} has weights format version {meta.get('format_version')!r}; "
-                    f"this vsdeblur reads version {FORMAT_VERSION}"
-                )
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except SafetensorError as exc:
-        raise WeightsError(f"{path} is not a readable weights file (truncated or corrupt: {exc})") from None
-    except OSError as exc:
-        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
+    with _opened(path, "numpy") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise WeightsError(f"{path} is a safetensors file but not vsdeblur weights (no vsdeblur header)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise WeightsError(
+            f"{path} has weights format version {meta.get('format_version')!r}; "
+            f"this vsdeblur reads version {FORMAT_VERSION}"
+        )
     try:
         preset = Preset.from_dict(json.loads(meta["preset"]))
         stages = tuple(int(s) for s in meta["stages"].split(","))
@@ -163,23 +183,60 @@ def read_weights(path: str | os.PathLike) -> Weights:
         raise WeightsError(f"{path} has a damaged vsdeblur header ({exc})") from None
     if not stages or not set(stages) <= {1, 2}:
         raise WeightsError(f"{path} has a damaged vsdeblur header (stages {meta['stages']!r}, expected 1, 2 or 1,2)")
-    if CHECKSUM_KEY in meta and meta[CHECKSUM_KEY] != tensor_digest(tensors):
+    if CHECKSUM_KEY in meta and meta[CHECKSUM_KEY] != _stored_digest(path.read_bytes()):
         raise WeightsError(
             f"{path} is damaged: its tensor data does not match the checksum in its header "
             "(changed after it was written); use an intact copy"
         )
+    return WeightsHeader(path, preset, stages, recipe, info)
+
+
+def read_weights(path: str | os.PathLike) -> Weights:
+    """Parse and validate a weights file (`read_header`), then load its tensors, every one
+    finite; raise WeightsError with one clear line otherwise."""
+    header = read_header(path)
+    with _opened(header.path, "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
     problem = nonfinite(tensors)
     if problem:
-        raise WeightsError(f"{path} cannot be used: {problem}")
-    weights = Weights(path, preset, stages, recipe, info, tensors)
-    for stage in stages:  # the header's preset is believed only where the tensors bear it out
+        raise WeightsError(f"{header.path} cannot be used: {problem}")
+    weights = Weights(header.path, header.preset, header.stages, header.recipe, header.info, tensors)
+    for stage in weights.stages:  # the header's preset is believed only where the tensors bear it out
         weights.check_fit(stage)
     return weights
+
+
+@contextmanager
+def _opened(path: Path, framework: str) -> Iterator[Any]:
+    """safe_open, its errors as one line each."""
+    try:
+        with safe_open(str(path), framework=framework) as f:
+            yield f
+    except SafetensorError as exc:
+        raise WeightsError(f"{path} is not a readable weights file (truncated or corrupt: {exc})") from None
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
+
+
+def _stored_digest(raw: bytes) -> str:
+    """`tensor_digest` of the tensors in a safetensors file's bytes, computed from the bytes:
+    the same names, dtypes, shapes and little-endian data, without torch."""
+    size = int.from_bytes(raw[:8], "little")
+    layout = json.loads(raw[8 : 8 + size])
+    data = memoryview(raw)[8 + size :]
+    digest = hashlib.sha256()
+    for name in sorted(k for k in layout if k != "__metadata__"):
+        begin, end = layout[name]["data_offsets"]
+        digest.update(json.dumps([name, _TORCH_DTYPES.get(layout[name]["dtype"], layout[name]["dtype"]), layout[name]["shape"]]).encode())
+        digest.update(data[begin:end])
+    return digest.hexdigest()
 
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: independent of
     how safetensors lays the data out, so that it can be computed before the file exists."""
+    import torch
+
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
@@ -190,6 +247,8 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
 
 def nonfinite(tensors: Mapping[str, torch.Tensor]) -> str | None:
     """A description of the first tensor holding NaN or infinite values, or None."""
+    import torch
+
     for name, tensor in tensors.items():
         bad = int((~torch.isfinite(tensor)).sum())
         if bad:
@@ -205,6 +264,15 @@ def default_weights_path() -> Path | None:
 
 def resolve_weights(path: str | os.PathLike | None) -> Weights:
     """`path`, or the shipped default when None; a clear error when neither exists."""
+    return read_weights(_given_or_default(path))
+
+
+def resolve_header(path: str | os.PathLike | None) -> WeightsHeader:
+    """`resolve_weights` without the tensors, and without torch."""
+    return read_header(_given_or_default(path))
+
+
+def _given_or_default(path: str | os.PathLike | None) -> str | os.PathLike:
     if path is None:
         path = default_weights_path()
         if path is None:
@@ -213,4 +281,4 @@ def resolve_weights(path: str | os.PathLike | None) -> Weights:
                 f"no trained default weights are shipped in this build of vsdeblur ({expected} is missing); "
                 "pass a weights file (--weights PATH) or train one with `vsdeblur train`"
             )
-    return read_weights(path)
+    return path
