@@ -65,7 +65,7 @@ def test_stage1_once_per_frame_with_threads_and_random_order(tiny_weights):
     engine = Deblurrer(weights=tiny_weights, scene_threshold=0)
     count = 24
     frames = rgb_frames(count)
-    out = graph(to_clip(frames, vs.RGBS), engine, {"num_streams": 2, "scene_props": True, "scene_threshold": 0})
+    out = graph(to_clip(frames, vs.RGBS), engine, num_streams=2)
     threads = core.num_threads
     core.num_threads = 8
     try:  # every frame requested at once, in shuffled order
