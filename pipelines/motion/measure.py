@@ -1,6 +1,6 @@
 """Measure the motion estimator (vsdeblur/motion) on known motions at 640x360.
 
-    nice .venv/bin/python pipelines/motion/measure.py [--clips 8] [--threads 1]
+    nice .venv/bin/python pipelines/motion/measure.py [--clips 24] [--threads 1] [--factor F ...]
 
 Scenes are frames of the bundled clip (vsdeblur/data/bigbuckbunny.mp4, 1280x720), luma rounded to
 8 bits as a video carries it. Two sets:
@@ -23,7 +23,8 @@ a row assumes a 180-degree shutter (1/2) for every clip, as a deblurrer that can
 Lengths are compared in %, axes (directions modulo 180 degrees) in degrees.
 
 Speed: milliseconds per frame (both pairs) at 640x360, median of the runs, with `--threads`
-torch threads.
+torch threads. `--factor` compares working factors (full pixels per working pixel; the
+estimator's default at 640x360 is 2).
 """
 
 from __future__ import annotations
@@ -134,15 +135,26 @@ def axis_error(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cosine, 0, 1)))
 
 
+_FILMED: dict[tuple, tuple[camera.CameraPath, list[torch.Tensor]]] = {}
+
+
+def filmed(pictures: list[torch.Tensor], condition: tuple[float, float], clip: int, seed: int) -> tuple[camera.CameraPath, list[torch.Tensor]]:
+    """Clip `clip` of a condition: its path and its three blurred frames' luma (filmed once,
+    kept for every estimator compared)."""
+    key = (condition, clip, seed)
+    if key not in _FILMED:
+        spec = camera.CameraSpec(min_length=condition[0], max_length=condition[1])
+        path = camera.draw_path(np.random.default_rng([seed, clip]), spec, 3)
+        blurred, _ = camera.film(pictures[clip % len(pictures)], path, 3, SIZE)
+        _FILMED[key] = path, [to_luma(frame) for frame in blurred]
+    return _FILMED[key]
+
+
 def camera_errors(pictures: list[torch.Tensor], condition: tuple[float, float], clips: int, seed: int, **options) -> dict[str, np.ndarray | float]:
     """Errors over `clips` filmed clips of one condition (scenes taken in turn)."""
-    spec = camera.CameraSpec(min_length=condition[0], max_length=condition[1])
     found: dict[str, list] = {"displacement": [], "length": [], "axis": [], "length_180": [], "oracle_length": [], "oracle_axis": [], "confident": []}
     for clip in range(clips):
-        rng = np.random.default_rng([seed, clip])
-        path = camera.draw_path(rng, spec, 3)
-        blurred, _ = camera.film(pictures[clip % len(pictures)], path, 3, SIZE)
-        lumas = [to_luma(frame) for frame in blurred]
+        path, lumas = filmed(pictures, condition, clip, seed)
         motion = estimate(lumas[0], lumas[1], lumas[2], **options)
         keep = (motion.confidence >= CONFIDENT).reshape(-1).numpy()
         found["confident"].append(keep.mean())
@@ -167,49 +179,56 @@ def camera_errors(pictures: list[torch.Tensor], condition: tuple[float, float], 
 # ---- speed -----------------------------------------------------------------------------------
 
 
-def milliseconds_per_frame(picture: torch.Tensor, runs: int, **options) -> float:
+def milliseconds_per_frame(picture: torch.Tensor, runs: int, configurations: list[dict]) -> list[float]:
+    """Median time of estimate() per configuration; runs take the configurations in turn, so
+    that a load that comes and goes on a shared machine falls on all of them alike."""
     luma = to_luma(picture)
     frames = [Warp(dx=k * 2.3, dy=-k * 1.1).apply(luma) for k in range(3)]
-    estimate(*frames, **options)  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        estimate(*frames, **options)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    times: list[list[float]] = [[] for _ in configurations]
+    for run in range(runs + 1):
+        for options, found in zip(configurations, times):
+            start = time.perf_counter()
+            estimate(*frames, **options)
+            if run:  # the first is a warm-up
+                found.append(time.perf_counter() - start)
+    return [1000 * float(np.median(found)) for found in times]
 
 
 def quantiles(values: np.ndarray) -> str:
-    if not len(values):
-        return "n/a"
-    return f"{np.median(values):.3g} / {np.quantile(values, 0.8):.3g}"
+    """Median / 80th percentile."""
+    return f"{np.median(values):.3g} / {np.quantile(values, 0.8):.3g}" if len(values) else "n/a"
+
+
+def report(pictures: list[torch.Tensor], clips: int, seed: int, options: dict) -> None:
+    """One markdown table per configuration: medians / 80th percentiles over confident tiles."""
+    print(f"\n{options or 'the estimator as it is'}\n")
+    errors, share = warp_errors(pictures[:3], **options)
+    print(f"warps: displacement error {quantiles(errors)} px (max {errors.max():.3g}); confident tiles {100 * share:.0f}%\n")
+    print("| camera blur | displacement error, px | blur length error, % | with a 1/2 shutter assumed | from the true displacement"
+          " | blur axis error, deg | from the true displacement | confident tiles |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, condition in CONDITIONS.items():
+        r = camera_errors(pictures, condition, clips, seed, **options)
+        print(f"| {name} ({condition[0]:g}-{condition[1]:g} px) | {quantiles(r['displacement'])} | {quantiles(r['length'])} | {quantiles(r['length_180'])}"
+              f" | {quantiles(r['oracle_length'])} | {quantiles(r['axis'])} | {quantiles(r['oracle_axis'])} | {100 * r['confident']:.0f}% |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", type=int, default=8, help="filmed clips per condition")
+    parser.add_argument("--clips", type=int, default=24, help="filmed clips per condition")
     parser.add_argument("--runs", type=int, default=10, help="timed runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=30)
     parser.add_argument("--factor", type=int, action="append", help="working factor(s) to compare (default: the estimator's own)")
-    parser.add_argument("--method", action="append", help="estimator method(s) to compare")
-    parser.add_argument("--tile", type=int, help="tile side, working pixels")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pictures = scenes([0, 40, 80, 120])
-    for method in args.method or [None]:
-        for factor in args.factor or [None]:
-            options = {k: v for k, v in (("method", method), ("factor", factor), ("tile", args.tile)) if v is not None}
-            if factor and args.tile is None:
-                options["tile"] = 64 // factor  # the same footprint (64 px) whatever the factor
-            print(f"== {options or 'defaults'}")
-            errors, share = warp_errors(pictures[:3], **options)
-            print(f"warps: displacement error px (median / 80th pct) {quantiles(errors)}, max {errors.max():.3g}; confident tiles {100 * share:.0f}%")
-            for name, condition in CONDITIONS.items():
-                r = camera_errors(pictures, condition, args.clips, args.seed, **options)
-                print(f"camera {name:6s}: displacement px {quantiles(r['displacement'])}; blur length % {quantiles(r['length'])}"
-                      f" (180-degree shutter assumed: {quantiles(r['length_180'])}); axis deg {quantiles(r['axis'])}; confident tiles {100 * r['confident']:.0f}%")
-            print(f"speed: {milliseconds_per_frame(pictures[0], args.runs, **options):.1f} ms per 640x360 frame, {args.threads} thread(s)")
+    configurations = [{"factor": factor} for factor in args.factor] if args.factor else [{}]
+    for options in configurations:
+        report(pictures, args.clips, args.seed, options)
+    print()
+    for options, ms in zip(configurations, milliseconds_per_frame(pictures[0], args.runs, configurations)):
+        print(f"speed {options or 'of the estimator as it is'}: {ms:.1f} ms per 640x360 frame, {args.threads} thread(s)")
 
 
 if __name__ == "__main__":
