@@ -1,0 +1,235 @@
+"""Measure the motion estimator (vsdeblur/motion) on known motions at 640x360.
+
+    nice .venv/bin/python pipelines/motion/measure.py [--clips 24] [--threads 1] [--factor F ...]
+
+Scenes are frames of the bundled clip (vsdeblur/data/bigbuckbunny.mp4, 1280x720), luma rounded to
+8 bits as a video carries it. Two sets:
+
+- warps: a frame moved by known pans, rolls and zooms (vsdeblur.motion.synthetic), one pair
+  each: the per-tile displacement error in pixels, on tiles of confidence >= 0.5;
+- camera: three frames filmed by the training's camera model (vsdeblur.train.camera.film: a
+  continuous path, each frame the linear-light mean of the views over its exposure) per
+  condition of `vsdeblur benchmark` (blur length per exposure mild 1-3 px, medium 5-9, strong
+  12-18), the middle frame's motion estimated from its neighbours. Reported on tiles of
+  confidence >= 0.5: the displacement error against the sharp (mid-exposure) views, and the
+  predicted blur against the true one.
+
+The true blur of a tile is its exposure chord: where the scene point at the tile's centre is
+seen at the end of frame 1's exposure minus where it is seen at its start (frame t is exposed
+over t - shutter/2 .. t + shutter/2, in frame intervals). The neighbours' displacement spans
+t-1 .. t+1, two intervals, so at a steady speed the chord is displacement * shutter / 2; the
+prediction uses the path's true shutter (the estimator's error and the path's unsteadiness), and
+a row assumes a 180-degree shutter (1/2) for every clip, as a deblurrer that cannot know it would.
+Lengths are compared in %, axes (directions modulo 180 degrees) in degrees.
+
+Speed: milliseconds per frame (both pairs) at 640x360, median of the runs, with `--threads`
+torch threads. `--factor` compares working factors (full pixels per working pixel; the
+estimator's default at 640x360 is 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from vsdeblur.motion import estimate  # noqa: E402
+from vsdeblur.motion.synthetic import Warp  # noqa: E402
+from vsdeblur.train import camera  # noqa: E402
+
+CLIP = REPO / "vsdeblur" / "data" / "bigbuckbunny.mp4"
+SIZE = (360, 640)  # h, w
+CONDITIONS = {"mild": (1.0, 3.0), "medium": (5.0, 9.0), "strong": (12.0, 18.0)}
+WARPS = [Warp(0.5, 0.25), Warp(3.37, -1.62), Warp(-11.3, 7.85), Warp(roll=0.5), Warp(zoom=1.01),
+         Warp(2.2, 1.3, 0.3, 0.995), Warp(25.4, -17.2, 0.4, 1.01)]
+CONFIDENT = 0.5
+LUMA = torch.tensor([0.2126, 0.7152, 0.0722])  # BT.709
+
+
+def scenes(indices: list[int]) -> list[torch.Tensor]:
+    """RGB frames of the clip (3 x 720 x 1280, in [0, 1])."""
+    found = []
+    with av.open(str(CLIP)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in indices:
+                found.append(torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1).float() / 255)
+            if i >= max(indices):
+                break
+    return found
+
+
+def to_luma(rgb: torch.Tensor) -> torch.Tensor:
+    """8-bit luma of an RGB picture in [0, 1], as a video stores it."""
+    return (torch.einsum("c...,c->...", rgb, LUMA) * 255).round() / 255
+
+
+# ---- known warps -----------------------------------------------------------------------------
+
+
+def warp_errors(pictures: list[torch.Tensor], **options) -> tuple[np.ndarray, float]:
+    """Per-tile displacement errors (px) of confident tiles over every picture and warp, and the
+    share of tiles that were confident. The pair is given as a frame and its next neighbour,
+    so the estimate is one-sided (twice the pair's displacement)."""
+    errors, confident = [], []
+    for picture in pictures:
+        luma = to_luma(picture)
+        still = Warp().apply(luma)
+        for warp in WARPS:
+            motion = estimate(None, still, warp.apply(luma), **options)
+            error = (motion.displacement / 2 - warp.field(motion.centres, still.shape)).norm(dim=-1)
+            keep = motion.confidence >= CONFIDENT
+            errors.append(error[keep].numpy())
+            confident.append(keep.float().mean().item())
+    return np.concatenate(errors), float(np.mean(confident))
+
+
+# ---- the camera model ------------------------------------------------------------------------
+
+
+def snapped(path: camera.CameraPath, t: float) -> np.ndarray:
+    """The pose of frame t's mid-exposure view as film() renders it: moved onto whole pixels."""
+    pose = path.at(np.array([t]))[0]
+    return np.concatenate([np.round(pose[:2]), pose[2:]])
+
+
+def view_offset(pose: np.ndarray, scene: np.ndarray) -> np.ndarray:
+    """Where scene points (N x 2, relative to the path's origin) appear in a view (offsets from
+    its centre): the inverse of the view's map p -> (dx, dy) + R(roll) p / zoom."""
+    roll, zoom = pose[2], np.exp(pose[3])
+    c, s = np.cos(roll), np.sin(roll)
+    q = scene - pose[:2]
+    return zoom * np.stack([c * q[:, 0] + s * q[:, 1], -s * q[:, 0] + c * q[:, 1]], axis=1)
+
+
+def scene_point(pose: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    roll, zoom = pose[2], np.exp(pose[3])
+    c, s = np.cos(roll), np.sin(roll)
+    return pose[:2] + np.stack([c * offset[:, 0] - s * offset[:, 1], s * offset[:, 0] + c * offset[:, 1]], axis=1) / zoom
+
+
+def truth(path: camera.CameraPath, centres: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """At tile centres (N x 2, pixels of frame 1): the content's displacement from frame 0 to
+    frame 2 (sharp views, as rendered), and frame 1's exposure chord."""
+    h, w = size
+    offsets = centres - np.array([(w - 1) / 2, (h - 1) / 2])
+    middle = snapped(path, 1.0)
+    points = scene_point(middle, offsets)
+    displacement = view_offset(snapped(path, 2.0), points) - view_offset(snapped(path, 0.0), points)
+    shift = middle - path.at(np.array([1.0]))[0]  # film moves the whole exposure with its middle
+    start, end = (path.at(np.array([1.0 + k * path.shutter / 2]))[0] + shift for k in (-1, 1))
+    chord = view_offset(end, points) - view_offset(start, points)
+    return displacement, chord
+
+
+def axis_error(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Angle between two lines (directions modulo 180 degrees), degrees."""
+    cosine = np.abs((predicted * true).sum(axis=1)) / (np.linalg.norm(predicted, axis=1) * np.linalg.norm(true, axis=1) + 1e-12)
+    return np.degrees(np.arccos(np.clip(cosine, 0, 1)))
+
+
+_FILMED: dict[tuple, tuple[camera.CameraPath, list[torch.Tensor]]] = {}
+
+
+def filmed(pictures: list[torch.Tensor], condition: tuple[float, float], clip: int, seed: int) -> tuple[camera.CameraPath, list[torch.Tensor]]:
+    """Clip `clip` of a condition: its path and its three blurred frames' luma (filmed once,
+    kept for every estimator compared)."""
+    key = (condition, clip, seed)
+    if key not in _FILMED:
+        spec = camera.CameraSpec(min_length=condition[0], max_length=condition[1])
+        path = camera.draw_path(np.random.default_rng([seed, clip]), spec, 3)
+        blurred, _ = camera.film(pictures[clip % len(pictures)], path, 3, SIZE)
+        _FILMED[key] = path, [to_luma(frame) for frame in blurred]
+    return _FILMED[key]
+
+
+def camera_errors(pictures: list[torch.Tensor], condition: tuple[float, float], clips: int, seed: int, **options) -> dict[str, np.ndarray | float]:
+    """Errors over `clips` filmed clips of one condition (scenes taken in turn)."""
+    found: dict[str, list] = {"displacement": [], "length": [], "axis": [], "length_180": [], "oracle_length": [], "oracle_axis": [], "confident": []}
+    for clip in range(clips):
+        path, lumas = filmed(pictures, condition, clip, seed)
+        motion = estimate(lumas[0], lumas[1], lumas[2], **options)
+        keep = (motion.confidence >= CONFIDENT).reshape(-1).numpy()
+        found["confident"].append(keep.mean())
+        centres = motion.centres.reshape(-1, 2).double().numpy()[keep]
+        predicted = motion.displacement.reshape(-1, 2).double().numpy()[keep]
+        true_displacement, chord = truth(path, centres, SIZE)
+        found["displacement"].append(np.linalg.norm(predicted - true_displacement, axis=1))
+        true_length = np.linalg.norm(chord, axis=1)
+        for key, shutter in (("length", path.shutter), ("length_180", 0.5)):
+            blur = predicted * shutter / 2
+            found[key].append(100 * np.abs(np.linalg.norm(blur, axis=1) - true_length) / true_length)
+        found["axis"].append(axis_error(predicted, chord))
+        # the same prediction from the true displacement: what the path's unsteadiness alone costs
+        oracle = true_displacement * path.shutter / 2
+        found["oracle_length"].append(100 * np.abs(np.linalg.norm(oracle, axis=1) - true_length) / true_length)
+        found["oracle_axis"].append(axis_error(oracle, chord))
+    result = {key: np.concatenate(value) for key, value in found.items() if key != "confident"}
+    result["confident"] = float(np.mean(found["confident"]))
+    return result
+
+
+# ---- speed -----------------------------------------------------------------------------------
+
+
+def milliseconds_per_frame(picture: torch.Tensor, runs: int, configurations: list[dict]) -> list[float]:
+    """Median time of estimate() per configuration; runs take the configurations in turn, so
+    that a load that comes and goes on a shared machine falls on all of them alike."""
+    luma = to_luma(picture)
+    frames = [Warp(dx=k * 2.3, dy=-k * 1.1).apply(luma) for k in range(3)]
+    times: list[list[float]] = [[] for _ in configurations]
+    for run in range(runs + 1):
+        for options, found in zip(configurations, times):
+            start = time.perf_counter()
+            estimate(*frames, **options)
+            if run:  # the first is a warm-up
+                found.append(time.perf_counter() - start)
+    return [1000 * float(np.median(found)) for found in times]
+
+
+def quantiles(values: np.ndarray) -> str:
+    """Median / 80th percentile."""
+    return f"{np.median(values):.3g} / {np.quantile(values, 0.8):.3g}" if len(values) else "n/a"
+
+
+def report(pictures: list[torch.Tensor], clips: int, seed: int, options: dict) -> None:
+    """One markdown table per configuration: medians / 80th percentiles over confident tiles."""
+    print(f"\n{options or 'the estimator as it is'}\n")
+    errors, share = warp_errors(pictures[:3], **options)
+    print(f"warps: displacement error {quantiles(errors)} px (max {errors.max():.3g}); confident tiles {100 * share:.0f}%\n")
+    print("| camera blur | displacement error, px | blur length error, % | with a 1/2 shutter assumed | from the true displacement"
+          " | blur axis error, deg | from the true displacement | confident tiles |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, condition in CONDITIONS.items():
+        r = camera_errors(pictures, condition, clips, seed, **options)
+        print(f"| {name} ({condition[0]:g}-{condition[1]:g} px) | {quantiles(r['displacement'])} | {quantiles(r['length'])} | {quantiles(r['length_180'])}"
+              f" | {quantiles(r['oracle_length'])} | {quantiles(r['axis'])} | {quantiles(r['oracle_axis'])} | {100 * r['confident']:.0f}% |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=24, help="filmed clips per condition")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--seed", type=int, default=30)
+    parser.add_argument("--factor", type=int, action="append", help="working factor(s) to compare (default: the estimator's own)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pictures = scenes([0, 40, 80, 120])
+    configurations = [{"factor": factor} for factor in args.factor] if args.factor else [{}]
+    for options in configurations:
+        report(pictures, args.clips, args.seed, options)
+    print()
+    for options, ms in zip(configurations, milliseconds_per_frame(pictures[0], args.runs, configurations)):
+        print(f"speed {options or 'of the estimator as it is'}: {ms:.1f} ms per 640x360 frame, {args.threads} thread(s)")
+
+
+if __name__ == "__main__":
+    main()
