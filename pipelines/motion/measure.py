@@ -7,7 +7,7 @@ Scenes are frames of the bundled clip (vsdeblur/data/bigbuckbunny.mp4, 1280x720)
 
 - warps: a frame moved by known pans, rolls and zooms (vsdeblur.motion.synthetic), one pair
   each: the per-tile displacement error in pixels, on tiles of confidence >= 0.5;
-- camera: three frames filmed by the training's camera model (vsdeblur.train.camera.film: a
+- camera: three frames filmed by the training's camera model (vsdeblur.blur.camera.film: a
   continuous path, each frame the linear-light mean of the views over its exposure) per
   condition of `vsdeblur benchmark` (blur length per exposure mild 1-3 px, medium 5-9, strong
   12-18), the middle frame's motion estimated from its neighbours. Reported on tiles of
@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from vsdeblur.motion import estimate  # noqa: E402
 from vsdeblur.motion.synthetic import Warp  # noqa: E402
-from vsdeblur.train import camera  # noqa: E402
+from vsdeblur.blur import camera  # noqa: E402
 
 CLIP = REPO / "vsdeblur" / "data" / "bigbuckbunny.mp4"
 SIZE = (360, 640)  # h, w
