@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from vsdeblur.backends.device import auto_precision, resolve_device, torch_dtype
 from vsdeblur.config import EngineSettings
 from vsdeblur.errors import UsageError
 from vsdeblur.models.stage2 import Pyramid
-from vsdeblur.runtimes import AUTO_BACKENDS, BACKENDS
+from vsdeblur.runtimes import AUTO_BACKENDS, BACKENDS, Computes
 from vsdeblur.weights import Weights
 
 
@@ -47,7 +47,18 @@ class NetworkRunner(Protocol):
     def aggregate(self, pyramids: list[Pyramid], centre: torch.Tensor) -> torch.Tensor: ...
 
 
-def runner_class(backend: str) -> Any:
+class RunnerClass(Protocol):
+    """What a runner class (a BACKENDS row names one) declares, and how the engine makes one."""
+
+    name: str
+    module: str  # the package its runtime needs
+    devices: tuple[str, ...]  # device types
+    precisions: dict[str, Computes]  # the PRECISIONS it computes in, each in its own terms
+
+    def for_runtime(self, runtime: Runtime, weights: Weights | None, models: dict[int, nn.Module], compile: bool) -> NetworkRunner: ...
+
+
+def runner_class(backend: str) -> RunnerClass:
     """The runner class of a BACKENDS name (imports its module, not its runtime's package)."""
     module, _, name = BACKENDS[backend].partition(":")
     return getattr(importlib.import_module(module), name)
