@@ -5,7 +5,107 @@ smallest frame is checked when it is called. Tiny clips, the tiny model, the CPU
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
+import torch
+
+from tests.conftest import make_weights
+from vsdeblur.backends.export import MANIFEST, cached_export, export_onnx
+from vsdeblur.backends.onnxruntime import OnnxRuntimeBackend
+from vsdeblur.errors import UsageError
+from vsdeblur.models import fold_scales
+from vsdeblur.weights import read_weights
+
+# ---- 3: cached ONNX graphs are checked before they are believed ------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny stage-1 models (seeds 0 and 1): the first's cached export, kept pristine, and
+    the second's export folder, whose graphs are those of another model."""
+    root = tmp_path_factory.mktemp("models")
+    ours, theirs = make_weights(root / "ours.safetensors", stages=(1,)), make_weights(root / "theirs.safetensors", stages=(1,), seed=1)
+    return {"weights": ours, "cached": cached_export(read_weights(ours), "fp32", root / "pristine"),
+            "other": cached_export(read_weights(theirs), "fp32", root / "other")}
+
+
+def cache_like(two_models: dict[str, Path], root: Path) -> Path:
+    """A cache under `root` holding a copy of the first model's export; returns its folder."""
+    folder = root / two_models["cached"].name
+    shutil.copytree(two_models["cached"], folder)
+    return folder
+
+
+def matches_its_weights(runner: OnnxRuntimeBackend, weights: Path) -> bool:
+    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        expected = fold_scales(read_weights(weights).build(1)).eval()(x)
+    return bool((runner.stage1(x) - expected).abs().max() < 1e-4)
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGES = {
+    "another model's graph": lambda folder, other: shutil.copyfile(other / "stage1.onnx", folder / "stage1.onnx"),
+    "a truncated graph": lambda folder, other: truncate(folder / "stage1.onnx"),
+    "another model's export": lambda folder, other: [shutil.copyfile(p, folder / p.name) for p in other.iterdir()],
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_or_foreign_cached_export_is_exported_again_with_one_note(two_models, tmp_path, capsys, damage):
+    folder = cache_like(two_models, tmp_path)
+    DAMAGES[damage](folder, two_models["other"])
+    capsys.readouterr()
+    runner = OnnxRuntimeBackend(two_models["weights"], cache=tmp_path)
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert len(notes) == 1 and str(folder) in notes[0] and "exporting" in notes[0] and "again" in notes[0], notes
+    assert matches_its_weights(runner, two_models["weights"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]  # nothing set aside is left
+    assert json.loads((folder / MANIFEST).read_text()) == json.loads((two_models["cached"] / MANIFEST).read_text()) | {
+        "check": json.loads((folder / MANIFEST).read_text())["check"]}
+    # and it is believed from now on, without a word
+    OnnxRuntimeBackend(two_models["weights"], cache=tmp_path)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_sound_cached_export_is_used_as_it_is(two_models, tmp_path, capsys):
+    folder = cache_like(two_models, tmp_path)
+    written = (folder / "stage1.onnx").stat().st_mtime_ns
+    capsys.readouterr()
+    assert matches_its_weights(OnnxRuntimeBackend(two_models["weights"], cache=tmp_path), two_models["weights"])
+    assert capsys.readouterr().err == "" and (folder / "stage1.onnx").stat().st_mtime_ns == written
+
+
+def without_checksums(folder: Path) -> None:
+    """As an export written before the manifest recorded each graph's checksum."""
+    description = json.loads((folder / MANIFEST).read_text())
+    for graph in description["graphs"].values():
+        graph.pop("sha256", None)
+    (folder / MANIFEST).write_text(json.dumps(description))
+
+
+@pytest.mark.parametrize("damage, wanted", [
+    ("another model's graph", r"stage1\.onnx does not match its checksum in vsdeblur-onnx\.json"),
+    ("a truncated graph", r"stage1\.onnx does not match its checksum in vsdeblur-onnx\.json"),
+    ("no checksums", r"vsdeblur-onnx\.json records no checksum of stage1\.onnx"),
+])
+def test_a_damaged_export_folder_given_by_the_user_is_one_line_not_a_re_export(two_models, tmp_path, damage, wanted):
+    folder = shutil.copytree(two_models["cached"], tmp_path / "mine")
+    if damage == "no checksums":
+        without_checksums(folder)
+    else:
+        DAMAGES[damage](folder, two_models["other"])
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(UsageError, match=rf"^{folder}: {wanted} .*export the model again") as caught:
+        OnnxRuntimeBackend(folder)
+    assert "\n" not in str(caught.value)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the user's folder is left as it was
 
 # ---- 12(f): the VapourSynth filter's smallest frame ------------------------------------------
 
