@@ -417,11 +417,11 @@ def _cache_problem(folder: Path, digest: str, precision: str, stage: int | None)
     try:
         description = read_manifest(folder)
     except UsageError:
-        return f"has no readable {MANIFEST}"
+        return f"its {MANIFEST} cannot be read"
     if description.get("weights_tensors_sha256") != digest:
-        return "holds the graphs of other weights"
+        return "it holds the graphs of other weights"
     if description.get("precision") != precision:
-        return f"holds {description.get('precision')} graphs, not {precision}"
+        return f"it holds {description.get('precision')} graphs, not {precision}"
     return export_problem(folder, description, stage)
 
 
@@ -462,13 +462,13 @@ def cached_export(weights: Weights, precision: str = "fp32", root: str | os.Path
     if problem is None:
         print(f"vsdeblur: exporting {weights.path.name} to ONNX ({precision}) into {folder}, once", file=sys.stderr, flush=True)
     else:
-        print(f"vsdeblur: the cached ONNX export {folder} {problem}; exporting {weights.path.name} ({precision}) again",
+        print(f"vsdeblur: the cached ONNX export {folder}: {problem}; exporting {weights.path.name} ({precision}) again",
               file=sys.stderr, flush=True)
         _set_aside(folder)
     try:
         export_onnx(weights, folder, precision)
     except OutputExists:  # another process exported it meanwhile
         if (problem := _cache_problem(folder, digest, precision, stage)) is not None:
-            raise UsageError(f"the cached ONNX export {folder} {problem} (written by another process meanwhile); remove it "
+            raise UsageError(f"the cached ONNX export {folder}: {problem} (written by another process meanwhile); remove it "
                              "and run again") from None
     return folder
