@@ -6,13 +6,18 @@ smallest frame is checked when it is called. Tiny clips, the tiny model, the CPU
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import make_weights
+from tests.conftest import REPO, make_weights
+from tests.media import sliding_noise_clip
 from vsdeblur.backends.export import MANIFEST, cached_export, export_onnx
 from vsdeblur.backends.onnxruntime import OnnxRuntimeBackend
 from vsdeblur.errors import UsageError
@@ -118,3 +123,82 @@ def test_a_frame_below_32x32_is_a_vapoursynth_error_when_the_filter_is_called(ti
     clip = vs.core.std.BlankClip(width=width, height=height, format=vs.RGBS, length=3)
     with pytest.raises(vs.Error, match=rf"^deblur\.Atrous: the clip is {width}x{height}; vsdeblur needs at least 32x32 pixels$"):
         atrous(clip, weights=str(tiny_weights), device="cpu")
+
+
+# ---- 9: a full disk or a read-only folder is one line naming the path ------------------------
+
+
+def on_small_disk(folder: Path, argv: list[object], size: str = "64k", read_only: bool = False,
+                  env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run `argv` where `folder` is a fresh tmpfs of `size` bytes (read-only: a read-only one):
+    a full disk without root, in a user and mount namespace of its own (unshare -r -m). Returns
+    the run and what the folder holds after it, as seen from inside (the mount ends with it)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare to mount a small tmpfs")
+    folder.mkdir(parents=True, exist_ok=True)
+    listing = folder.parent / f"{folder.name}.left"
+    options = f"{'ro,' if read_only else ''}size={size}"
+    script = (f"mount -t tmpfs -o {options} tmpfs {shlex.quote(str(folder))} || exit 99\n"
+              f"{shlex.join(map(str, argv))}\nrc=$?\n"
+              f"(cd {shlex.quote(str(folder))} && find . -mindepth 1 | sort) > {shlex.quote(str(listing))}\nexit $rc\n")
+    done = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    if done.returncode == 99:
+        pytest.skip(f"unshare -r -m cannot mount a tmpfs here: {done.stderr.strip()}")
+    return done, listing.read_text().split()
+
+
+def the_one_line(done: subprocess.CompletedProcess, *notes: str) -> str:
+    """An OS error's line: exit status 2, one error line on stderr after the given notes (the
+    starts of lines that say what the run is doing), no traceback."""
+    *before, last = done.stderr.strip().splitlines() or [""]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(before) == len(notes) and all(line.startswith(note) for line, note in zip(before, notes)), done.stderr
+    assert ": error: " in last, last
+    return last
+
+
+@pytest.fixture(scope="module")
+def noise_clip(tmp_path_factory) -> Path:
+    """256x192 noise: losslessly far more than a tiny tmpfs holds."""
+    return sliding_noise_clip(tmp_path_factory.mktemp("clip") / "c.mkv", 12, seed=6, width=256, height=192)
+
+
+def test_a_full_disk_under_the_streams_output_is_one_line_and_leaves_nothing(tmp_path, tiny_weights_stage1, noise_clip):
+    full = tmp_path / "full"
+    done, left = on_small_disk(full, [sys.executable, "-m", "vsdeblur.stream", noise_clip, full / "o.mkv", "--weights",
+                                      tiny_weights_stage1, "--device", "cpu", "--lossless", "-q"])
+    line = the_one_line(done)
+    assert f"{full / 'o.mkv'}: No space left on device" in line, line
+    assert left == []  # no half-written output, no temporary file
+
+
+@pytest.mark.parametrize("where", ["out", "sub/out"])
+def test_vsdeblur_export_into_a_read_only_folder_is_one_line(tmp_path, tiny_weights_stage1, where):
+    folder = tmp_path / "ro"
+    done, left = on_small_disk(folder, [sys.executable, "-m", "vsdeblur.cli", "export", tiny_weights_stage1, "-o", folder / where],
+                               read_only=True)
+    line = the_one_line(done)
+    assert f"{folder / where}" in line and "Read-only file system" in line, line
+    assert left == []
+
+
+def test_vsdeblur_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_weights_stage1):
+    full = tmp_path / "full"
+    done, left = on_small_disk(full, [sys.executable, "-m", "vsdeblur.cli", "export", tiny_weights_stage1, "-o", full / "out"])
+    line = the_one_line(done)
+    assert f"cannot write {full / 'out'}: No space left on device" in line, line
+    assert left == []
+
+
+def test_the_onnx_cache_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_weights_stage1, noise_clip):
+    # the tmpfs holds vsdeblur's cache only: ONNX Runtime keeps files of its own under XDG_CACHE_HOME
+    cache = tmp_path / "cache"
+    full = cache / "vsdeblur"
+    output = tmp_path / "o.mkv"
+    done, left = on_small_disk(full, [sys.executable, "-m", "vsdeblur.stream", noise_clip, output, "--weights", tiny_weights_stage1,
+                                      "--device", "cpu", "--backend", "onnxruntime", "-q"], env={"XDG_CACHE_HOME": str(cache)})
+    line = the_one_line(done, "vsdeblur: exporting tiny-s1.safetensors to ONNX (fp32)")
+    assert f"cannot write the ONNX cache {full / 'onnx'}" in line and "No space left on device" in line and "XDG_CACHE_HOME" in line, line
+    assert left == ["./onnx"]  # the cache's folder, empty: no partial export
+    assert not output.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -62,6 +62,16 @@ class OutputExists(UsageError):
     """The export's output folder exists and holds something."""
 
 
+class NotWritten(UsageError):
+    """The system refused to write the export (a full disk, a read-only folder); nothing of it
+    is left behind."""
+
+    def __init__(self, output: Path, exc: OSError) -> None:
+        self.output, self.reason = output, exc.strerror or str(exc)
+        self.full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        super().__init__(f"cannot write {output}: {self.reason}{'; free some space, or write elsewhere' if self.full else ''}")
+
+
 @dataclass(frozen=True)
 class Port:
     """One input or output of a graph: N x channels x H/2^level x W/2^level."""
@@ -319,11 +329,13 @@ def export_onnx(weights: Weights, output: str | os.PathLike, precision: str = "f
         raise OutputExists(f"{output} exists and is not an empty folder; choose a new one")
     require_exporter()
     dtype = torch_dtype(precision)
-    output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.{os.getpid()}.part")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    created = [folder for folder in (output.parent, *output.parent.parents) if not folder.exists()]  # deepest first
+    done = False
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
         exported, diffs, digests = graphs(weights, precision), {}, {}
         for graph in exported:
             path = partial / graph.file
@@ -342,8 +354,16 @@ def export_onnx(weights: Weights, output: str | os.PathLike, precision: str = "f
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise OutputExists(f"{output} was filled by someone else during the export") from None
             raise
+        done = True
+    except OSError as exc:  # a full disk, a read-only folder, ...: in one line
+        raise NotWritten(output, exc) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+        for folder in created if not done else ():  # the folders made for an export that failed
+            try:
+                folder.rmdir()
+            except OSError:
+                break
     return description
 
 
@@ -467,6 +487,9 @@ def cached_export(weights: Weights, precision: str = "fp32", root: str | os.Path
         _set_aside(folder)
     try:
         export_onnx(weights, folder, precision)
+    except NotWritten as exc:
+        elsewhere = "free some space, or point XDG_CACHE_HOME at another disk" if exc.full else "point XDG_CACHE_HOME at a writable folder"
+        raise UsageError(f"cannot write the ONNX cache {folder}: {exc.reason}; {elsewhere}") from None
     except OutputExists:  # another process exported it meanwhile
         if (problem := _cache_problem(folder, digest, precision, stage)) is not None:
             raise UsageError(f"the cached ONNX export {folder}: {problem} (written by another process meanwhile); remove it "
