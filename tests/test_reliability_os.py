@@ -5,22 +5,31 @@ smallest frame is checked when it is called. Tiny clips, the tiny model, the CPU
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shlex
 import shutil
+import signal
+import socket
+import struct
 import subprocess
 import sys
+import termios
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import REPO, make_weights
-from tests.media import sliding_noise_clip
+from tests.media import make_clip, sliding_noise_clip
 from vsdeblur.backends.export import MANIFEST, cached_export, export_onnx
 from vsdeblur.backends.onnxruntime import OnnxRuntimeBackend
 from vsdeblur.errors import UsageError
+from vsdeblur.io import Reader
 from vsdeblur.models import fold_scales
 from vsdeblur.weights import read_weights
 
@@ -202,3 +211,120 @@ def test_the_onnx_cache_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, 
     assert f"cannot write the ONNX cache {full / 'onnx'}" in line and "No space left on device" in line and "XDG_CACHE_HOME" in line, line
     assert left == ["./onnx"]  # the cache's folder, empty: no partial export
     assert not output.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# ---- 7: opening the input honours signals, and a network input a timeout ----------------------
+
+
+class SilentServer:
+    """A TCP server on the loopback that accepts every connection and never answers, or answers
+    an HTTP request with the start of a file (`sent`, of `size` bytes in all) and then says
+    nothing more."""
+
+    def __init__(self, sent: bytes | None = None, size: int = 0) -> None:
+        self.sent, self.size = sent, size
+
+    def __enter__(self) -> SilentServer:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/x.mkv"
+        self.accepted, self.connections = threading.Event(), []
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.connections.append(connection)
+            self.accepted.set()
+            if self.sent is not None:
+                with contextlib.suppress(OSError):
+                    while b"\r\n\r\n" not in (request := connection.recv(65536)) and request:
+                        pass
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/x-matroska\r\n"
+                                       b"Content-Length: %d\r\n\r\n" % self.size + self.sent)
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def start_stream(source: str, output: Path, weights: Path, *flags: object, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vsdeblur.stream", source, output, "--weights", weights, "--device", "cpu", *flags],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, **popen)
+
+
+def ended(process: subprocess.Popen, within: float) -> str:
+    """The process's stderr once it has ended, which it must within `within` seconds."""
+    try:
+        return process.communicate(timeout=within)[1].decode()
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"still running {within} s later")
+
+
+def unread(pipe) -> int:
+    """Bytes written into a pipe that its reader has not taken yet."""
+    return struct.unpack("i", fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+SIGNALS = [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+
+
+def test_a_silent_server_is_one_line_after_the_network_timeout(tmp_path, tiny_weights_stage1):
+    with SilentServer() as server:
+        process = start_stream(server.url, tmp_path / "o.mkv", tiny_weights_stage1, "--network-timeout", "1")
+        err = ended(process, 120)
+    assert process.returncode == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines() == [f"python -m vsdeblur.stream: error: {server.url}: no answer within 1 s; check the address, "
+                                        "or allow longer with --network-timeout (0: wait for ever)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_network_input_that_stops_sending_is_one_line_after_the_timeout(tmp_path):
+    data = make_clip(tmp_path / "c.mkv", frames=60, audio=False).read_bytes()
+    with SilentServer(data[: len(data) // 2], len(data)) as server, Reader(server.url, timeout=1) as reader:
+        started = time.monotonic()
+        with pytest.raises(UsageError, match=rf"^{server.url}: nothing arrived for 1 s after frame [1-9]\d* \(near [\d.]+ s\); "
+                                             r"allow longer with --network-timeout \(0: wait for ever\)$"):
+            for _ in reader.frames():
+                pass
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("signum, status, word", SIGNALS, ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_a_silent_server_is_opened_ends_the_run_at_once(tmp_path, tiny_weights_stage1, signum, status, word):
+    with SilentServer() as server:
+        process = start_stream(server.url, tmp_path / "o.mkv", tiny_weights_stage1)
+        assert server.accepted.wait(120), "vsdeblur-stream never connected"
+        time.sleep(0.2)  # its request sent: waiting for the answer
+        process.send_signal(signum)
+        err = ended(process, 15)
+    assert process.returncode == status and err.strip().splitlines() == [f"python -m vsdeblur.stream: {word}"], err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum, status, word", SIGNALS, ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_a_silent_pipe_is_opened_ends_the_run_at_once(tmp_path, tiny_weights_stage1, signum, status, word):
+    start = make_clip(tmp_path / "in.mkv", frames=2).read_bytes()[:64]  # a Matroska file's start, then nothing
+    output = tmp_path / "out" / "o.mkv"
+    output.parent.mkdir()
+    process = start_stream("-", output, tiny_weights_stage1, stdin=subprocess.PIPE)
+    try:
+        process.stdin.write(start)
+        process.stdin.flush()
+        deadline = time.monotonic() + 120
+        while unread(process.stdin) and process.poll() is None and time.monotonic() < deadline:  # taken: FFmpeg is probing, waiting for more
+            time.sleep(0.05)
+        time.sleep(0.2)
+        process.send_signal(signum)
+        err = ended(process, 15)
+    finally:
+        process.stdin.close()
+    assert process.returncode == status and err.strip().splitlines() == [f"python -m vsdeblur.stream: {word}"], err
+    assert list(output.parent.iterdir()) == []
