@@ -276,9 +276,13 @@ def unread(pipe) -> int:
 SIGNALS = [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
 
 
-def test_a_silent_server_is_one_line_after_the_network_timeout(tmp_path, tiny_weights_stage1):
+@pytest.mark.parametrize("given", ["flag", "job file"])
+def test_a_silent_server_is_one_line_after_the_network_timeout(tmp_path, tiny_weights_stage1, given):
+    job = tmp_path.parent / f"{tmp_path.name}.toml"
+    job.write_text("[input]\nnetwork_timeout = 1\n")
     with SilentServer() as server:
-        process = start_stream(server.url, tmp_path / "o.mkv", tiny_weights_stage1, "--network-timeout", "1")
+        process = start_stream(server.url, tmp_path / "o.mkv", tiny_weights_stage1,
+                               *(["--network-timeout", "1"] if given == "flag" else ["--config", job]))
         err = ended(process, 120)
     assert process.returncode == 2 and "Traceback" not in err, err
     assert err.strip().splitlines() == [f"python -m vsdeblur.stream: error: {server.url}: no answer within 1 s; check the address, "
