@@ -260,12 +260,9 @@ def _port_json(port: Port, precision: str) -> dict:
 
 
 def file_digest(path: Path) -> str:
-    """The SHA-256 of a file's bytes, read in pieces."""
-    digest = hashlib.sha256()
+    """The SHA-256 of a file's bytes."""
     with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def manifest(weights: Weights, precision: str, exported: list[Graph], diffs: dict[str, float], digests: dict[str, str]) -> dict:
