@@ -2,8 +2,8 @@
 else. The same Option serves a CLI flag (click), a key in a TOML file (tomllib) and a
 VapourSynth argument. Precedence: defaults < TOML file < command-line flags.
 
-The groups: ENGINE, ENCODE, BATCH and VAPOURSYNTH (restoring: vsdeblur-stream, batch, the
-VapourSynth filter), TRAIN and BLUR (a training recipe), SYNTH (`vsdeblur synth`). Every TOML
+The groups: ENGINE, ENCODE, INPUT, BATCH and VAPOURSYNTH (restoring: vsdeblur-stream, batch,
+the VapourSynth filter), TRAIN and BLUR (a training recipe), SYNTH (`vsdeblur synth`). Every TOML
 file, a job file or a training recipe, is read by `load_toml` (and `resolve`, which adds the
 defaults and flags).
 
@@ -321,6 +321,16 @@ ENCODE = Group(
         Option("encoder_options", str, None, "more encoder options, space-separated key=value pairs, e.g. 'tune=film x265-params=aq-mode=3'"),
         Option("format", str, None, "container format (matroska, mp4, mov, nut, ...); default: from OUTPUT's extension, matroska for '-'"),
         Option("drop_incompatible", bool, False, "leave out the streams the output container cannot hold instead of failing"),
+    ),
+)
+
+
+# How vsdeblur-stream reads its INPUT.
+INPUT = Group(
+    "input",
+    (
+        Option("network_timeout", float, 30.0, "seconds a network INPUT (a URL) may send nothing, while it is opened or later, "
+               "before the run stops with an error; 0: wait for ever", minimum=0.0),
     ),
 )
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from vsdeblur.config import ENCODE, ENGINE, EngineSettings, click_options, resolve
+from vsdeblur.config import ENCODE, ENGINE, INPUT, EngineSettings, click_options, resolve
 from vsdeblur.errors import Command, UsageError
 from vsdeblur.threads import END, Cancelled, Channel, Stage, join, raise_first
 
@@ -111,7 +111,7 @@ def stream(
 ) -> StreamResult:
     """Deblur `input` into `output` (paths, or "-" for stdin/stdout).
 
-    settings: ENGINE and ENCODE option values (missing keys take their defaults).
+    settings: ENGINE, ENCODE and INPUT option values (missing keys take their defaults).
     engine: a ready `Deblurrer` to use instead of building one from the ENGINE settings.
     progress: show progress on stderr; None shows it unless the output is stdout and stderr
     is not a terminal either.
@@ -119,10 +119,10 @@ def stream(
     from vsdeblur.engine import Deblurrer
     from vsdeblur.io import Reader, Writer
 
-    values = {**ENGINE.defaults(), **ENCODE.defaults(), **(settings or {})}
+    values = {**ENGINE.defaults(), **ENCODE.defaults(), **INPUT.defaults(), **(settings or {})}
     _refuse_same_file(input, output)
     started = time.monotonic()
-    with Reader(input) as reader:
+    with Reader(input, timeout=values["network_timeout"]) as reader:
         info = reader.info
         # the output's settings are checked and its encoder opened before the model loads
         writer = Writer(output, info, values, source=reader, overwrite=overwrite)
@@ -220,8 +220,8 @@ def _abandon(stop: threading.Event, stages: list[Stage], writer: Writer) -> None
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("input", metavar="INPUT")
 @click.argument("output", metavar="OUTPUT")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="TOML job file ([engine] and [encode] tables); flags override it")
-@click_options(ENGINE, ENCODE)
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="TOML job file ([engine], [encode] and [input] tables); flags override it")
+@click_options(ENGINE, ENCODE, INPUT)
 @click.option("--overwrite", is_flag=True, help="replace OUTPUT if it exists")
 @click.option("-q", "--quiet", is_flag=True, help="no progress on stderr")
 @click.pass_context
@@ -231,7 +231,7 @@ def main(ctx: click.Context, input: str, output: str, config_path: Path | None, 
     Timestamps, audio, subtitles, attachments, chapters, metadata and colour are kept.
     """
     name = ctx.command_path
-    values = resolve([ENGINE, ENCODE], config_path, flags)
+    values = resolve([ENGINE, ENCODE, INPUT], config_path, flags)
     result = stream(input, output, values, overwrite=overwrite, progress=False if quiet else None)
     for what in result.left_out:
         click.echo(f"{name}: note: left out {what}", err=True)

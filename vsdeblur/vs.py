@@ -99,6 +99,10 @@ def _atrous(clip: vs.VideoNode, settings: EngineSettings, options: dict[str, Any
         raise UsageError(f"clip must be a video clip, not {type(clip).__name__}")
     if clip.format is None or clip.format.id == vs.NONE or clip.width == 0 or clip.height == 0:
         raise UsageError("clips whose format or size changes from frame to frame are not supported")
+    from vsdeblur.engine.tiling import MIN_SIDE  # torch loads with the filter's first call anyway
+
+    if clip.width < MIN_SIDE or clip.height < MIN_SIDE:  # known now: said here, not at the first frame
+        raise UsageError(f"the clip is {clip.width}x{clip.height}; vsdeblur needs at least {MIN_SIDE}x{MIN_SIDE} pixels")
     work, back = _working_rgb(clip, options["matrix"], options["color_range"])
     return back(graph(work, _engine(settings), options["num_streams"], options["scene_props"]))
 

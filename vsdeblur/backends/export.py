@@ -12,14 +12,20 @@ Three graphs, so that stage 2's per-frame work still runs once per frame, as in 
 Height and width are dynamic (multiples of the stage's multiple), the batch too. Images are
 NCHW RGB in [-1, 1] and stay float32 at every precision; with `fp16` the networks and their
 features are float16. `vsdeblur-onnx.json` beside the graphs describes each input and output,
-and what the export check found: every graph run by ONNX Runtime on random inputs of two sizes
-against the PyTorch network it came from.
+each graph file's SHA-256, and what the export check found: every graph run by ONNX Runtime on
+random inputs of two sizes against the PyTorch network it came from.
+
+A folder is believed only as far as it checks out (`verified_manifest`): every graph loaded
+must match the checksum its manifest records, and a cached export must also record the
+tensors of the weights it is used for. The cache (`cached_export`) exports a folder that does
+not again; a folder the user gives is an error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import importlib
 import json
 import logging
@@ -54,6 +60,16 @@ TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # largest |ONNX Runtime - PyTorch| an 
 
 class OutputExists(UsageError):
     """The export's output folder exists and holds something."""
+
+
+class NotWritten(UsageError):
+    """The system refused to write the export (a full disk, a read-only folder); nothing of it
+    is left behind."""
+
+    def __init__(self, output: Path, exc: OSError) -> None:
+        self.output, self.reason = output, exc.strerror or str(exc)
+        self.full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        super().__init__(f"cannot write {output}: {self.reason}{'; free some space, or write elsewhere' if self.full else ''}")
 
 
 @dataclass(frozen=True)
@@ -243,8 +259,14 @@ def _port_json(port: Port, precision: str) -> dict:
     return {"name": port.name, "shape": port.shape(), "dtype": "float32" if port.image else PRECISIONS[precision].dtype}
 
 
-def manifest(weights: Weights, precision: str, exported: list[Graph], diffs: dict[str, float]) -> dict:
-    """The description written beside the graphs."""
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def manifest(weights: Weights, precision: str, exported: list[Graph], diffs: dict[str, float], digests: dict[str, str]) -> dict:
+    """The description written beside the graphs; `digests`: each graph file's SHA-256."""
     import onnxruntime
 
     preset = weights.preset
@@ -266,6 +288,7 @@ def manifest(weights: Weights, precision: str, exported: list[Graph], diffs: dic
         "graphs": {
             g.name: {
                 "file": g.file,
+                "sha256": digests[g.name],
                 "stage": g.stage,
                 "multiple": preset.multiple(g.stage),
                 "inputs": [_port_json(p, precision) for p in g.inputs],
@@ -303,21 +326,24 @@ def export_onnx(weights: Weights, output: str | os.PathLike, precision: str = "f
         raise OutputExists(f"{output} exists and is not an empty folder; choose a new one")
     require_exporter()
     dtype = torch_dtype(precision)
-    output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.{os.getpid()}.part")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    created = [folder for folder in (output.parent, *output.parent.parents) if not folder.exists()]  # deepest first
+    done = False
     try:
-        exported, diffs = graphs(weights, precision), {}
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        exported, diffs, digests = graphs(weights, precision), {}, {}
         for graph in exported:
             path = partial / graph.file
             export_graph(graph, path, weights.preset.multiple(graph.stage), dtype)
+            digests[graph.name] = file_digest(path)
             diffs[graph.name] = check_graph(graph, path, dtype)
             if diffs[graph.name] > TOLERANCE[precision]:
                 raise RuntimeError(f"the exported {graph.name} graph differs from PyTorch by up to {diffs[graph.name]:.3g}")
             if log is not None:
                 log(f"{graph.name}: {output / graph.file} (ONNX Runtime within {diffs[graph.name]:.2g} of PyTorch)")
-        description = manifest(weights, precision, exported, diffs)
+        description = manifest(weights, precision, exported, diffs, digests)
         (partial / MANIFEST).write_text(json.dumps(description, indent=2) + "\n")
         try:
             os.replace(partial, output)  # onto a missing or empty folder only
@@ -325,8 +351,16 @@ def export_onnx(weights: Weights, output: str | os.PathLike, precision: str = "f
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise OutputExists(f"{output} was filled by someone else during the export") from None
             raise
+        done = True
+    except OSError as exc:  # a full disk, a read-only folder, ...: in one line
+        raise NotWritten(output, exc) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+        for folder in created if not done else ():  # the folders made for an export that failed
+            try:
+                folder.rmdir()
+            except OSError:
+                break
     return description
 
 
@@ -339,8 +373,45 @@ def read_manifest(directory: str | os.PathLike) -> dict:
         raise UsageError(f"{directory} holds no {MANIFEST}: not a folder written by `vsdeblur export`") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from None
-    if description.get("format") != FORMAT or description.get("format_version") != FORMAT_VERSION:
+    if not isinstance(description, dict) or description.get("format") != FORMAT or description.get("format_version") != FORMAT_VERSION:
         raise UsageError(f"{path} is not a {FORMAT} version {FORMAT_VERSION} description; export the model again")
+    return description
+
+
+def export_problem(folder: Path, description: dict, stage: int | None = None) -> str | None:
+    """What makes the graphs of an exported folder up to `stage` (None: all) unfit to load, in
+    words, or None: a graph file that is missing, or not the bytes whose SHA-256 the manifest
+    records. Hashes each of those files: once per runner that loads them."""
+    graphs = description.get("graphs")
+    if not isinstance(graphs, dict) or not all(isinstance(spec, dict) for spec in graphs.values()) or not graphs:
+        return f"{MANIFEST} lists no graphs"
+    for name, spec in graphs.items():
+        if stage is not None and isinstance(spec.get("stage"), int) and spec["stage"] > stage:
+            continue
+        file = spec.get("file")
+        if not isinstance(file, str) or file in ("", ".", "..") or Path(file).name != file:
+            return f"{MANIFEST} gives {file!r} as the {name} graph's file, which is no file of the folder"
+        recorded = spec.get("sha256")
+        if not isinstance(recorded, str):
+            return f"{MANIFEST} records no checksum of {file} (written by an older vsdeblur)"
+        try:
+            found = file_digest(folder / file)
+        except FileNotFoundError:
+            return f"{file} is missing"
+        except OSError as exc:
+            return f"{file} cannot be read ({exc.strerror or exc})"
+        if found != recorded:
+            return f"{file} does not match its checksum in {MANIFEST} (damaged, or replaced by another model's)"
+    return None
+
+
+def verified_manifest(directory: str | os.PathLike, stage: int | None = None) -> dict:
+    """The manifest of an exported folder that the user gave, once its graphs up to `stage`
+    check out; one line when they do not (a folder of the user's is never exported again)."""
+    description = read_manifest(directory)
+    problem = export_problem(Path(directory), description, stage)
+    if problem is not None:
+        raise UsageError(f"{directory}: {problem}; export the model again (vsdeblur export)")
     return description
 
 
@@ -357,19 +428,67 @@ def writable_folder(folder: Path, what: str) -> None:
         raise UsageError(f"cannot create {what} {folder}: {exc.strerror}; point XDG_CACHE_HOME at a writable folder") from None
 
 
-def cached_export(weights: Weights, precision: str = "fp32", root: str | os.PathLike | None = None) -> Path:
+def _cache_problem(folder: Path, digest: str, precision: str, stage: int | None) -> str | None:
+    """Why a cache folder is not the export of the weights whose tensors have SHA-256 `digest`
+    in `precision`, or None when it is (and its graphs up to `stage` are intact)."""
+    try:
+        description = read_manifest(folder)
+    except UsageError:
+        return f"its {MANIFEST} cannot be read"
+    if description.get("weights_tensors_sha256") != digest:
+        return "it holds the graphs of other weights"
+    if description.get("precision") != precision:
+        return f"it holds {description.get('precision')} graphs, not {precision}"
+    return export_problem(folder, description, stage)
+
+
+def _set_aside(folder: Path) -> None:
+    """Take a damaged cache folder out of the way: renamed aside in one step, then removed."""
+    stale = folder.with_name(f".{folder.name}.{os.getpid()}.stale")
+    shutil.rmtree(stale, ignore_errors=True)
+    try:
+        os.rename(folder, stale)
+    except FileNotFoundError:  # another process took it away first
+        return
+    except OSError as exc:
+        raise UsageError(f"cannot replace the damaged ONNX export {folder}: {exc.strerror or exc}; remove it, "
+                         "or point XDG_CACHE_HOME at a writable folder") from None
+    if stale.is_dir() and not stale.is_symlink():
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        stale.unlink(missing_ok=True)
+
+
+def cached_export(weights: Weights, precision: str = "fp32", root: str | os.PathLike | None = None,
+                  stage: int | None = None) -> Path:
     """The exported folder of `weights` in the cache (`root`, or ~/.cache/vsdeblur/onnx), exported
     there on first use. Keyed by the weights' tensors, so a retrained file never meets the graphs
-    of the old one; several processes exporting at once leave one complete folder."""
+    of the old one, and checked on every use: a folder whose manifest records other tensors or
+    another precision, or whose graphs up to `stage` (None: all) do not match their checksums,
+    is exported again, with one note on stderr. Several processes exporting at once leave one
+    complete folder."""
     root = Path(root) if root is not None else cache_root()
-    folder = root / f"v{FORMAT_VERSION}-{tensor_digest(weights.tensors)[:16]}-{precision}"
-    if not (folder / MANIFEST).is_file():
-        writable_folder(root, "the ONNX cache")
-        # stderr, never stdout (vspipe writes video there): a first run waits some 20 s here
+    digest = tensor_digest(weights.tensors)
+    folder = root / f"v{FORMAT_VERSION}-{digest[:16]}-{precision}"
+    if not os.path.lexists(folder):
+        problem = None
+    elif (problem := _cache_problem(folder, digest, precision, stage)) is None:
+        return folder
+    writable_folder(root, "the ONNX cache")
+    # stderr, never stdout (vspipe writes video there): a first run waits some 20 s here
+    if problem is None:
         print(f"vsdeblur: exporting {weights.path.name} to ONNX ({precision}) into {folder}, once", file=sys.stderr, flush=True)
-        try:
-            export_onnx(weights, folder, precision)
-        except OutputExists:
-            if not (folder / MANIFEST).is_file():
-                raise
+    else:
+        print(f"vsdeblur: the cached ONNX export {folder}: {problem}; exporting {weights.path.name} ({precision}) again",
+              file=sys.stderr, flush=True)
+        _set_aside(folder)
+    try:
+        export_onnx(weights, folder, precision)
+    except NotWritten as exc:
+        elsewhere = "free some space, or point XDG_CACHE_HOME at another disk" if exc.full else "point XDG_CACHE_HOME at a writable folder"
+        raise UsageError(f"cannot write the ONNX cache {folder}: {exc.reason}; {elsewhere}") from None
+    except OutputExists:  # another process exported it meanwhile
+        if (problem := _cache_problem(folder, digest, precision, stage)) is not None:
+            raise UsageError(f"the cached ONNX export {folder}: {problem} (written by another process meanwhile); remove it "
+                             "and run again") from None
     return folder

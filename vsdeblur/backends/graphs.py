@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vsdeblur.errors import UsageError
-from vsdeblur.backends.export import cached_export, read_manifest
+from vsdeblur.backends.export import cached_export, read_manifest, verified_manifest
 from vsdeblur.runtimes import Computes
 from vsdeblur.weights import Weights, read_weights, resolve_weights
 
@@ -58,15 +58,18 @@ def require(backend: str, module: str, extra: str) -> ModuleType:
         raise UsageError(f"backend {backend!r} needs the {module} package: pip install 'vsdeblur[{extra}]'") from None
 
 
-def exported_folder(source: str | os.PathLike | Weights | None, precision: str, cache: str | os.PathLike | None) -> Path:
+def exported_folder(source: str | os.PathLike | Weights | None, precision: str, cache: str | os.PathLike | None,
+                    stage: int | None = None) -> tuple[Path, dict]:
     """`source` when it is an exported folder; otherwise the cached export of a weights file
-    (None: the shipped default)."""
-    if isinstance(source, Weights):
-        return cached_export(source, precision, cache)
-    if source is not None and Path(source).is_dir():
-        return Path(source)
-    weights = resolve_weights(None) if source is None else read_weights(source)
-    return cached_export(weights, precision, cache)
+    (None: the shipped default); and its manifest. Either way the graphs up to `stage` (None:
+    all) match the checksums it records: a folder of the user's that does not is an error, a
+    cached one is exported again."""
+    if source is not None and not isinstance(source, Weights) and Path(source).is_dir():
+        return Path(source), verified_manifest(source, stage)
+    if not isinstance(source, Weights):
+        source = resolve_weights(None) if source is None else read_weights(source)
+    folder = cached_export(source, precision, cache, stage)
+    return folder, read_manifest(folder)
 
 
 class GraphRunner:
@@ -93,8 +96,7 @@ class GraphRunner:
             raise UsageError(f"backend {self.name!r} computes in {' or '.join(self.precisions)}, not {precision}")
         self.precision = precision
         self.runtime = self.import_runtime()
-        self.folder = exported_folder(source, self.precisions[precision].export, cache)
-        self.manifest = read_manifest(self.folder)
+        self.folder, self.manifest = exported_folder(source, self.precisions[precision].export, cache, stage)
         self.frames = 2 * self.manifest["radius"] + 1 if self.manifest["radius"] is not None else None
         self._specs = {name: spec for name, spec in self.manifest["graphs"].items() if stage is None or spec["stage"] <= stage}
         self._graphs = {name: self.load(spec, threads) for name, spec in self._specs.items()}

@@ -118,8 +118,8 @@ class TensorRtBackend(GraphRunner):
         path = self.folder / spec["file"]
         capability = torch.cuda.get_device_capability(self.device)
         gpu = f"{torch.cuda.get_device_name(self.device)} sm{capability[0]}{capability[1]}"
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        cached = self.engines / f"{path.stem}-{engine_key(digest, profile, trt.__version__, gpu)}.engine"
+        # the graph's checksum as its manifest records it, which the runner has checked
+        cached = self.engines / f"{path.stem}-{engine_key(spec['sha256'], profile, trt.__version__, gpu)}.engine"
         runtime = trt.Runtime(self.logger)
         if cached.is_file():
             engine = runtime.deserialize_cuda_engine(cached.read_bytes())

@@ -6,7 +6,12 @@
             ...
 
 `Reader(source)` accepts a path, a URL or "-" (standard input: any format FFmpeg can probe
-from a pipe, e.g. NUT, Matroska, Y4M); `vsdeblur.io.paths` says which is which. It decodes
+from a pipe, e.g. NUT, Matroska, Y4M); `vsdeblur.io.paths` says which is which. A URL that
+sends nothing for `timeout` seconds (`network_timeout` of vsdeblur.config.INPUT), while it is
+opened or later, is a UsageError saying so. Opening (up to the first decoded frame) runs in a
+helper thread while the calling thread waits: called from the main thread, a signal (Ctrl-C,
+SIGTERM through errors.Command) ends the wait at once, even while FFmpeg waits for a server
+or a pipe that says nothing, and the abandoned open is closed whenever it ends. It decodes
 the first video stream with frame threading and converts every frame to packed RGB with the
 source's matrix and range (`colour.to_rgb`): uint8 for 8-bit sources, uint16 for deeper ones.
 An alpha channel is not part of those frames, and interlaced frames are converted whole, as
@@ -30,9 +35,12 @@ at once and `info` holds what only a decoded frame tells (colour, rotation).
 from __future__ import annotations
 
 import bisect
+import errno
 import itertools
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -41,6 +49,7 @@ from typing import Any
 import av
 import numpy as np
 
+from vsdeblur.config import INPUT
 from vsdeblur.errors import UsageError
 from vsdeblur.io.colour import Colour, HdrMetadata, rgb_format, to_rgb
 from vsdeblur.io.lossless import is_lossless
@@ -84,6 +93,11 @@ class VideoInfo:
 FIELD_ORDERS = {2: "tt", 3: "bb", 4: "tb", 5: "bt"}
 AVDISCARD_ALL = 48  # AVDiscard: how the MOV demuxer marks the chapter text tracks it has read
 MOV_DEMUXER = "mov"  # FFmpeg's one demuxer for MOV, MP4, M4A, 3GP, 3G2 and MJ2
+NETWORK_TIMEOUT = INPUT["network_timeout"].default  # seconds
+# protocols whose own `timeout` option is the socket I/O timeout in microseconds, as FFmpeg's
+# generic rw_timeout is (RTMP's `timeout` is a listen timeout in seconds: not given there)
+SOCKET_TIMEOUT = ("http", "https", "tcp", "tls", "rtsp", "rtsps")
+STALLED = "allow longer with --network-timeout (0: wait for ever)"
 
 
 @dataclass
@@ -100,14 +114,48 @@ def _has_alpha(fmt: av.VideoFormat) -> bool:
     return any(c.is_alpha for c in fmt.components)
 
 
-def open_input(source: str | Path) -> av.container.InputContainer:
+def _stalled(exc: av.error.FFmpegError, started: float, timeout: float) -> bool:
+    """Whether a network read failed because its peer sent nothing for `timeout` seconds:
+    PyAV's deadline (FFmpeg's "immediate exit") or the protocol's own timeout."""
+    timed_out = isinstance(exc, av.error.ExitError) or exc.errno in (errno.ETIMEDOUT, errno.EIO)
+    return timed_out and time.monotonic() - started >= timeout * 0.9
+
+
+def network_options(url: str, timeout: float) -> dict[str, Any]:
+    """av.open's arguments that bound each wait of a URL by `timeout` seconds (0: none): PyAV's
+    deadline, checked while FFmpeg connects, reads the header and each packet, and FFmpeg's own
+    socket timeouts, in microseconds."""
+    if not timeout:
+        return {}
+    micro = str(round(timeout * 1_000_000))
+    options = {"rw_timeout": micro}
+    if url.partition(":")[0].lower() in SOCKET_TIMEOUT:
+        options["timeout"] = micro
+    return {"timeout": (timeout, timeout), "container_options": options}
+
+
+def _stdin() -> Any:
+    """Standard input as FFmpeg reads it: its file descriptor, unbuffered, so that a thread
+    left waiting in it (see `_interruptible`) holds no lock that the interpreter's shutdown
+    takes (sys.stdin.buffer's would end the process in a fatal error); sys.stdin.buffer
+    itself where standard input is no file descriptor (replaced in Python)."""
+    try:
+        return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return sys.stdin.buffer
+
+
+def open_input(source: str | Path, timeout: float = NETWORK_TIMEOUT) -> av.container.InputContainer:
     """Open a path, a URL or "-" (standard input) for demuxing, with one clear error line on
-    failure. Names follow `vsdeblur.io.paths`."""
+    failure. Names follow `vsdeblur.io.paths`. A URL that sends nothing for `timeout` seconds
+    (0: wait for ever) fails, saying so."""
+    network: dict[str, Any] = {}
     if str(source) == PIPE:
-        target: Any = sys.stdin.buffer
+        target: Any = _stdin()
         name = "standard input"
     elif is_url(source):
         target = name = str(source)
+        network = network_options(target, timeout)
     else:
         path = Path(source)
         if not path.exists():
@@ -115,22 +163,70 @@ def open_input(source: str | Path) -> av.container.InputContainer:
         if path.is_dir():
             raise UsageError(f"input is a directory, not a video file: {path}")
         target, name = ffmpeg_name(path), str(path)
+    started = time.monotonic()
     try:
-        return av.open(target, "r")
-    except av.error.InvalidDataError:
-        raise UsageError(f"{name} is not a video file FFmpeg can read (or it is truncated or corrupt)") from None
+        return av.open(target, "r", **network)
     except av.error.FFmpegError as exc:
-        raise UsageError(f"cannot open {name}: {exc}") from None
+        if network and _stalled(exc, started, timeout):
+            raise UsageError(f"{name}: no answer within {timeout:g} s; check the address, or {STALLED}") from None
+        if not isinstance(exc, av.error.InvalidDataError):
+            raise UsageError(f"cannot open {name}: {exc}") from None
+        raise UsageError(f"{name} is not a video file FFmpeg can read (or it is truncated or corrupt)") from None
+
+
+def _interruptible(work: Callable[[], None], cleanup: Callable[[], None]) -> None:
+    """Run `work` in a helper thread while the main thread waits for it, so that a signal's
+    handler runs at once, even while FFmpeg blocks inside a call of `work` that holds no Python
+    frame of the main thread (a server or a pipe that sends nothing). Interrupted, the wait
+    raises and `work` is abandoned: it ends on its own (at a timeout, or with the process), and
+    `cleanup` then undoes what it made. Off the main thread, where no signal handler runs,
+    `work` runs in place."""
+    if threading.current_thread() is not threading.main_thread():
+        work()
+        return
+    lock, finished = threading.Lock(), threading.Event()
+    state: dict[str, Any] = {"error": None, "abandoned": False}
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # raised in the waiting thread
+            state["error"] = exc
+        with lock:
+            finished.set()
+            late = state["abandoned"] and state["error"] is None
+        if late:
+            cleanup()
+
+    threading.Thread(target=run, name="vsdeblur-open", daemon=True).start()
+    try:
+        finished.wait()  # a signal's handler runs here, and what it raises ends the wait
+    except BaseException:
+        with lock:
+            state["abandoned"] = True
+            done = finished.is_set() and state["error"] is None
+        if done:
+            cleanup()
+        raise
+    if state["error"] is not None:
+        raise state["error"]
 
 
 class Reader:
     """Decode the first video stream of `source` (a path, a URL or "-") to RGB frames."""
 
-    def __init__(self, source: str | Path, threads: bool = True) -> None:
+    def __init__(self, source: str | Path, threads: bool = True, timeout: float = NETWORK_TIMEOUT) -> None:
+        """timeout: seconds a URL may send nothing, while opened or later (0: wait for ever)."""
         self.name = "standard input" if str(source) == "-" else str(source)
         self.source = str(source)
+        self.timeout = timeout if is_url(source) else 0
         self._index: list[int] | None = None
-        self.container = open_input(source)
+        _interruptible(lambda: self._open(source, threads), self.close)
+        self._started = False
+
+    def _open(self, source: str | Path, threads: bool) -> None:
+        """Open the container and decode the first frame (which may wait on a network or a pipe)."""
+        self.container = open_input(source, self.timeout)
         try:
             if not self.container.streams.video:
                 raise UsageError(f"{self.name} has no video stream")
@@ -148,7 +244,6 @@ class Reader:
         except BaseException:
             self.container.close()
             raise
-        self._started = False
 
     def _describe(self, first: av.VideoFrame) -> VideoInfo:
         stream = self.stream
@@ -192,6 +287,7 @@ class Reader:
         """Video frames and other streams' packets, in demux order; the decoder is drained at EOF."""
         decoded = 0
         end = position = 0.0  # end: where the last decoded frame stops showing
+        started = time.monotonic()  # of the packet being waited for
         try:
             for packet in self.container.demux():
                 if packet.stream is not self.stream:
@@ -207,7 +303,11 @@ class Reader:
                     if frame.pts is not None:
                         end = max(end, float((frame.pts + (frame.duration or 0)) * frame.time_base))
                     yield frame
+                started = time.monotonic()
         except av.error.FFmpegError as exc:
+            if self.timeout and _stalled(exc, started, self.timeout):
+                raise UsageError(f"{self.name}: nothing arrived for {self.timeout:g} s after frame {decoded} "
+                                 f"(near {position:.3f} s); {STALLED}") from None
             raise UsageError(
                 f"{self.name}: the video stream is corrupt or truncated after frame {decoded} "
                 f"(near {position:.3f} s): {exc}"
@@ -315,7 +415,7 @@ class Reader:
         if self.source == PIPE:
             return None
         if self._index is None:
-            with open_input(self.source) as container:
+            with open_input(self.source, self.timeout) as container:
                 stream = container.streams[self.stream.index]
                 pts = [p.pts for p in container.demux(stream) if p.size]
             ok = pts and None not in pts and len(set(pts)) == len(pts)

@@ -42,6 +42,7 @@ except for Y4M, which has no timestamps (1/rate).
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
@@ -648,7 +649,15 @@ class Writer:
         try:
             self.container.mux(packets)
         except av.error.FFmpegError as exc:
-            raise UsageError(f"writing {self.target or 'standard output'} failed: {exc}") from None
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: Exception) -> UsageError:
+        """A write that the system refused (a full disk, a quota, an I/O error) as one line that
+        names the output, not its temporary file, and the reason."""
+        name = self.target or "standard output"
+        reason = getattr(exc, "strerror", None) or str(exc)
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        return UsageError(f"cannot write {name}: {reason}{'; free some space, or write elsewhere' if full else ''}")
 
     def close(self) -> None:
         """Flush the encoder, finish the file and move it onto the target."""
@@ -657,15 +666,21 @@ class Writer:
         try:
             self._mux_video(self._encoded(None))
             self._release(everything=True)
-            self.container.close()
+            try:
+                self.container.close()  # writes what FFmpeg still buffers, and the index
+            except av.error.FFmpegError as exc:
+                raise self._failed(exc) from None
             self._closed = True
             self._close_sink()
+            if self.temp is not None:
+                try:
+                    os.replace(self.temp, self.target)
+                except OSError as exc:
+                    raise self._failed(exc) from None
+                self.temp = None
         except BaseException:
             self.abort()
             raise
-        if self.temp is not None:
-            os.replace(self.temp, self.target)
-            self.temp = None
 
     def abort(self) -> None:
         """Stop without a result: close the container and remove the temporary file."""
