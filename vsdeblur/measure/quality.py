@@ -19,13 +19,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import av
 import numpy as np
 
 from vsdeblur.errors import UsageError
 from vsdeblur.metrics import clip_vmaf, psnr, to_uint8, vmaf_unavailable
+
+if TYPE_CHECKING:
+    from vsdeblur.blur.camera import CameraPath
 
 SEED = 20261204
 RATE = Fraction(24)
@@ -93,6 +96,18 @@ def photos_of(material: Path, clips: int) -> list[Path]:
 # ---- the set ---------------------------------------------------------------------------------
 
 
+def condition_path(condition: Condition, rng: np.random.Generator, frames: int) -> CameraPath:
+    """The camera path film_clip films one clip of `condition` along: the first thing it draws
+    from `rng`, so that a copy of its generator gives the path a clip was filmed with."""
+    from vsdeblur.blur import camera
+
+    if condition.kind == "camera":
+        spec = camera.CameraSpec(min_length=condition.lengths[0], max_length=condition.lengths[1])
+    else:  # a steady pan of 1-4 pixels per frame whose 1/100 s exposures add no blur
+        spec = camera.CameraSpec(min_length=0.01, max_length=0.04, min_shutter=0.01, max_shutter=0.01, max_roll=0.0, max_zoom=0.0)
+    return camera.draw_path(rng, spec, frames)
+
+
 def film_clip(photo: np.ndarray, condition: Condition, rng: np.random.Generator, frames: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """(blurred, sharp) uint8 frames x h x w x 3 of one photo under one condition."""
     import torch
@@ -101,11 +116,7 @@ def film_clip(photo: np.ndarray, condition: Condition, rng: np.random.Generator,
     from vsdeblur.io.images import resize
 
     w, h = size
-    if condition.kind == "camera":
-        spec = camera.CameraSpec(min_length=condition.lengths[0], max_length=condition.lengths[1])
-    else:  # a steady pan of 1-4 pixels per frame whose 1/100 s exposures add no blur
-        spec = camera.CameraSpec(min_length=0.01, max_length=0.04, min_shutter=0.01, max_shutter=0.01, max_roll=0.0, max_zoom=0.0)
-    path = camera.draw_path(rng, spec, frames)
+    path = condition_path(condition, rng, frames)
     lo, hi = camera.reach(path, frames, (h, w))
     # the photo at twice the view's height (finer detail than most video), larger if the path needs it
     factor = max(2 * h / min(photo.shape[:2]), (hi[0] - lo[0] + 16) / photo.shape[1], (hi[1] - lo[1] + 16) / photo.shape[0])
