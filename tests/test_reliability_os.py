@@ -253,9 +253,12 @@ class SilentServer:
 
 
 def start_stream(source: str, output: Path, weights: Path, *flags: object, **popen) -> subprocess.Popen:
+    # SIGINT as a terminal delivers it: a test run started in the background (nohup, a CI job)
+    # inherits SIGINT ignored, and a program started so rightly keeps ignoring it
     return subprocess.Popen([sys.executable, "-m", "vsdeblur.stream", source, output, "--weights", weights, "--device", "cpu", *flags],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, **popen)
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
 
 
 def ended(process: subprocess.Popen, within: float) -> str:
