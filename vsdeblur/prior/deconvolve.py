@@ -66,7 +66,7 @@ class PriorSettings:
     nsr: float | None = None  # a fixed lambda instead of the rule (the design to beat)
     keep_passed: bool = True  # regularise only what the blur attenuated, (1 - E|H|^2)+
     uncertainty: Uncertainty = Uncertainty()  # how far the true blur may be from the chord given
-    tile: int = 160  # the tiles' spacing in pixels, at least: finer fields are pooled to it
+    tile: int = 160  # about the tiles' spacing in pixels: finer fields are pooled to it
     overlap: float = 0.5  # share of the tile spacing over which neighbouring tiles cross-fade (0 .. 1]
     margin: float = 1.0  # context around each tile, in kernel radii (plus MIN_MARGIN)
     iterations: int = 4  # conjugate-gradient steps that fit only the pixels inside the frame
