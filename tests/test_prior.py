@@ -199,6 +199,11 @@ def test_a_plain_gradient_prior_smooths_what_the_rule_leaves_alone(frame):
     assert (plain - frame).abs().max() > 10 / 255
 
 
+def test_a_field_has_rows_columns_and_two_components(frame):
+    with pytest.raises(ValueError, match="rows x cols x 2"):
+        deblur(frame, torch.zeros(3, 2))
+
+
 def test_a_fine_field_is_pooled_by_confidence():
     field = torch.zeros(4, 6, 2)
     field[:, :3] = torch.tensor([8.0, 0.0])

@@ -66,10 +66,14 @@ class PriorSettings:
     nsr: float | None = None  # a fixed lambda instead of the rule (the design to beat)
     keep_passed: bool = True  # regularise only what the blur attenuated, (1 - E|H|^2)+
     uncertainty: Uncertainty = Uncertainty()  # how far the true blur may be from the chord given
-    tile: int = 160  # the tiles' spacing in pixels, at least: finer fields are pooled to it
+    tile: int = 160  # about the tiles' spacing in pixels: finer fields are pooled to it
     overlap: float = 0.5  # share of the tile spacing over which neighbouring tiles cross-fade (0 .. 1]
     margin: float = 1.0  # context around each tile, in kernel radii (plus MIN_MARGIN)
     iterations: int = 4  # conjugate-gradient steps that fit only the pixels inside the frame
+
+    def __post_init__(self) -> None:
+        if not (0 < self.overlap <= 1 and self.strength > 0 and self.tile >= 1 and self.iterations >= 0 and self.margin >= 0):
+            raise ValueError(f"prior settings out of range: {self}")
 
 
 def to_linear(frame: torch.Tensor) -> torch.Tensor:
@@ -101,6 +105,8 @@ def deblur(frame: torch.Tensor, blur: torch.Tensor, confidence: torch.Tensor | f
     0..1; `noise` is the frame's noise in code values (None: estimate_noise). A field finer than
     settings.tile is pooled to tiles of about that size first. Same shape, dtype and device as
     the frame."""
+    if blur.shape[-1:] != (2,) or blur.dim() not in (1, 3):
+        raise ValueError(f"a blur vector is (2,) and a field rows x cols x 2, not {tuple(blur.shape)}")
     field = blur.reshape(1, 1, 2) if blur.dim() == 1 else blur
     field = field.to(frame.device, torch.float32)
     trust = torch.as_tensor(confidence, dtype=torch.float32, device=frame.device).clamp(0, 1).expand(field.shape[:2])
