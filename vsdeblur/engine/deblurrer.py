@@ -42,7 +42,7 @@ class Deblurrer:
     """
 
     def __init__(self, settings: EngineSettings | None = None, /, **options: Any) -> None:
-        settings = EngineSettings.checked(options, "Deblurrer") if settings is None else settings.replace(**options)
+        settings = _settings(settings, options)
         loaded = resolve_weights(settings.weights)
         if settings.preset is not None and settings.preset != loaded.preset.name:
             raise UsageError(
@@ -59,7 +59,7 @@ class Deblurrer:
         weights, preset and stage are those of the modules."""
         self = cls.__new__(cls)
         self.weights_path = None
-        settings = EngineSettings.checked(options, "Deblurrer") if settings is None else settings.replace(**options)
+        settings = _settings(settings, options)
         self._setup(preset, models, settings)
         return self
 
@@ -151,6 +151,12 @@ class Deblurrer:
 
         result = self.scheduler.window([(key, lambda p=planes: state(p)) for planes, key in zip(window, keys, strict=True)])
         return self.transfer.download(result, like.shape, like.dtype, planar).result()
+
+
+def _settings(settings: EngineSettings | None, options: dict[str, Any]) -> EngineSettings:
+    """`settings` (default: the defaults) with keyword options replacing its values, each
+    name and value checked."""
+    return EngineSettings.checked({**(settings.as_dict() if settings is not None else {}), **options}, "Deblurrer")
 
 
 def _pipelined(pending: Iterator[tuple[Any, HostFrame]]) -> Iterator[tuple[Any, np.ndarray]]:
