@@ -255,8 +255,11 @@ def restore(engine: Deblurrer, padded: list, frames: list[np.ndarray], t: int) -
 # ---- weights ----------------------------------------------------------------------------------
 
 
-def make_weights(path: Path, preset: str = "tiny", stages: tuple[int, ...] = (1, 2), seed: int = 0) -> Path:
-    """Untrained networks of a preset (random initialisation from `seed`) in a real weights file."""
+def make_weights(path: Path, preset: str = "tiny", stages: tuple[int, ...] = (1, 2), seed: int = 0, prior: bool = False) -> Path:
+    """Untrained networks of a preset (random initialisation from `seed`) in a real weights file;
+    `prior`: its stage 1 reads the motion prior."""
+    import dataclasses
+
     import torch
 
     from vsdeblur.models import build_model, get_preset
@@ -264,7 +267,18 @@ def make_weights(path: Path, preset: str = "tiny", stages: tuple[int, ...] = (1,
 
     torch.manual_seed(seed)
     cfg = get_preset(preset)
+    if prior:
+        cfg = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, prior=True))
     return save_weights(path, cfg, {s: build_model(cfg, s) for s in stages}, recipe={"note": "untrained, for tests"})
+
+
+def panning_frames(count: int, step: int = 3, width: int = 96, height: int = 64) -> list[np.ndarray]:
+    """uint8 H x W x 3 frames of a camera panning right by `step` pixels a frame over the first
+    frame of the bundled clip: real texture, known motion."""
+    with av.open(str(SAMPLE_CLIP)) as container:
+        picture = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    top = (picture.shape[0] - height) // 2
+    return [np.ascontiguousarray(picture[top : top + height, i * step : i * step + width]) for i in range(count)]
 
 
 def overflowing_weights(path: Path) -> Path:
@@ -289,6 +303,12 @@ def overflowing_weights(path: Path) -> Path:
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """`vsdeblur ARGS` as a user runs it, in a subprocess with this checkout's vsdeblur."""
     return subprocess.run(_cli(*args), capture_output=True, text=True, env=_cli_env(), timeout=600)
+
+
+def run_stream(*args: str) -> subprocess.CompletedProcess:
+    """`vsdeblur-stream ARGS` as a user runs it, in a subprocess with this checkout's vsdeblur."""
+    command = [sys.executable, "-m", "vsdeblur.stream", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=_cli_env(), timeout=600)
 
 
 def batch_cli(*args: str, **kwargs) -> subprocess.Popen:

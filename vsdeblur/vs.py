@@ -113,10 +113,48 @@ def graph(work: vs.VideoNode, engine: Deblurrer, num_streams: int, scene_props: 
     engine it compares against."""
     slots = _Slots(engine, num_streams)
     like = np.empty((work.height, work.width, 3), _dtype(work.format))  # the output's shape and dtype
+    cut = _CutRule(engine.scene_threshold, scene_props)
     if engine.stage == 1:
-        return _stage1_graph(work, engine, slots)
-    s1 = _stage1_node(work, engine, slots, like.dtype)
-    return _stage2_node(work, s1, engine, slots, like, scene_props)
+        return _stage1_graph(work, engine, slots, cut)
+    s1 = _stage1_node(work, engine, slots, like.dtype, cut)
+    return _stage2_node(work, s1, engine, slots, like, cut)
+
+
+class _CutRule:
+    """Whether a scene cut lies between two consecutive frames: the _SceneChangePrev and
+    _SceneChangeNext props where the frames carry them (and `scene_props` allows), else the
+    engine's rule on the change between them (0 threshold: no cuts)."""
+
+    def __init__(self, threshold: float, scene_props: bool) -> None:
+        self.threshold, self.scene_props = threshold, scene_props
+
+    def __call__(self, a: vs.FrameProps, b: vs.FrameProps, change: Callable[[], float]) -> bool:
+        if self.scene_props and ("_SceneChangeNext" in a or "_SceneChangePrev" in b):
+            return bool(a.get("_SceneChangeNext", 0) or b.get("_SceneChangePrev", 0))
+        return bool(self.threshold) and starts_scene(change(), self.threshold)
+
+    def between(self, a: vs.VideoFrame, b: vs.VideoFrame) -> bool:
+        """The rule on two source frames (the change measured on their pictures)."""
+        return self(a.props, b.props, lambda: _change(a, b))
+
+
+def _change(a: vs.VideoFrame, b: vs.VideoFrame) -> float:
+    return scene_change(luma_thumbnail(_planes(a)), luma_thumbnail(_planes(b)))
+
+
+def _neighbour_clips(work: vs.VideoNode, engine: Deblurrer) -> list[vs.VideoNode]:
+    """The clips a frame's stage 1 reads beside it: its neighbours (clamped to the clip), for
+    a model that reads the motion prior; none for one that does not."""
+    return [_shift(work, -1), _shift(work, 1)] if engine.reads_prior else []
+
+
+def _neighbours(n: int, last: int, frames: list[vs.VideoFrame], cut: _CutRule) -> tuple[list[np.ndarray] | None, list[np.ndarray] | None]:
+    """Frame n's neighbours in its scene, as planes, from [previous, current, following] (the
+    _neighbour_clips' frames around it): None at the clip's ends and across a cut."""
+    previous, current, following = frames
+    before = _planes(previous) if n > 0 and not cut.between(previous, current) else None
+    after = _planes(following) if n < last and not cut.between(current, following) else None
+    return before, after
 
 
 def _interleaved(frame: vs.VideoFrame) -> np.ndarray:
@@ -135,36 +173,44 @@ def _written(frame: vs.VideoFrame, planar: np.ndarray) -> vs.VideoFrame:
     return out
 
 
-def _stage1_graph(work: vs.VideoNode, engine: Deblurrer, slots: _Slots) -> vs.VideoNode:
-    """Stage 1 alone: no window, one node, and stage 1 is the whole engine (image == frames
-    for one frame)."""
+def _stage1_graph(work: vs.VideoNode, engine: Deblurrer, slots: _Slots, cut: _CutRule) -> vs.VideoNode:
+    """Stage 1 alone: no window, one node, and stage 1 is the whole engine (one frame with its
+    neighbours in its scene, which only a model that reads the motion prior looks at)."""
+    neighbours = _neighbour_clips(work, engine)
+    last = work.num_frames - 1
 
-    def restore(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+    def restore(n: int, f: vs.VideoFrame | list[vs.VideoFrame]) -> vs.VideoFrame:
+        f = f if isinstance(f, list) else [f]  # ModifyFrame passes one clip's frame alone
+        before, after = _neighbours(n, last, [f[1], f[0], f[2]], cut) if neighbours else (None, None)
+        interleave = lambda planes: None if planes is None else np.stack(planes, axis=-1)  # noqa: E731
         with slots():
-            return _written(f, engine.image(_interleaved(f)).transpose(2, 0, 1))
+            return _written(f[0], engine.frame(_interleaved(f[0]), interleave(before), interleave(after)).transpose(2, 0, 1))
 
-    return _parallel(work, [work], restore)
+    return _parallel(work, [work, *neighbours], restore)
 
 
-def _stage1_node(work: vs.VideoNode, engine: Deblurrer, slots: _Slots, dtype: np.dtype) -> vs.VideoNode:
+def _stage1_node(work: vs.VideoNode, engine: Deblurrer, slots: _Slots, dtype: np.dtype, cut: _CutRule) -> vs.VideoNode:
     """Stage 1 of each frame, padded to the engine's multiple, in the dtype the engine hands
     it over in, carrying the scene props and the scene-cut rule's change to the next frame;
     cached so that it runs once per frame however the stage-2 windows ask for it."""
     height, width = engine.padded_size(work.height, work.width)
     padded_format = vs.RGBH if engine.padded_dtype(dtype) == np.float16 else vs.RGBS
     blank = work.std.BlankClip(width=width, height=height, format=padded_format, keep=True)
-    sources = [blank, work]
-    if engine.scene_threshold:
-        sources.append(_shift(work, 1))
+    neighbours = _neighbour_clips(work, engine)
+    sources = [blank, work, *(neighbours or ([_shift(work, 1)] if engine.scene_threshold else []))]
+    last = work.num_frames - 1
 
     def stage1(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        current = f[1]
+        following = f[3] if neighbours else f[2] if engine.scene_threshold else None
+        before, after = _neighbours(n, last, [f[2], current, f[3]], cut) if neighbours else (None, None)
         with slots():
-            out = _written(f[0], engine.stage1_padded(_planes(f[1])))
+            out = _written(f[0], engine.stage1_padded(_planes(current), before, after))
         for key in _SCENE_PROPS:
-            if key in f[1].props:
-                out.props[key] = f[1].props[key]
+            if key in current.props:
+                out.props[key] = current.props[key]
         if engine.scene_threshold:
-            out.props[_PROP_DIFF] = scene_change(*(luma_thumbnail(_planes(frame)) for frame in f[1:3]))
+            out.props[_PROP_DIFF] = _change(current, following)
         return out
 
     s1 = _parallel(blank, sources, stage1)
@@ -175,24 +221,21 @@ def _stage1_node(work: vs.VideoNode, engine: Deblurrer, slots: _Slots, dtype: np
     vs.core.std.SetVideoCache(s1, mode=1, fixedsize=1, maxsize=cached, maxhistory=cached)
     return s1
 
-
 def _stage2_node(work: vs.VideoNode, s1: vs.VideoNode, engine: Deblurrer, slots: _Slots, like: np.ndarray,
-                 scene_props: bool) -> vs.VideoNode:
+                 cut: _CutRule) -> vs.VideoNode:
     """Stage 2 of each frame over its window of stage-1 frames, clamped to its scene."""
     graph_id = next(_graph_ids)  # keys the engine's encoder cache: graphs may share an engine
     r, last = engine.radius, work.num_frames - 1
     shifted = [_shift(s1, k) for k in range(-r, r + 1)]
 
-    def cut_between(a: vs.FrameProps, b: vs.FrameProps) -> bool:
-        """Is there a scene cut between consecutive frames with props a and b?"""
-        if scene_props and ("_SceneChangeNext" in a or "_SceneChangePrev" in b):
-            return bool(a.get("_SceneChangeNext", 0) or b.get("_SceneChangePrev", 0))
-        return bool(engine.scene_threshold) and starts_scene(a[_PROP_DIFF], engine.scene_threshold)
+    def cut_after(frames: dict[int, vs.VideoFrame], i: int) -> bool:
+        a, b = frames[i].props, frames[i + 1].props
+        return cut(a, b, lambda: a[_PROP_DIFF])
 
     def stage2(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         # f[1 + r + k] is stage 1 of frame n + k, clamped to the clip
         frames = {min(max(n + k, 0), last): f[1 + r + k] for k in range(-r, r + 1)}
-        indices = scene_window(n, r, last, lambda i: cut_between(frames[i].props, frames[i + 1].props))
+        indices = scene_window(n, r, last, lambda i: cut_after(frames, i))
         window = [_planes(frames[i]) for i in indices]
         with slots():
             result = engine.stage2_padded(window, [(graph_id, i) for i in indices], like, planar=True)

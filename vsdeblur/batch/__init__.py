@@ -26,7 +26,7 @@ from vsdeblur.batch.manifest import MANIFEST, STATE_DIR, Manifest, damage_report
 from vsdeblur.batch.plan import Source, check_template, discover, fingerprint, output_paths, packet_index, plan_chunks
 from vsdeblur.batch.work import DiskFull, disk_full, refuse_special
 from vsdeblur.config import BATCH, ENCODE, ENGINE
-from vsdeblur.engine.window import chosen_stage, window_radius
+from vsdeblur.engine.window import chosen_stage, context_frames
 from vsdeblur.errors import UsageError
 from vsdeblur.weights import resolve_header
 
@@ -91,7 +91,7 @@ def _digest(*parts: Any) -> str:
 
 def _engine_settings(values: dict[str, Any]) -> tuple[dict[str, Any], str, int]:
     """Deblurrer arguments (weights made absolute), their hash (weights by content) and the
-    context each chunk needs: the temporal radius when stage 2 runs, else none."""
+    context each chunk needs (engine.window.context_frames)."""
     weights = resolve_header(values["weights"])
     settings = {o.name: values[o.name] for o in ENGINE.options}
     settings["weights"] = str(weights.path)
@@ -99,7 +99,7 @@ def _engine_settings(values: dict[str, Any]) -> tuple[dict[str, Any], str, int]:
     content = hashlib.sha256(weights.path.read_bytes()).hexdigest()
     # device and compile change how, not what, frames are computed; precision does change them
     what = {k: v for k, v in settings.items() if k not in ("weights", "device", "compile")}
-    return settings, _digest(what, content), window_radius(weights.preset, stage, values["radius"])
+    return settings, _digest(what, content), context_frames(weights.preset, stage, values["radius"])
 
 
 def run_batch(

@@ -5,6 +5,7 @@ frames (transfer.py), the tiled and ensembled networks (networks.py), the window
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from torch import nn
 from vsdeblur.config import EngineSettings
 from vsdeblur.engine.networks import EngineStats, FrameState, Networks
 from vsdeblur.backends.runtime import resolve_runtime
+from vsdeblur.engine.prior_inputs import Planes, PriorInputs
 from vsdeblur.engine.schedule import Scheduler
 from vsdeblur.engine.tiling import round_up
 from vsdeblur.engine.transfer import HostFrame, Transfer, check_frame, check_planes
@@ -64,6 +66,7 @@ class Deblurrer:
         return self
 
     def _setup(self, preset: Preset, models: dict[int, nn.Module], settings: EngineSettings, weights: Weights | None = None) -> None:
+        self._noted: set[str] = set()
         self.settings, self.preset, self.stage = settings, preset, max(models)
         self.radius = window_radius(preset, self.stage, settings.radius)
         self.runtime = resolve_runtime(settings)
@@ -73,7 +76,13 @@ class Deblurrer:
         self.networks = Networks(preset, runner, self.stage, self.device, self.dtype, settings.tile, settings.overlap, settings.ensemble)
         self.multiple = self.networks.multiple
         self.transfer = Transfer(self.device, self.networks.memory_format, self.multiple)
-        self.scheduler = Scheduler(self.radius, self._frame_state, self.networks.stage2 if self.stage == 2 else None, self._finish)
+        self.reads_prior = preset.stage1.prior
+        self.prior_inputs = (
+            PriorInputs(settings.shutter, self.multiple, self.networks.memory_format, self.note)
+            if self.reads_prior else None
+        )
+        self.scheduler = Scheduler(self.radius, self._frame_state, self.networks.stage2 if self.stage == 2 else None, self._finish,
+                                   lookahead=1 if self.reads_prior else 0)
 
     @property
     def stats(self) -> EngineStats:
@@ -84,8 +93,23 @@ class Deblurrer:
         """The networks as they run: scales folded, on the device, in the compute precision."""
         return self.networks.models
 
-    def _frame_state(self, frame: np.ndarray) -> FrameState:
-        return self.networks.frame_state(self.networks.stage1(self.transfer.upload(frame)))
+    def note(self, message: str) -> None:
+        """Say something the user should know about how frames are being restored, once per
+        engine (front-ends may replace this with their own channel)."""
+        if message not in self._noted:
+            self._noted.add(message)
+            print(f"vsdeblur: note: {message}", file=sys.stderr)
+
+    def _stage1(self, frame: Planes, previous: Planes | None, following: Planes | None) -> torch.Tensor:
+        """Stage 1 of a frame (an H x W x 3 array or its planes) given its neighbours in its
+        scene, which only a stage 1 that reads the motion prior looks at."""
+        x = self.transfer.upload(frame)
+        if self.prior_inputs is None:
+            return self.networks.stage1(x)
+        return self.networks.stage1(x, self.prior_inputs(x, frame, previous, following))
+
+    def _frame_state(self, frame: np.ndarray, previous: np.ndarray | None, following: np.ndarray | None) -> FrameState:
+        return self.networks.frame_state(self._stage1(frame, previous, following))
 
     def _finish(self, result: torch.Tensor, frame: np.ndarray) -> HostFrame:
         return self.transfer.download(result, frame.shape, frame.dtype)
@@ -106,8 +130,19 @@ class Deblurrer:
         return _pipelined(self.scheduler.stream(items, cut_test(cuts, self.scene_threshold)))
 
     def image(self, image: np.ndarray) -> np.ndarray:
-        """Restore a single H x W x 3 image (stage 2 sees it as a one-frame clip)."""
+        """Restore a single H x W x 3 image (stage 2 sees it as a one-frame clip). A single
+        picture has no neighbours: a model that reads the motion prior runs blind on it, and
+        says so once."""
         return next(self.frames([image]))
+
+    def frame(self, frame: np.ndarray, previous: np.ndarray | None = None, following: np.ndarray | None = None) -> np.ndarray:
+        """Stage 1 alone (an engine of stage 1) of one H x W x 3 frame given its neighbours in
+        its scene, for callers that read clips at random (VapourSynth); with no neighbours
+        it is `image`."""
+        if self.stage != 1:
+            raise UsageError("frame needs an engine built with stage=1; stage 2 reads windows (stage2_padded)")
+        checked = check_frame(frame)
+        return self._finish(self._stage1(checked, previous, following), checked).result()
 
     # ---- random access, for front-ends that request frames out of order and from several
     # threads at once (VapourSynth). Stage-1 outputs travel padded to the engine's multiple:
@@ -126,12 +161,14 @@ class Deblurrer:
         half = self.dtype == torch.float16 and np.dtype(source) in (np.dtype(np.uint8), np.dtype(np.float16))
         return np.dtype(np.float16 if half else np.float32)
 
-    def stage1_padded(self, frame: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    def stage1_padded(self, frame: Planes, previous: Planes | None = None, following: Planes | None = None) -> np.ndarray:
         """Stage 1 of one H x W x 3 frame, or of its three planes, as a 3 x H' x W' array in
         [-1, 1] of `padded_dtype(frame's dtype)`: in float32, exactly the tensor that `frames`
-        keeps."""
+        keeps. previous, following: its neighbours in its scene (None beyond the scene's
+        edges), which a model that reads the motion prior needs (engine.window.scene_window
+        with radius 1 finds them)."""
         checked = check_frame(frame) if isinstance(frame, np.ndarray) else check_planes(frame)
-        s1 = self.networks.stage1(self.transfer.upload(checked))[0]
+        s1 = self._stage1(checked, previous, following)[0]
         dtype = self.padded_dtype(checked.dtype if isinstance(checked, np.ndarray) else checked[0].dtype)
         return HostFrame(s1.to(torch.float16) if dtype == np.float16 else s1).result()
 

@@ -21,7 +21,10 @@ from torch import nn
 from vsdeblur.backends.runtime import NetworkRunner
 from vsdeblur.engine.tiling import DIHEDRAL, Tile, auto_tile, blend, plan_tiles, tile_geometry, transform, untransform
 from vsdeblur.models import Preset
+from vsdeblur.models.stage1 import PRIOR_CHANNELS
 from vsdeblur.models.stage2 import Pyramid
+
+_DX, _DY = PRIOR_CHANNELS.index("blur_dx"), PRIOR_CHANNELS.index("blur_dy")
 
 
 @dataclass
@@ -48,6 +51,18 @@ class FrameState:
         for per_tile in self.pyramids or []:
             for pyramid in per_tile:
                 yield from pyramid
+
+
+def transform_prior(prior: torch.Tensor, k: int, mirrored: bool) -> torch.Tensor:
+    """tiling.transform of the prior's planes, its blur vectors turned with the picture: a
+    mirror negates dx, each quarter turn takes (dx, dy) to (dy, -dx)."""
+    out = transform(prior, k, mirrored)
+    dx, dy = out[:, _DX], out[:, _DY]
+    if mirrored:
+        dx = -dx
+    for _ in range(k % 4):
+        dx, dy = dy, -dx
+    return torch.cat([out[:, :_DX], dx[:, None], dy[:, None], out[:, _DY + 1 :]], dim=1)
 
 
 class Networks:
@@ -91,12 +106,19 @@ class Networks:
         return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(0)
 
     @torch.inference_mode()
-    def stage1(self, x: torch.Tensor) -> torch.Tensor:
-        """Stage 1 of a padded frame, clamped to [-1, 1]."""
+    def stage1(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Stage 1 of a padded frame, clamped to [-1, 1]; `prior`: its prior's planes
+        (engine.prior_inputs), for a stage 1 that reads them."""
         self.stats.stage1 += 1
 
+        def member(t: Tile, k: int, m: bool) -> torch.Tensor:
+            tile = transform(x[..., t.ys, t.xs], k, m)
+            if prior is None:
+                return self._stage1(tile)
+            return self._stage1(tile, transform_prior(prior[..., t.ys, t.xs], k, m))
+
         def run(_: int, t: Tile) -> torch.Tensor:
-            return self._ensembled(lambda k, m: self._stage1(transform(x[..., t.ys, t.xs], k, m)))
+            return self._ensembled(lambda k, m: member(t, k, m))
 
         return blend(self.tiles(x), run, like=x).clamp_(-1, 1)
 

@@ -88,30 +88,44 @@ def _wait_ready(state: FrameState) -> None:
 class Scheduler:
     """Runs frames through the stages in window order.
 
-    compute(frame) does a frame's once-per-frame work; aggregate(window states) its stage 2;
-    finish(result tensor, frame) hands a result towards the host."""
+    compute(frame, previous, following) does a frame's once-per-frame work, given its
+    neighbours in its scene (None beyond a scene's edge); aggregate(window states) its stage
+    2; finish(result tensor, frame) hands a result towards the host. With `lookahead` 1 a
+    frame's work waits for the next frame (or its scene's end): a stage 1 that reads the
+    motion prior needs both neighbours; with 0 it runs as the frame arrives."""
 
     def __init__(
         self,
         radius: int,
-        compute: Callable[[np.ndarray], FrameState],
+        compute: Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], FrameState],
         aggregate: Callable[[list[FrameState]], torch.Tensor] | None,
         finish: Callable[[torch.Tensor, np.ndarray], Any],
+        lookahead: int = 0,
     ) -> None:
         self.radius, self.compute, self.aggregate, self.finish = radius, compute, aggregate, finish
+        self.lookahead = lookahead
         self.shared = StateCache(WINDOWS_KEPT * (2 * radius + 1))
 
     def stream(self, items: Iterable[tuple[Any, np.ndarray]], is_cut: CutTest) -> Iterator[tuple[Any, Any]]:
         """(tag, frame) pairs in clip order -> (tag, finished result) in the same order. No
-        window crosses a cut; at most 2r+1 frames' states are held."""
+        window crosses a cut; at most 2r+1 frames' states are held, and r+2 frames."""
         cache = StateCache(2 * self.radius + 2)
         frames: dict[int, tuple[Any, np.ndarray]] = {}
-        scene_start = next_out = 0
+        scene_start = next_state = next_out = 0
         shape = last = None
+
+        def compute(upto: int, scene_end: int) -> None:
+            """The states of frames next_state .. upto, whose scene reaches scene_end."""
+            nonlocal next_state
+            for j in range(next_state, upto + 1):
+                previous = frames[j - 1][1] if j > scene_start else None
+                following = frames[j + 1][1] if j < scene_end else None
+                cache.get(j, lambda: self.compute(frames[j][1], previous, following))
+            next_state = max(next_state, upto + 1)
 
         def emit(outputs: Iterable[int], scene_end: int) -> Iterator[tuple[Any, Any]]:
             for t in outputs:
-                tag, frame = frames.pop(t)
+                tag, frame = frames[t]
                 if self.aggregate is None:
                     result = cache.get(t, _missing).stage1
                 else:
@@ -119,6 +133,7 @@ class Scheduler:
                     result = self.aggregate([cache.get(j, _missing) for j in indices])
                 yield tag, self.finish(result, frame)
                 cache.release(t - self.radius)  # no later window reads it
+                frames.pop(t - 1, None)  # t's state is made and t - 1's output out: nothing reads it
 
         for i, (tag, frame) in enumerate(items):
             check_frame(frame, i)
@@ -130,17 +145,20 @@ class Scheduler:
                     f"{shape[1]}x{shape[0]}; the frame size must not change within a clip"
                 )
             if is_cut(i, frame) and i > scene_start:
+                compute(i - 1, i - 1)
                 yield from emit(range(next_out, i), i - 1)
                 cache.clear()  # no window reads across the cut
-                scene_start = next_out = i
+                frames.clear()
+                scene_start = next_state = next_out = i
             frames[i] = (tag, frame)
-            cache.get(i, lambda: self.compute(frame))
+            compute(i - self.lookahead, i)
             last = i
-            t = i - self.radius  # the newest frame whose whole window has arrived
+            t = next_state - 1 - self.radius  # the newest frame whose whole window is computed
             if t >= next_out:
-                yield from emit([t], i)
+                yield from emit(range(next_out, t + 1), i)
                 next_out = t + 1
         if last is not None:
+            compute(last, last)
             yield from emit(range(next_out, last + 1), last)
 
     def window(self, states: list[tuple[Hashable, Callable[[], FrameState]]]) -> torch.Tensor:

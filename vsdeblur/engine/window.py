@@ -47,6 +47,13 @@ def window_radius(preset: Preset, stage: int, radius: int | None) -> int:
     return preset.stage2.radius if stage == 2 else 0
 
 
+def context_frames(preset: Preset, stage: int, radius: int | None) -> int:
+    """Frames on each side that a frame's output depends on: its stage-2 window's, and one more
+    where stage 1 reads the motion prior (the window's edge frames' stage 1 reads their
+    neighbours)."""
+    return window_radius(preset, stage, radius) + (1 if preset.stage1.prior else 0)
+
+
 def window_indices(t: int, radius: int, scene_start: int, scene_end: int) -> list[int]:
     """Frame indices of t's window; scene_end is the last frame of t's scene (inclusive)."""
     return [min(max(t + k, scene_start), scene_end) for k in range(-radius, radius + 1)]
@@ -65,15 +72,19 @@ def scene_window(t: int, radius: int, last: int, cut_after: Callable[[int], bool
     return window_indices(t, radius, start, end)
 
 
-def luma_thumbnail(planes: Sequence[np.ndarray]) -> np.ndarray:
+def luma(planes: Sequence[np.ndarray], step: int = 1) -> np.ndarray:
     """The R, G and B planes of a frame (any of the engine's dtypes; H x W x 3 frames pass
-    `frame.transpose(2, 0, 1)`) as a small float32 luma picture in 0..1."""
-    step = max(1, planes[0].shape[1] // THUMB)
+    `frame.transpose(2, 0, 1)`) as a float32 luma picture in 0..1, every `step`-th pixel."""
     scale = 1.0 / np.iinfo(planes[0].dtype).max if planes[0].dtype.kind == "u" else 1.0
-    luma = np.zeros(planes[0][::step, ::step].shape, np.float32)
+    picture = np.zeros(planes[0][::step, ::step].shape, np.float32)
     for plane, weight in zip(planes, _LUMA, strict=True):
-        luma += plane[::step, ::step].astype(np.float32) * np.float32(weight * scale)
-    return luma
+        picture += plane[::step, ::step].astype(np.float32) * np.float32(weight * scale)
+    return picture
+
+
+def luma_thumbnail(planes: Sequence[np.ndarray]) -> np.ndarray:
+    """A frame's planes as the scene-cut rule's small luma picture (about THUMB wide)."""
+    return luma(planes, max(1, planes[0].shape[1] // THUMB))
 
 
 def scene_change(previous: np.ndarray, thumbnail: np.ndarray) -> float:

@@ -26,8 +26,9 @@ from vsdeblur.models.presets import Stage1Config
 BRANCH_GAIN = 0.1
 
 # the prior's channels, in this order: the deconvolved frame (RGB in [-1, 1]), the blur vector
-# (dx, dy: the exposure's chord in pixels) and its confidence (0..1)
+# (dx, dy: the exposure's chord, in BLUR_UNITs) and its confidence (0..1)
 PRIOR_CHANNELS = ("prior_r", "prior_g", "prior_b", "blur_dx", "blur_dy", "confidence")
+BLUR_UNIT = 8.0  # pixels: the blurs that matter (2-20 px) reach the head at about the scale of the frame
 
 
 class AtrousBlock(nn.Module):

@@ -1,0 +1,96 @@
+"""What a stage 1 that reads the motion prior is given beside its frame (stage1.PRIOR_CHANNELS):
+the camera's motion from the frame's neighbours (vsdeblur.motion), the exposure's blur that it
+predicts at the shutter, the frame deconvolved by that blur (vsdeblur.prior), and the blur and
+its confidence as planes over the frame.
+
+The data flow is one way: the neighbours' luma -> motion -> blur chords -> prior -> stage 1.
+A frame without a neighbour in its scene (a one-frame clip, a picture, a frame between two
+cuts) has no motion: zero blur and zero confidence, the prior is the frame itself, and stage 1
+runs blind on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vsdeblur.engine.tiling import pad_to_multiple
+from vsdeblur.engine.window import luma
+from vsdeblur.models.stage1 import BLUR_UNIT
+from vsdeblur.motion import Motion, estimate
+from vsdeblur.prior import deblur
+
+AUTO_SHUTTER = 0.5
+Planes = np.ndarray | Sequence[np.ndarray]  # an H x W x 3 frame or its three H x W planes
+BLIND_NOTE = (
+    "a frame without a neighbour in its scene (a single picture, a one-frame clip, a frame between "
+    "two cuts) has no motion to tell its blur: stage 1 runs blind on it"
+)
+
+
+class PriorInputs:
+    """The prior's planes of one frame, for a stage 1 that reads them.
+
+    shutter: the share of the frame interval the shutter is open; multiple and memory_format:
+    how the engine pads and lays out its frames; note: called with BLIND_NOTE when a frame has
+    no neighbour."""
+
+    def __init__(self, shutter: float | str, multiple: int, memory_format: torch.memory_format, note: Callable[[str], None]) -> None:
+        self.shutter, self.multiple, self.memory_format, self.note = shutter, multiple, memory_format, note
+
+    def __call__(self, x: torch.Tensor, current: Planes, previous: Planes | None, following: Planes | None) -> torch.Tensor:
+        """x: the current frame as the engine uploaded it (1 x 3 x H' x W' in [-1, 1], padded);
+        the frames as the caller holds them (None: no neighbour on that side). Returns
+        1 x len(PRIOR_CHANNELS) x H' x W', padded as x is."""
+        height, width = _size(current)
+        frame = (x[0, :, :height, :width].float() + 1) / 2
+        motion = estimate(*(None if f is None else _luma(f, x.device) for f in (previous, current, following)))
+        if motion.sides == 0:
+            self.note(BLIND_NOTE)
+        chords = motion.chord(self._shutter(frame, motion))
+        restored = deblur(frame, chords, motion.confidence) * 2 - 1
+        field = field_planes(chords / BLUR_UNIT, motion.confidence, motion.centres, height, width)
+        planes = torch.cat([restored, field])[None].contiguous(memory_format=self.memory_format)
+        return pad_to_multiple(planes, self.multiple)
+
+
+    def _shutter(self, frame: torch.Tensor, motion: Motion) -> float:
+        return AUTO_SHUTTER if self.shutter == "auto" else float(self.shutter)
+
+
+def field_planes(chords: torch.Tensor, confidence: torch.Tensor, centres: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A field over a grid of tiles (rows x cols x 2 chords, rows x cols confidence, centres
+    rows x cols x 2 as x, y) as 3 x H x W planes (dx, dy, confidence): linear between the
+    tiles' centres, the nearest tile's values beyond the outer ones."""
+    values = torch.cat([chords, confidence[..., None]], dim=-1).permute(2, 0, 1)[None].float()
+    device = values.device
+    rows = _grid_coordinate(torch.arange(height, device=device, dtype=torch.float32), centres[:, 0, 1].to(device).contiguous())
+    cols = _grid_coordinate(torch.arange(width, device=device, dtype=torch.float32), centres[0, :, 0].to(device).contiguous())
+    grid = torch.stack(torch.broadcast_tensors(cols[None, :], rows[:, None]), dim=-1)[None]
+    return F.grid_sample(values, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+
+
+def _grid_coordinate(positions: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Pixel positions as grid_sample's coordinates (-1 .. 1 over the tiles, align_corners)
+    along one axis whose tile centres increase: fractional tile indices, clamped to the ends."""
+    count = len(centres)
+    if count == 1:
+        return torch.zeros_like(positions)
+    upper = torch.searchsorted(centres, positions).clamp(1, count - 1)
+    low, high = centres[upper - 1], centres[upper]
+    index = (upper - 1) + ((positions - low) / (high - low)).clamp(0, 1)
+    index = torch.where(positions < centres[0], 0.0, index)
+    return index * (2 / (count - 1)) - 1
+
+
+def _luma(frame: Planes, device: torch.device) -> torch.Tensor:
+    planes = frame.transpose(2, 0, 1) if isinstance(frame, np.ndarray) else frame
+    return torch.from_numpy(luma(planes)).to(device)
+
+
+def _size(frame: Planes) -> tuple[int, int]:
+    shape = frame.shape if isinstance(frame, np.ndarray) else frame[0].shape
+    return shape[0], shape[1]
