@@ -165,13 +165,27 @@ def _axis_power(tiles: torch.Tensor, axes: torch.Tensor, noise: float) -> tuple[
     if side % 2 == 0:
         count[-1] = 1.0
     derivative = (2 * math.pi * along) ** 2 * count
-    plain = power * derivative * torch.exp(-(fx**2 + fy**2) / (2 * TAPER**2))
-    ring = _ring_mean(power, torch.sqrt(fx**2 + fy**2) * side)
     noise_power = _linear_noise(tiles, noise) ** 2 * window.square().sum()
+    return (_plain(power, derivative, fx, fy) + _whitened(power, derivative, fx, fy, noise_power)) / 2, along
+
+
+def _plain(power: torch.Tensor, derivative: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
+    """The derivative's power as it is, tapered, summing to one per tile."""
+    return _unit(power * derivative * torch.exp(-(fx**2 + fy**2) / (2 * TAPER**2)))
+
+
+def _whitened(power: torch.Tensor, derivative: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, noise_power: torch.Tensor) -> torch.Tensor:
+    """The derivative's power over its ring's mean, times the ring's signal-to-noise ratio
+    squared (`noise_power`: per tile, what white noise puts in each frequency), summing to one
+    per tile."""
+    ring = _ring_mean(power, torch.sqrt(fx**2 + fy**2) * power.shape[-2])
     signal = (1 - noise_power[:, None, None] / ring.clamp_min(1e-30)).clamp_min(0)
-    white = power / ring.clamp_min(1e-30) * signal.square() * derivative
-    unit = lambda x: x / x.sum(dim=(1, 2), keepdim=True).clamp_min(1e-30)  # noqa: E731
-    return (unit(plain) + unit(white)) / 2, along
+    return _unit(power / ring.clamp_min(1e-30) * signal.square() * derivative)
+
+
+def _unit(power: torch.Tensor) -> torch.Tensor:
+    """Each tile's spectrum over its sum (all zero stays all zero: a flat tile has no trough)."""
+    return power / power.sum(dim=(1, 2), keepdim=True).clamp_min(1e-30)
 
 
 def _ring_mean(power: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
