@@ -272,13 +272,21 @@ def make_weights(path: Path, preset: str = "tiny", stages: tuple[int, ...] = (1,
     return save_weights(path, cfg, {s: build_model(cfg, s) for s in stages}, recipe={"note": "untrained, for tests"})
 
 
-def panning_frames(count: int, step: int = 3, width: int = 96, height: int = 64) -> list[np.ndarray]:
+def panning_frames(count: int, step: int = 3, width: int = 96, height: int = 64, blur: int = 0) -> list[np.ndarray]:
     """uint8 H x W x 3 frames of a camera panning right by `step` pixels a frame over the first
-    frame of the bundled clip: real texture, known motion."""
+    frame of the bundled clip: real texture, known motion. `blur`: the exposure's length in
+    pixels (the shutter open for blur / step of the interval): that many positions one pixel
+    apart averaged in linear light, a box `blur` pixels long."""
     with av.open(str(SAMPLE_CLIP)) as container:
         picture = next(container.decode(video=0)).to_ndarray(format="rgb24")
     top = (picture.shape[0] - height) // 2
-    return [np.ascontiguousarray(picture[top : top + height, i * step : i * step + width]) for i in range(count)]
+    linear = (picture[top : top + height].astype(np.float64) / 255) ** 2.2
+    frames = []
+    for i in range(count):
+        start = i * step + blur // 2
+        exposure = np.mean([linear[:, start + s : start + s + width] for s in range(max(blur, 1))], axis=0)
+        frames.append(np.round(exposure ** (1 / 2.2) * 255).astype(np.uint8))
+    return frames
 
 
 def overflowing_weights(path: Path) -> Path:

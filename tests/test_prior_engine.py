@@ -17,7 +17,8 @@ from vsdeblur.engine import Deblurrer
 from vsdeblur.engine.networks import FrameState, transform_prior
 from vsdeblur.engine.prior_inputs import BLIND_NOTE, field_planes
 from vsdeblur.engine.schedule import Scheduler
-from vsdeblur.engine.window import window_indices
+from vsdeblur.engine.window import luma, window_indices
+from vsdeblur.motion import estimate, shutter_evidence
 from vsdeblur.vs import graph
 from vsdeblur.weights import resolve_weights
 
@@ -196,3 +197,15 @@ def test_batch_chunks_of_a_prior_model_equal_one_pass(prior_weights, tmp_path):
     chunked, pts, _ = contents(tmp_path / "out" / "pan.mkv")
     whole, whole_pts, _ = contents(single_pass(clip, tmp_path / "ref.mkv", values))
     assert pts == whole_pts and all(np.array_equal(a, b) for a, b in zip(chunked, whole, strict=True))
+
+
+def test_auto_shutter_gives_each_frame_its_own_estimate(prior_weights):
+    # a steady pan of 8 px a frame, each exposure 6 px long: a shutter of 0.75
+    frames = panning_frames(3, step=8, width=192, height=128, blur=6)
+    lumas = [torch.from_numpy(luma(f.transpose(2, 0, 1))) for f in frames]
+    shutter, weight = shutter_evidence(torch.from_numpy(frames[1]).permute(2, 0, 1) / 255, estimate(*lumas))
+    assert weight > 0 and shutter == pytest.approx(0.75, abs=0.05)
+    auto, given, half = (list(Deblurrer(weights=prior_weights, stage=1, shutter=s, scene_threshold=0).frames(frames))[1]
+                         for s in ("auto", shutter, 0.5))
+    assert np.abs(auto.astype(int) - given.astype(int)).max() <= 1
+    assert np.abs(auto.astype(int) - half.astype(int)).max() > 1

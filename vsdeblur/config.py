@@ -257,7 +257,7 @@ ENGINE = Group(
         Option("ensemble", bool, False, "average the 8 flips and rotations of each frame (8x slower)"),
         Option("scene_threshold", float, 0.25, "scene-cut threshold: mean luma change (0..1) that starts a new scene; 0 disables", minimum=0.0, maximum=1.0),
         Option("compile", bool, False, "torch.compile the networks (CUDA; pays off on long clips)"),
-        Option("shutter", str, "auto", "share of the frame interval the shutter is open, for models that read the motion prior: a number in (0, 1], an angle such as 180deg (= 0.5), or auto: estimated per scene", convert=shutter),
+        Option("shutter", str, "auto", "share of the frame interval the shutter is open, for models that read the motion prior: a number in (0, 1], an angle such as 180deg (= 0.5), or auto: estimated per frame from its own blur along its motion", convert=shutter),
         Option("backend", str, "torch", "network runtime: torch; onnxruntime or openvino (CPU), tensorrt (NVIDIA GPU), each running vsdeblur export's graphs, exported and cached on first use; auto: the fastest installed for the device", choices=("auto", *BACKENDS)),
     ),
 )

@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from vsdeblur.engine.tiling import pad_to_multiple
 from vsdeblur.engine.window import luma
 from vsdeblur.models.stage1 import BLUR_UNIT
-from vsdeblur.motion import Motion, estimate
+from vsdeblur.motion import DEFAULT_SHUTTER, Motion, estimate, shutter_evidence
 from vsdeblur.prior import deblur
 
-AUTO_SHUTTER = 0.5
 Planes = np.ndarray | Sequence[np.ndarray]  # an H x W x 3 frame or its three H x W planes
 BLIND_NOTE = (
     "a frame without a neighbour in its scene (a single picture, a one-frame clip, a frame between "
@@ -58,7 +57,13 @@ class PriorInputs:
 
 
     def _shutter(self, frame: torch.Tensor, motion: Motion) -> float:
-        return AUTO_SHUTTER if self.shutter == "auto" else float(self.shutter)
+        """The shutter set, or with `auto` the frame's own estimate (its blur along its motion),
+        DEFAULT_SHUTTER where the frame holds no evidence. Per frame, so that every door,
+        reading frames in any order, gives each frame the same."""
+        if self.shutter != "auto":
+            return float(self.shutter)
+        shutter, weight = shutter_evidence(frame, motion)
+        return shutter if weight > 0 else DEFAULT_SHUTTER
 
 
 def field_planes(chords: torch.Tensor, confidence: torch.Tensor, centres: torch.Tensor, height: int, width: int) -> torch.Tensor:
