@@ -33,9 +33,9 @@ BLIND_NOTE = (
 class PriorInputs:
     """The prior's planes of one frame, for a stage 1 that reads them.
 
-    shutter: the share of the frame interval the shutter is open; multiple and memory_format:
-    how the engine pads and lays out its frames; note: called with BLIND_NOTE when a frame has
-    no neighbour."""
+    shutter: the `shutter` option (a share of the frame interval, or "auto"); multiple and
+    memory_format: how the engine pads and lays out its frames; note: called with BLIND_NOTE
+    when a frame has no neighbour."""
 
     def __init__(self, shutter: float | str, multiple: int, memory_format: torch.memory_format, note: Callable[[str], None]) -> None:
         self.shutter, self.multiple, self.memory_format, self.note = shutter, multiple, memory_format, note
@@ -46,24 +46,33 @@ class PriorInputs:
         1 x len(PRIOR_CHANNELS) x H' x W', padded as x is."""
         height, width = _size(current)
         frame = (x[0, :, :height, :width].float() + 1) / 2
-        motion = estimate(*(None if f is None else _luma(f, x.device) for f in (previous, current, following)))
-        if motion.sides == 0:
+        lumas = [None if f is None else _luma(f, x.device) for f in (previous, current, following)]
+        if previous is None and following is None:
             self.note(BLIND_NOTE)
-        chords = motion.chord(self._shutter(frame, motion))
-        restored = deblur(frame, chords, motion.confidence) * 2 - 1
-        field = field_planes(chords / BLUR_UNIT, motion.confidence, motion.centres, height, width)
-        planes = torch.cat([restored, field])[None].contiguous(memory_format=self.memory_format)
+        planes = prior_planes(frame, lumas, self.shutter)[None].contiguous(memory_format=self.memory_format)
         return pad_to_multiple(planes, self.multiple)
 
 
-    def _shutter(self, frame: torch.Tensor, motion: Motion) -> float:
-        """The shutter set, or with `auto` the frame's own estimate (its blur along its motion),
-        DEFAULT_SHUTTER where the frame holds no evidence. Per frame, so that every door,
-        reading frames in any order, gives each frame the same."""
-        if self.shutter != "auto":
-            return float(self.shutter)
-        shutter, weight = shutter_evidence(frame, motion)
-        return shutter if weight > 0 else DEFAULT_SHUTTER
+def prior_planes(frame: torch.Tensor, lumas: Sequence[torch.Tensor | None], shutter: float | str) -> torch.Tensor:
+    """The PRIOR_CHANNELS planes (len x H x W) of a 3 x H x W frame in [0, 1], from the luma
+    (H x W in [0, 1]) of its previous frame, itself and its next frame (None: no neighbour on
+    that side) and the `shutter` option: the engine's and the trainer's one way."""
+    height, width = frame.shape[-2:]
+    motion = estimate(*lumas)
+    chords = motion.chord(frame_shutter(frame, motion, shutter))
+    restored = deblur(frame, chords, motion.confidence) * 2 - 1
+    field = field_planes(chords / BLUR_UNIT, motion.confidence, motion.centres, height, width)
+    return torch.cat([restored, field])
+
+
+def frame_shutter(frame: torch.Tensor, motion: Motion, shutter: float | str) -> float:
+    """The shutter set, or with `auto` the frame's own estimate (its blur along its motion),
+    DEFAULT_SHUTTER where the frame holds no evidence. Per frame, so that every door, reading
+    frames in any order, gives each frame the same."""
+    if shutter != "auto":
+        return float(shutter)
+    estimate_, weight = shutter_evidence(frame, motion)
+    return estimate_ if weight > 0 else DEFAULT_SHUTTER
 
 
 def field_planes(chords: torch.Tensor, confidence: torch.Tensor, centres: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -92,6 +101,7 @@ def _grid_coordinate(positions: torch.Tensor, centres: torch.Tensor) -> torch.Te
 
 
 def _luma(frame: Planes, device: torch.device) -> torch.Tensor:
+    """A frame's luma (H x W in [0, 1]) on the device, from the frame as its caller holds it."""
     planes = frame.transpose(2, 0, 1) if isinstance(frame, np.ndarray) else frame
     return torch.from_numpy(luma(planes)).to(device)
 
