@@ -2,7 +2,8 @@
 
 Three graphs, so that stage 2's per-frame work still runs once per frame, as in the engine:
 
-- `stage1`: image -> deblurred image;
+- `stage1`: image -> deblurred image; a stage 1 whose preset says `prior` also takes the
+  prior (`prior`: N x 6 x H x W, stage1.PRIOR_CHANNELS), a blind one the image alone;
 - `encode`: stage 2's per-frame encoder, image -> feature pyramid (`level0` at full
   resolution ... `level4` at 1/16);
 - `aggregate`: stage 2 over a window of 2r+1 frames: the centre's stage-1 image and the
@@ -10,14 +11,15 @@ Three graphs, so that stage 2's per-frame work still runs once per frame, as in 
   frame's coarser levels and the centre's full-resolution level.
 
 Height and width are dynamic (multiples of the stage's multiple), the batch too. Images are
-NCHW RGB in [-1, 1] and stay float32 at every precision; with `fp16` the networks and their
-features are float16. `vsdeblur-onnx.json` beside the graphs describes each input and output,
+NCHW RGB in [-1, 1]; they and the prior stay float32 at every precision; with `fp16` the
+networks and their features are float16. `vsdeblur-onnx.json` beside the graphs describes each input and output,
 each graph file's SHA-256, and what the export check found: every graph run by ONNX Runtime on
 random inputs of two sizes against the PyTorch network it came from.
 
 A folder is believed only as far as it checks out (`verified_manifest`): every graph loaded
 must match the checksum its manifest records, and a cached export must also record the
-tensors of the weights it is used for. The cache (`cached_export`) exports a folder that does
+tensors of the weights it is used for, and a stage-1 graph that takes the prior exactly
+where those weights' stage 1 reads it. The cache (`cached_export`) exports a folder that does
 not again; a folder the user gives is an error.
 """
 
@@ -45,6 +47,7 @@ from vsdeblur import __version__
 from vsdeblur.backends.device import torch_dtype
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset, fold_scales
+from vsdeblur.models.stage1 import PRIOR_CHANNELS
 from vsdeblur.runtimes import EXPORTS, PRECISIONS
 from vsdeblur.weights import Weights, tensor_digest
 
@@ -56,6 +59,7 @@ FORMAT_VERSION = "1"
 MIN_SIDE = 32
 CHECK_SHAPES = ((1, 32, 48), (2, 64, 32))  # N, H, W: two sizes (each side a multiple of 16), two batches
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # largest |ONNX Runtime - PyTorch| an export accepts
+PRIOR_INPUT = "prior"  # the stage-1 graph's second input, for a stage 1 that reads the prior
 
 
 class OutputExists(UsageError):
@@ -141,6 +145,14 @@ class _Aggregate(nn.Module):
         return self.mlfa.aggregate(window, centre)
 
 
+def stage1_inputs(preset: Preset) -> list[Port]:
+    """The image, then the prior where the preset's stage 1 reads it. The prior stays float32
+    as the image does (the network casts it where it joins the image); a blind stage 1's graph
+    takes the image alone, as before the prior existed."""
+    prior = [Port(PRIOR_INPUT, len(PRIOR_CHANNELS))] if preset.stage1.prior else []
+    return [Port("input", 3), *prior]
+
+
 def pyramid_ports(preset: Preset, prefix: str = "level") -> list[Port]:
     widths = (preset.stage2.head_width, *preset.stage2.encoder_widths)
     return [Port(f"{prefix}{level}", width, level, image=False) for level, width in enumerate(widths)]
@@ -163,7 +175,7 @@ def graphs(weights: Weights, precision: str) -> list[Graph]:
 
     found = []
     if 1 in weights.stages:
-        found.append(Graph("stage1", 1, _Stage1(network(1)), [Port("input", 3)], [Port("output", 3)]))
+        found.append(Graph("stage1", 1, _Stage1(network(1)), stage1_inputs(weights.preset), [Port("output", 3)]))
     if 2 in weights.stages:
         mlfa = network(2)
         found.append(Graph("encode", 2, _Encode(mlfa), [Port("input", 3)], pyramid_ports(weights.preset)))
@@ -428,9 +440,24 @@ def writable_folder(folder: Path, what: str) -> None:
         raise UsageError(f"cannot create {what} {folder}: {exc.strerror}; point XDG_CACHE_HOME at a writable folder") from None
 
 
-def _cache_problem(folder: Path, digest: str, precision: str, stage: int | None) -> str | None:
+def stage1_problem(description: dict, preset: Preset) -> str | None:
+    """Why the stage-1 graph of an export does not take the inputs that `preset`'s stage 1
+    reads (a blind graph for a stage 1 that reads the prior, or the reverse), or None. Whatever
+    the tensors, a graph that takes other inputs cannot run the stage 1 of these weights."""
+    spec = description["graphs"].get("stage1")
+    if spec is None:  # an export of stage 2 alone
+        return None
+    found = [port.get("name") for port in spec.get("inputs") or [] if isinstance(port, dict)]
+    expected = [port.name for port in stage1_inputs(preset)]
+    if found != expected:
+        return f"its stage-1 graph takes {', '.join(map(str, found)) or 'nothing'}, not {', '.join(expected)}"
+    return None
+
+
+def _cache_problem(folder: Path, digest: str, preset: Preset, precision: str, stage: int | None) -> str | None:
     """Why a cache folder is not the export of the weights whose tensors have SHA-256 `digest`
-    in `precision`, or None when it is (and its graphs up to `stage` are intact)."""
+    and whose preset is `preset`, in `precision`, or None when it is (and its graphs up to
+    `stage` are intact)."""
     try:
         description = read_manifest(folder)
     except UsageError:
@@ -439,7 +466,7 @@ def _cache_problem(folder: Path, digest: str, precision: str, stage: int | None)
         return "it holds the graphs of other weights"
     if description.get("precision") != precision:
         return f"it holds {description.get('precision')} graphs, not {precision}"
-    return export_problem(folder, description, stage)
+    return export_problem(folder, description, stage) or stage1_problem(description, preset)
 
 
 def _set_aside(folder: Path) -> None:
@@ -463,16 +490,17 @@ def cached_export(weights: Weights, precision: str = "fp32", root: str | os.Path
                   stage: int | None = None) -> Path:
     """The exported folder of `weights` in the cache (`root`, or ~/.cache/vsdeblur/onnx), exported
     there on first use. Keyed by the weights' tensors, so a retrained file never meets the graphs
-    of the old one, and checked on every use: a folder whose manifest records other tensors or
-    another precision, or whose graphs up to `stage` (None: all) do not match their checksums,
-    is exported again, with one note on stderr. Several processes exporting at once leave one
-    complete folder."""
+    of the old one (nor a stage 1 that reads the prior a blind one's: its head has more input
+    channels), and checked on every use: a folder whose manifest records other tensors or
+    another precision, whose graphs up to `stage` (None: all) do not match their checksums, or
+    whose stage-1 graph takes other inputs than the weights' stage 1 reads, is exported again,
+    with one note on stderr. Several processes exporting at once leave one complete folder."""
     root = Path(root) if root is not None else cache_root()
     digest = tensor_digest(weights.tensors)
     folder = root / f"v{FORMAT_VERSION}-{digest[:16]}-{precision}"
     if not os.path.lexists(folder):
         problem = None
-    elif (problem := _cache_problem(folder, digest, precision, stage)) is None:
+    elif (problem := _cache_problem(folder, digest, weights.preset, precision, stage)) is None:
         return folder
     writable_folder(root, "the ONNX cache")
     # stderr, never stdout (vspipe writes video there): a first run waits some 20 s here
@@ -488,7 +516,7 @@ def cached_export(weights: Weights, precision: str = "fp32", root: str | os.Path
         elsewhere = "free some space, or point XDG_CACHE_HOME at another disk" if exc.full else "point XDG_CACHE_HOME at a writable folder"
         raise UsageError(f"cannot write the ONNX cache {folder}: {exc.reason}; {elsewhere}") from None
     except OutputExists:  # another process exported it meanwhile
-        if (problem := _cache_problem(folder, digest, precision, stage)) is not None:
+        if (problem := _cache_problem(folder, digest, weights.preset, precision, stage)) is not None:
             raise UsageError(f"the cached ONNX export {folder}: {problem} (written by another process meanwhile); remove it "
                              "and run again") from None
     return folder

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from vsdeblur.errors import UsageError
-from vsdeblur.backends.export import cached_export, read_manifest, verified_manifest
+from vsdeblur.backends.export import PRIOR_INPUT, cached_export, read_manifest, verified_manifest
+from vsdeblur.models.stage1 import check_prior
 from vsdeblur.runtimes import Computes
 from vsdeblur.weights import Weights, read_weights, resolve_weights
 
@@ -120,9 +121,12 @@ class GraphRunner:
         """The graph of a manifest entry (its file lies in self.folder), loaded."""
         raise NotImplementedError
 
-    def stage1(self, x: torch.Tensor) -> torch.Tensor:
-        """Stage 1 of N x 3 x H x W images in [-1, 1] (H, W multiples of the stage-1 multiple)."""
-        return self._run("stage1", {"input": x})[0]
+    def stage1(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Stage 1 of N x 3 x H x W images in [-1, 1] (H, W multiples of the stage-1 multiple),
+        with their N x 6 x H x W prior where the graph takes one (its manifest says so)."""
+        takes_prior = any(port["name"] == PRIOR_INPUT for port in self._spec("stage1")["inputs"])
+        check_prior(takes_prior, prior)
+        return self._run("stage1", {"input": x} if prior is None else {"input": x, PRIOR_INPUT: prior})[0]
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Stage 2's feature pyramid of N x 3 x H x W stage-1 images: full resolution ... 1/16."""
@@ -141,10 +145,15 @@ class GraphRunner:
         dtype (no copy where the tensor is one already)."""
         return tensor.detach().to("cpu", getattr(torch, port["dtype"])).contiguous().numpy()
 
-    def _run(self, graph: str, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def _spec(self, graph: str) -> dict:
+        """The manifest entry of a graph this runner loaded."""
         spec = self._specs.get(graph)
         if spec is None:
             stages = " and ".join(map(str, sorted({s["stage"] for s in self._specs.values()})))
             raise UsageError(f"{self.folder}: this runner has the graphs of stage {stages} only, not {graph}")
+        return spec
+
+    def _run(self, graph: str, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        spec = self._spec(graph)
         feed = {port["name"]: self.feed(port, tensors[port["name"]]) for port in spec["inputs"]}
         return [torch.as_tensor(output) for output in self._graphs[graph](feed)]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vsdeblur.models import fold_scales
+from vsdeblur.models.stage1 import check_prior
 from vsdeblur.runtimes import PRECISIONS, Computes
 from vsdeblur.weights import Weights
 
@@ -32,10 +33,16 @@ class TorchBackend:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # a clip's frames share one size: pick the fastest kernels once
         maybe_compiled = torch.compile if compile else lambda fn: fn
-        self.stage1 = maybe_compiled(self.models[1])
+        self._stage1 = maybe_compiled(self.models[1])
         stage2 = self.models.get(2)
         self.encode = maybe_compiled(stage2.encode) if stage2 is not None else None
         self.aggregate = maybe_compiled(stage2.aggregate) if stage2 is not None else None
+
+    def stage1(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Stage 1 of x, reading `prior` where the network does: checked here, before the
+        network (compiled or not) runs, as every runner checks it."""
+        check_prior(self.models[1].cfg.prior, prior)
+        return self._stage1(x, prior)
 
     def _prepared(self, model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
         model = fold_scales(copy.deepcopy(model)).eval().requires_grad_(False)

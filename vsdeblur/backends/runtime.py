@@ -40,7 +40,10 @@ class NetworkRunner(Protocol):
     models: dict[int, nn.Module]
     compiled: bool
 
-    def stage1(self, x: torch.Tensor) -> torch.Tensor: ...
+    def stage1(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Stage 1 of N x 3 x H x W images in [-1, 1]; `prior` (N x len(stage1.PRIOR_CHANNELS) x
+        H x W, float32 like x) exactly when the weights' stage 1 reads it, else a ValueError."""
+        ...
 
     def encode(self, x: torch.Tensor) -> Pyramid: ...
 

@@ -57,7 +57,8 @@ def static_profile(shapes: dict[str, Shape]) -> Profile:
 
 def dynamic_profile(spec: dict, opt_size: tuple[int, int], max_size: tuple[int, int]) -> Profile:
     """An optimisation profile for every size from the graph's multiple up to max_size
-    (width, height; rounded up to the multiple), tuned for opt_size."""
+    (width, height; rounded up to the multiple), tuned for opt_size: one entry for each input
+    the manifest lists (a prior stage 1's `prior` beside its image)."""
     m = spec["multiple"]
 
     def up(n: int) -> int:

@@ -103,13 +103,21 @@ class AtrousNet(nn.Module):
         """x: N x 3 x H x W in [-1, 1], H and W even; prior: N x len(PRIOR_CHANNELS) x H x W,
         for a network whose preset says `prior` (and only for one). Returns the deblurred frame
         (unclipped)."""
-        if (prior is not None) != self.cfg.prior:
-            raise ValueError("a stage 1 whose preset says prior takes the prior, and no other does")
+        check_prior(self.cfg.prior, prior)
         skip = self.down(self.head(x if prior is None else torch.cat([x, prior.to(x.dtype)], dim=1)))
         features = torch.cat([self.blocks(skip), skip], dim=1)
         if self.cfg.downsample:
             features = upsample2x(features)
         return x + self.out(self.tail(self.up(features)))
+
+
+def check_prior(reads_prior: bool, prior: torch.Tensor | None) -> None:
+    """Refuse a prior given to a blind stage 1, or withheld from one that reads it. Every
+    runner of stage 1 (vsdeblur.backends) checks here first, so that the mistake reads the
+    same on each, not in its runtime's words."""
+    if (prior is not None) != reads_prior:
+        this = "reads the prior: pass one" if reads_prior else "is blind: pass no prior"
+        raise ValueError(f"a stage 1 whose preset says prior takes the prior, and no other does; this one {this}")
 
 
 def _embed(wide: ScaledConv, narrow: ScaledConv, inputs, outputs) -> None:
