@@ -209,3 +209,11 @@ def test_auto_shutter_gives_each_frame_its_own_estimate(prior_weights):
                          for s in ("auto", shutter, 0.5))
     assert np.abs(auto.astype(int) - given.astype(int)).max() <= 1
     assert np.abs(auto.astype(int) - half.astype(int)).max() > 1
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_exported_graphs_read_the_prior_through_the_engine(prior_weights, backend):
+    frames = [(f / 255).astype(np.float32) for f in panning_frames(4)]
+    expected = list(Deblurrer(weights=prior_weights, backend="torch", precision="fp32", scene_threshold=0).frames(frames))
+    graphs = list(Deblurrer(weights=prior_weights, backend=backend, precision="fp32", scene_threshold=0).frames(frames))
+    assert max(float(np.abs(a - b).max()) for a, b in zip(graphs, expected, strict=True)) <= 1e-4
