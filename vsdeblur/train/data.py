@@ -411,8 +411,18 @@ def _hwc(frames: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(frames.permute(0, 2, 3, 1).numpy(), dtype=np.float32)
 
 
-def filmed_pair(source: object, rng: np.random.Generator, size: int, frames: int, recipe: BlurRecipe, augment: Augment) -> tuple[np.ndarray, np.ndarray]:
-    """(blurred, sharp), each T x S x S x 3, filmed by a camera moving along one continuous
+@dataclass
+class Sample:
+    """One training sample: blurred and sharp T x S x S x 3 float32 frames in [0, 1], and the
+    shutter they were filmed with where a camera path filmed them (else None)."""
+
+    blurred: np.ndarray
+    sharp: np.ndarray
+    shutter: float | None = None
+
+
+def filmed_pair(source: object, rng: np.random.Generator, size: int, frames: int, recipe: BlurRecipe, augment: Augment) -> Sample:
+    """Blurred and sharp T x S x S x 3 frames filmed by a camera moving along one continuous
     path: a still scene filmed anew for every frame (the path moves the view between frames
     too), or a clip's own frames, each blurred by the camera's motion over its exposure."""
     path = camera.draw_path(rng, recipe.camera, frames)
@@ -432,7 +442,7 @@ def filmed_pair(source: object, rng: np.random.Generator, size: int, frames: int
         sharp = _hwc(footage[:, :, margin : margin + size, margin : margin + size])
     if rng.random() < recipe.sharp_probability:
         blurred = sharp.copy()
-    return np.stack([synth.add_extras(f, rng, recipe.extras) for f in blurred]), sharp
+    return Sample(np.stack([synth.add_extras(f, rng, recipe.extras) for f in blurred]), sharp, path.shutter)
 
 
 class Mixture:
@@ -446,15 +456,19 @@ class Mixture:
         self.weights = weights / weights.sum()
         self.recipe, self.augment = recipe, augment or Augment()
 
-    def sample(self, rng: np.random.Generator, size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, rng: np.random.Generator, size: int, frames: int) -> Sample:
         source = self.sources[rng.choice(len(self.sources), p=self.weights)]
         if self.recipe.camera_probability and not isinstance(source, PairedSource) and rng.random() < self.recipe.camera_probability:
             return filmed_pair(source, rng, size, frames, self.recipe, self.augment)
         margin = self.recipe.shake.kernel_size // 2
         clip = source.sample(rng, size + 2 * margin, frames + 2)
-        return make_pair(self.augment(clip, rng), rng, self.recipe)
+        return Sample(*make_pair(self.augment(clip, rng), rng, self.recipe))
+
+    def samples(self, seed: int, step: int, batch: int, size: int, frames: int) -> list[Sample]:
+        """The samples of one training step, each drawn from its own generator (seed, step, i)."""
+        return [self.sample(np.random.default_rng([seed, step, i]), size, frames) for i in range(batch)]
 
     def batch(self, seed: int, step: int, batch: int, size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
         """The batch of one training step: B x T x S x S x 3 blurred and sharp."""
-        pairs = [self.sample(np.random.default_rng([seed, step, i]), size, frames) for i in range(batch)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        samples = self.samples(seed, step, batch, size, frames)
+        return np.stack([s.blurred for s in samples]), np.stack([s.sharp for s in samples])

@@ -12,6 +12,7 @@ resumed from a checkpoint sees exactly the batches an uninterrupted run would ha
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import math
 import os
@@ -33,10 +34,12 @@ from vsdeblur.config import BLUR, TRAIN, resolve
 from vsdeblur.errors import UsageError
 from vsdeblur.models import Preset, build_model, get_preset
 from vsdeblur.blur import camera, synth
+from vsdeblur.train import prior
 from vsdeblur.train.data import BlurRecipe, Mixture, make_source
 from vsdeblur.train.validate import ValidationSet
 from vsdeblur.weights import read_weights, save_weights
 
+PRIOR_STREAM = 104729  # keys the generator of a step's prior draws apart from its samples' (seed, step, i)
 CHECKPOINT_NAME = "checkpoint.safetensors"
 WEIGHTS_NAME = "weights.safetensors"  # the best validation
 FINAL_NAME = "final.safetensors"  # the last step: the best validation is not always the model to use
@@ -72,13 +75,24 @@ class TrainConfig:
         )
 
     def model_preset(self) -> Preset:
-        """The preset trained, its stage-2 window the recipe's radius where one is given."""
+        """The preset trained, its stage-2 window the recipe's radius where one is given, its
+        stage 1 reading the motion prior where the recipe says `prior`."""
         preset = get_preset(self.values["preset"])
+        if self.prior:
+            preset = dataclasses.replace(preset, stage1=dataclasses.replace(preset.stage1, prior=True))
         return preset if self.radius is None else preset.with_radius(self.radius)
 
     def frames(self) -> int:
-        """Frames in each training sample: one for stage 1, stage 2's window."""
-        return 1 if self.stage == 1 else 2 * self.model_preset().stage2.radius + 1
+        """Frames in each training sample: one for stage 1 (three with the prior: its
+        neighbours tell the motion), stage 2's window."""
+        if self.stage == 1:
+            return prior.FRAMES if self.prior else 1
+        return 2 * self.model_preset().stage2.radius + 1
+
+    def prior_recipe(self) -> prior.PriorRecipe | None:
+        if not self.prior:
+            return None
+        return prior.PriorRecipe(self.prior_view, self.blind_probability, self.true_shutter_probability)
 
     def mixture(self) -> Mixture:
         """The training sources, mixed by their weights, blurred by the recipe."""
@@ -115,6 +129,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         values["batch"] = 1 if values["stage"] == 1 else 2
     if values["crop"] % 16:
         raise UsageError(f"{path}: crop must be a multiple of 16; got {values['crop']}")
+    if values["prior"] and values["stage"] != 1:
+        raise UsageError(f"{path}: prior is a stage-1 input: it needs stage = 1")
+    if values["prior"] and values["prior_view"] < values["crop"]:
+        raise UsageError(f"{path}: prior_view ({values['prior_view']}) must be at least the crop ({values['crop']})")
     if values["stage"] == 2 and values["stage1_weights"] is None:
         raise UsageError(f"{path}: stage 2 trains on stage-1 outputs: set stage1_weights")
     if not values["train_data"]:
@@ -140,19 +158,31 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 class StepBatches(torch.utils.data.Dataset):
     """Item s is the batch of training step s as tensors: a pure function of (seed, s), so
-    any number of worker processes deliver exactly the batches a single process would."""
+    any number of worker processes deliver exactly the batches a single process would.
+    (blurred, sharp), B x T x 3 x S x S in [-1, 1]; with a prior recipe (blurred, sharp,
+    prior planes), the centre frame alone and B x len(PRIOR_CHANNELS) x S x S planes."""
 
-    def __init__(self, mixture: Mixture, seed: int, batch: int, crop: int, frames: int) -> None:
+    def __init__(self, mixture: Mixture, seed: int, batch: int, crop: int, frames: int, prior_recipe: prior.PriorRecipe | None = None) -> None:
         self.mixture, self.seed, self.batch, self.crop, self.frames = mixture, seed, batch, crop, frames
+        self.prior_recipe = prior_recipe
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor] | UsageError:
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, ...] | UsageError:
         try:
+            if self.prior_recipe is not None:
+                return self._with_prior(step)
             blurred, sharp = self.mixture.batch(self.seed, step, self.batch, self.crop, self.frames)
         except UsageError as exc:
             # handed back, not raised: a DataLoader wraps what its workers raise in a traceback,
             # and bad training data (an unreadable image) deserves its one-line message
             return exc
         return _to_tensor(blurred), _to_tensor(sharp)
+
+    def _with_prior(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        samples = self.mixture.samples(self.seed, step, self.batch, self.prior_recipe.view, self.frames)
+        rng = np.random.default_rng([self.seed, step, PRIOR_STREAM])
+        crops = [prior.prior_crop(s, rng, self.prior_recipe, self.crop) for s in samples]
+        blurred, sharp = (np.stack([c[k] for c in crops])[:, None] for k in (0, 1))
+        return _to_tensor(blurred), _to_tensor(sharp), torch.from_numpy(np.stack([c[2] for c in crops]))
 
 
 # A warnings filter for multiprocessing's resource tracker, which takes its -W options from this
@@ -186,6 +216,10 @@ def _quiet_worker_end(worker_id: int) -> None:
 
     atexit.register(leave)
     sys.excepthook = report
+
+
+def _inputs(prior: bool) -> str:
+    return " reading the motion prior" if prior else ""
 
 
 def _training_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -249,9 +283,12 @@ class Trainer:
         return model.train()
 
     def _grown_stage1(self, path: Path) -> nn.Module:
-        """The stage 1 of `path`, widened and deepened into this run's preset where it is smaller:
-        a larger network starts out computing what the trained small one does."""
+        """The stage 1 of `path`, widened and deepened into this run's preset where it is smaller,
+        and made to read the prior where the run does: a larger network, or one with more
+        inputs, starts out computing what the trained one does."""
         model = read_weights(path).build(1)
+        if self.preset.stage1.prior and not model.cfg.prior:
+            model = model.with_prior()
         try:
             return model if model.cfg == self.preset.stage1 else model.widened(self.preset.stage1)
         except ValueError:
@@ -293,8 +330,9 @@ class Trainer:
             self.model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         except RuntimeError:
             trained = meta["recipe"]["train"]
-            raise UsageError(f"{path} is a checkpoint of stage {trained['stage']} of preset {trained['preset']!r}, not of this run's "
-                             f"stage {self.config.stage} of {self.preset.name!r}: resume it with its own recipe or choose another output") from None
+            raise UsageError(f"{path} is a checkpoint of stage {trained['stage']} of preset {trained['preset']!r}{_inputs(trained.get('prior', False))}, "
+                             f"not of this run's stage {self.config.stage} of {self.preset.name!r}{_inputs(self.config.prior)}: "
+                             "resume it with its own recipe or choose another output") from None
         optim = self.optimizer.state_dict()
         state: dict[int, dict] = {}
         for key, value in tensors.items():
@@ -333,14 +371,16 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------
 
-    def train_step(self, blurred: torch.Tensor, sharp: torch.Tensor) -> float:
+    def train_step(self, blurred: torch.Tensor, sharp: torch.Tensor, prior_planes: torch.Tensor | None = None) -> float:
         self.model.train()
         blurred, sharp = blurred.to(self.device, non_blocking=True), sharp.to(self.device, non_blocking=True)
         centre = blurred.shape[1] // 2
         frames = [blurred[:, t].contiguous(memory_format=self.memory_format) for t in range(blurred.shape[1])]
+        if prior_planes is not None:
+            prior_planes = prior_planes.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast != torch.float32):
             if self.config.stage == 1:
-                output = self.model(frames[centre])
+                output = self.model(frames[centre], prior_planes)
             else:
                 with torch.no_grad():
                     inputs = [self.stage1(f).clamp(-1, 1) for f in frames]
@@ -351,13 +391,13 @@ class Trainer:
         self.optimizer.step()
         return loss.item()
 
-    def _batches(self, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self, start: int, stop: int) -> Iterator[tuple[torch.Tensor, ...]]:
         """Batches for steps start..stop-1, drawn ahead in `workers` processes, in step order."""
         c = self.config
         if c.workers and QUIET_TRACKER not in sys.warnoptions:
             sys.warnoptions.append(QUIET_TRACKER)  # before the loader starts the tracker
         loader = torch.utils.data.DataLoader(
-            StepBatches(self.mixture, c.seed, c.batch, c.crop, c.frames()), batch_size=None, sampler=range(start, stop),
+            StepBatches(self.mixture, c.seed, c.batch, c.crop, c.frames(), c.prior_recipe()), batch_size=None, sampler=range(start, stop),
             num_workers=c.workers, pin_memory=self.device.type == "cuda", worker_init_fn=_quiet_worker_end,
             # spawned, not forked: a child forked while FFmpeg held a lock in another thread
             # deadlocks in its first JPEG round trip
@@ -406,14 +446,14 @@ class Trainer:
         losses: list[float] = []
         started, timed_from = time.monotonic(), self.step
         try:
-            for blurred, sharp in self._batches(self.step, c.steps):
+            for batch in self._batches(self.step, c.steps):
                 if log is None:  # opened with the first batch: a run whose data is unreadable leaves nothing behind
                     self.output.mkdir(parents=True, exist_ok=True)
                     log = (self.output / "log.jsonl").open("a", encoding="utf-8")
                 if c.decay_start is not None and self.step >= c.decay_start:
                     self._set_lr(budget_lr(c.lr, c.min_lr, c.decay_start, c.steps, self.step))
                 t0 = time.monotonic()
-                losses.append(self.train_step(blurred, sharp))
+                losses.append(self.train_step(*batch))
                 self.train_seconds += time.monotonic() - t0
                 self.step += 1
                 record: dict[str, Any] = {"step": self.step}
