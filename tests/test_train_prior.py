@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +100,28 @@ def test_a_checkpoint_of_the_other_input_layout_is_refused_in_one_line(tmp_path)
 def test_bad_prior_recipes_are_one_line(tmp_path, overrides, message):
     with pytest.raises(UsageError, match=message):
         load_config(write_config(tmp_path), overrides)
+
+
+def test_a_bank_is_filled_once_and_trained_on(tmp_path):
+    bank = tmp_path / "bank"
+    recipe = write_config(tmp_path, "")
+    recipe.write_text(recipe.read_text().replace("prior_view = 96\n", f"prior_view = 96\nprior_bank = \"{bank}\"\n"))
+    fill = [sys.executable, str(Path(__file__).parents[1] / "pipelines/train/prior_bank.py"), "--config", str(recipe), "--count", "3"]
+    first = subprocess.run(fill, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in bank.glob("*.npz")) == ["000000.npz", "000001.npz", "000002.npz"]
+    stored = {p.name: p.stat().st_mtime_ns for p in bank.glob("*.npz")}
+    again = subprocess.run(fill, capture_output=True, text=True, timeout=600)
+    assert "0 samples made" in again.stdout and stored == {p.name: p.stat().st_mtime_ns for p in bank.glob("*.npz")}
+    config = load_config(recipe, {"output": tmp_path / "run"})
+    blurred, sharp, planes = StepBatches(config.mixture(), 1, 2, 48, config.frames(), config.prior_recipe())[0]
+    assert blurred.shape == sharp.shape == (2, 1, 3, 48, 48) and planes.shape == (2, len(PRIOR_CHANNELS), 48, 48)
+    Trainer(config, out=io.StringIO()).run()
+    assert read_weights(tmp_path / "run" / "final.safetensors").preset.stage1.prior
+
+
+def test_a_bank_folder_without_samples_is_one_line(tmp_path):
+    (tmp_path / "bank").mkdir()
+    config = load_config(write_config(tmp_path), {"output": tmp_path / "run", "prior_bank": tmp_path / "bank"})
+    with pytest.raises(UsageError, match="is not a prior bank"):
+        Trainer(config, out=io.StringIO()).run()

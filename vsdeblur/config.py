@@ -405,6 +405,7 @@ TRAIN = Group(
         Option("prior", bool, False, "stage 1 only: the stage reads the motion prior (the neighbours' motion, the shutter, a deconvolution); a blind init_weights is widened with zero weights on it"),
         Option("prior_view", int, 256, "prior: samples are filmed at this side and their motion measured over it, then cropped to crop", minimum=64),
         Option("blind_probability", float, 0.1, "prior: share of samples given no neighbours (single pictures, frames between cuts)", minimum=0.0, maximum=1.0),
+        Option("prior_bank", Path, None, "prior: train on crops of the samples in this folder (made once by pipelines/train/prior_bank.py from this recipe) instead of filming new ones every step; auto: film them"),
         Option("true_shutter_probability", float, 0.5, "prior: share of camera-filmed samples given their true shutter; the rest get the engine's auto estimate", minimum=0.0, maximum=1.0),
         Option("val_frames", int, 8, "consecutive frames taken from each validation video", minimum=1),
         Option("val_max_side", int, 1280, "validation frames are downscaled to at most this side", minimum=64),

@@ -92,7 +92,7 @@ class TrainConfig:
     def prior_recipe(self) -> prior.PriorRecipe | None:
         if not self.prior:
             return None
-        return prior.PriorRecipe(self.prior_view, self.blind_probability, self.true_shutter_probability)
+        return prior.PriorRecipe(self.prior_view, self.blind_probability, self.true_shutter_probability, self.prior_bank)
 
     def mixture(self) -> Mixture:
         """The training sources, mixed by their weights, blurred by the recipe."""
@@ -165,6 +165,7 @@ class StepBatches(torch.utils.data.Dataset):
     def __init__(self, mixture: Mixture, seed: int, batch: int, crop: int, frames: int, prior_recipe: prior.PriorRecipe | None = None) -> None:
         self.mixture, self.seed, self.batch, self.crop, self.frames = mixture, seed, batch, crop, frames
         self.prior_recipe = prior_recipe
+        self.bank = prior.Bank(prior_recipe.bank) if prior_recipe is not None and prior_recipe.bank is not None else None
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, ...] | UsageError:
         try:
@@ -178,9 +179,12 @@ class StepBatches(torch.utils.data.Dataset):
         return _to_tensor(blurred), _to_tensor(sharp)
 
     def _with_prior(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        samples = self.mixture.samples(self.seed, step, self.batch, self.prior_recipe.view, self.frames)
         rng = np.random.default_rng([self.seed, step, PRIOR_STREAM])
-        crops = [prior.prior_crop(s, rng, self.prior_recipe, self.crop) for s in samples]
+        if self.bank is not None:
+            crops = [self.bank.crop(rng, self.crop) for _ in range(self.batch)]
+        else:
+            samples = self.mixture.samples(self.seed, step, self.batch, self.prior_recipe.view, self.frames)
+            crops = [prior.prior_crop(s, rng, self.prior_recipe, self.crop) for s in samples]
         blurred, sharp = (np.stack([c[k] for c in crops])[:, None] for k in (0, 1))
         return _to_tensor(blurred), _to_tensor(sharp), torch.from_numpy(np.stack([c[2] for c in crops]))
 

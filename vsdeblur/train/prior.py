@@ -12,13 +12,19 @@ the camera filmed with for `true_shutter_probability` of the filmed samples (a u
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from vsdeblur.engine.networks import transform_prior
 from vsdeblur.engine.prior_inputs import prior_planes
+from vsdeblur.engine.tiling import transform
 from vsdeblur.engine.window import luma
+from vsdeblur.errors import UsageError
 from vsdeblur.train.data import Sample
 
 FRAMES = 3  # the previous frame, the frame, the next frame
@@ -29,6 +35,7 @@ class PriorRecipe:
     view: int  # side at which samples are filmed and their motion measured, pixels
     blind_probability: float  # share of samples given no neighbours
     true_shutter_probability: float  # share of filmed samples given their true shutter instead of auto
+    bank: Path | None = None  # draw crops of these samples, made once, instead of filming anew
 
 
 def prior_crop(sample: Sample, rng: np.random.Generator, recipe: PriorRecipe, crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -49,3 +56,63 @@ def prior_crop(sample: Sample, rng: np.random.Generator, recipe: PriorRecipe, cr
     y, x = (int(v) for v in rng.integers(0, side - crop + 1, size=2))
     window = (slice(y, y + crop), slice(x, x + crop))
     return blurred[1][window], sharp[1][window], planes[(slice(None), *window)]
+
+
+# ---- a bank of samples -----------------------------------------------------------------------
+# Filming three frames along a camera path and making their prior costs about a second a
+# sample on one CPU core: far more than a training step of a small stage 1. A bank holds samples
+# made once, at the full view; training crops them anew at every draw, at any place and in any
+# of the eight flips and rotations, so one sample gives many different crops.
+
+BANK_INDEX = "bank.json"
+
+
+def bank_sample_path(folder: Path, index: int) -> Path:
+    return folder / f"{index:06d}.npz"
+
+
+def write_bank_sample(folder: Path, index: int, sample: Sample, rng: np.random.Generator, recipe: PriorRecipe) -> Path:
+    """Make one sample's prior at the full view and write it (atomically: a bank filled by a
+    stopped run holds only whole samples)."""
+    blurred, sharp, planes = prior_crop(sample, rng, recipe, recipe.view)
+    path = bank_sample_path(folder, index)
+    part = path.with_name(path.stem + ".part.npz")
+    np.savez(part, blurred=to_codes(blurred), sharp=to_codes(sharp), planes=planes.astype(np.float16))
+    os.replace(part, path)
+    return path
+
+
+def to_codes(frame: np.ndarray) -> np.ndarray:
+    """8-bit codes, as the engine receives frames from a decoder."""
+    return np.clip(np.round(frame * 255), 0, 255).astype(np.uint8)
+
+
+class Bank:
+    """The samples of a bank folder, drawn as training crops."""
+
+    def __init__(self, folder: Path) -> None:
+        index = folder / BANK_INDEX
+        if not index.is_file():
+            raise UsageError(f"{folder} is not a prior bank (no {BANK_INDEX}; pipelines/train/prior_bank.py makes one)")
+        self.folder, self.info = folder, json.loads(index.read_text(encoding="utf-8"))
+        self.count = sum(1 for _ in folder.glob("[0-9]*.npz"))
+        if self.count == 0:
+            raise UsageError(f"the prior bank {folder} holds no samples yet")
+
+    def crop(self, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(blurred, sharp, planes) of one drawn sample, cropped at a drawn place and turned by a
+        drawn flip and rotation (the blur planes turned with the picture), as prior_crop gives
+        them: blurred and sharp crop x crop x 3 in [0, 1], planes len(PRIOR_CHANNELS) x crop x
+        crop."""
+        with np.load(bank_sample_path(self.folder, int(rng.integers(self.count)))) as stored:
+            blurred, sharp, planes = stored["blurred"], stored["sharp"], stored["planes"]
+        side = blurred.shape[0]
+        if side < crop:
+            raise UsageError(f"the prior bank {self.folder} holds {side}-pixel samples: too small for crops of {crop}")
+        y, x = (int(v) for v in rng.integers(0, side - crop + 1, size=2))
+        pictures = torch.from_numpy(np.stack([blurred, sharp])[:, y : y + crop, x : x + crop]).permute(0, 3, 1, 2).float() / 255
+        field = torch.from_numpy(planes[:, y : y + crop, x : x + crop].astype(np.float32))[None]
+        k, mirrored = int(rng.integers(4)), bool(rng.integers(2))
+        pictures = transform(pictures, k, mirrored).permute(0, 2, 3, 1)
+        field = transform_prior(field, k, mirrored)[0]
+        return pictures[0].numpy(), pictures[1].numpy(), field.numpy()
