@@ -95,8 +95,9 @@ class Bank:
         if not index.is_file():
             raise UsageError(f"{folder} is not a prior bank (no {BANK_INDEX}; pipelines/train/prior_bank.py makes one)")
         self.folder, self.info = folder, json.loads(index.read_text(encoding="utf-8"))
-        self.count = sum(1 for _ in folder.glob("[0-9]*.npz"))
-        if self.count == 0:
+        # the samples there now: a bank still being filled (by parts, out of order) has gaps
+        self.paths = sorted(p for p in folder.glob("[0-9]*.npz") if not p.name.endswith(".part.npz"))
+        if not self.paths:
             raise UsageError(f"the prior bank {folder} holds no samples yet")
 
     def crop(self, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,7 +105,7 @@ class Bank:
         drawn flip and rotation (the blur planes turned with the picture), as prior_crop gives
         them: blurred and sharp crop x crop x 3 in [0, 1], planes len(PRIOR_CHANNELS) x crop x
         crop."""
-        with np.load(bank_sample_path(self.folder, int(rng.integers(self.count)))) as stored:
+        with np.load(self.paths[int(rng.integers(len(self.paths)))]) as stored:
             blurred, sharp, planes = stored["blurred"], stored["sharp"], stored["planes"]
         side = blurred.shape[0]
         if side < crop:
