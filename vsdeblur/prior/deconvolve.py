@@ -90,8 +90,11 @@ def estimate_noise(frame: torch.Tensor, floor: float = QUANTISATION_NOISE) -> fl
     Gaussian noise, the median over channels; at least `floor`."""
     if min(frame.shape[-2:]) < 3:
         return floor
-    mask = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], device=frame.device)
-    response = torch.nn.functional.conv2d(frame.float()[:, None], mask[None, None])
+    # the mask is [1, -2, 1] down times [1, -2, 1] across: two passes of shifted differences,
+    # where conv2d on one input channel costs ten times as much on the CPU
+    x = frame.float()
+    rows = x[:, :-2] - 2 * x[:, 1:-1] + x[:, 2:]
+    response = rows[:, :, :-2] - 2 * rows[:, :, 1:-1] + rows[:, :, 2:]
     # the mask's norm is 6; median |N(0, 1)| is 0.6745
     sigma = float(response.abs().flatten(1).median(dim=1).values.median()) / (0.6745 * 6)
     return max(sigma, floor)
@@ -270,7 +273,8 @@ def _refine(spectrum: torch.Tensor, y: torch.Tensor, observed: torch.Tensor, otf
     (Reeves 2005). Preconditioned by the circulant solve, exact where all is observed. In the
     Fourier domain: two FFTs a step."""
     shape = y.shape[-2:]
-    h, hc, penalty = otf[:, None], otf.conj()[:, None], penalty[:, None]
+    # conj() is a lazy view that every product with it would materialise again
+    h, hc, penalty = otf[:, None], otf.conj().resolve_conj()[:, None], penalty[:, None]
     inverse = 1 / (otf.abs().square()[:, None] + penalty)
     # rfft2 holds half the spectrum: the other half's columns count twice in a sum over all
     weight = torch.full(spectrum.shape[-1:], 2.0, device=y.device)
@@ -282,9 +286,11 @@ def _refine(spectrum: torch.Tensor, y: torch.Tensor, observed: torch.Tensor, otf
         return hc * torch.fft.rfft2(observed * torch.fft.irfft2(h * v, s=shape)) + penalty * v
 
     def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (weight * (a * b.conj()).real).sum(dim=(-2, -1), keepdim=True)
+        # Re(a conj(b)) = a.re b.re + a.im b.im, without a complex product
+        return (weight * (torch.view_as_real(a) * torch.view_as_real(b)).sum(dim=-1)).sum(dim=(-2, -1), keepdim=True)
 
-    residual = hc * torch.fft.rfft2(observed * y) - normal(spectrum)
+    # K' O y - (K' O K x + P x), the first two terms through one transform
+    residual = hc * torch.fft.rfft2(observed * (y - torch.fft.irfft2(h * spectrum, s=shape))) - penalty * spectrum
     z = inverse * residual
     direction, rz = z, dot(residual, z)
     for _ in range(iterations):
