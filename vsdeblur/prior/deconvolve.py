@@ -286,8 +286,7 @@ def _refine(spectrum: torch.Tensor, y: torch.Tensor, observed: torch.Tensor, otf
         return hc * torch.fft.rfft2(observed * torch.fft.irfft2(h * v, s=shape)) + penalty * v
 
     def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        # Re(a conj(b)) = a.re b.re + a.im b.im, without a complex product
-        return (weight * (torch.view_as_real(a) * torch.view_as_real(b)).sum(dim=-1)).sum(dim=(-2, -1), keepdim=True)
+        return (weight * (a * b.conj()).real).sum(dim=(-2, -1), keepdim=True)
 
     # K' O y - (K' O K x + P x), the first two terms through one transform
     residual = hc * torch.fft.rfft2(observed * (y - torch.fft.irfft2(h * spectrum, s=shape))) - penalty * spectrum
