@@ -32,7 +32,10 @@ frame. The blurred pixels near the frame's edges saw scene the frame does not ho
 mirrored copy is not it: a few conjugate-gradient steps (Reeves 2005) fit only the pixels that
 lie inside the frame and far enough from the block's edges that the FFT's wrap-around does not
 reach them, and leave the rest to the prior. They start from the one-FFT solution above and are
-preconditioned by it. Without them (iterations = 0) the frame's edges ring into the frame.
+preconditioned by it. Without them (iterations = 0) the frame's edges ring into the frame. Each
+step costs two transforms of every block, and the first two more: at 640x360 two steps restore
+the 24 pixels along the edges as well as four (docs/training.md, "The deconvolution prior"), on
+small frames, nearly all edge, they fall short.
 
 Tiles: a field of blur vectors is a grid of cells over the frame (pooled to tiles about
 settings.tile apart). Tile i's weight is one over its middle and falls as a raised cosine to
