@@ -22,9 +22,14 @@ prediction uses the path's true shutter (the estimator's error and the path's un
 a row assumes a 180-degree shutter (1/2) for every clip, as a deblurrer that cannot know it would.
 Lengths are compared in %, axes (directions modulo 180 degrees) in degrees.
 
-Speed: milliseconds per frame (both pairs) at 640x360, median of the runs, with `--threads`
-torch threads. `--factor` compares working factors (full pixels per working pixel; the
-estimator's default at 640x360 is 2).
+`--reversed` adds the estimator as a video runs it: each frame prepared once, each interval
+measured once, frame 1's pair with frame 0 the reversal of frame 0's pair with frame 1
+(PairMotion.reversed).
+
+Speed: milliseconds per frame at 640x360, median of the runs, with `--threads` torch threads:
+estimate() (both pairs), and with `--reversed` also a video's share per frame (preparing the
+next frame, one pair, one reversal, combine). `--factor` compares working factors (full pixels
+per working pixel; the estimator's default at 640x360 is 2).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from vsdeblur.motion import estimate  # noqa: E402
+from vsdeblur.motion import Motion, combine, estimate, estimate_pair, prepare  # noqa: E402
 from vsdeblur.motion.synthetic import Warp  # noqa: E402
 from vsdeblur.blur import camera  # noqa: E402
 
@@ -74,16 +79,21 @@ def to_luma(rgb: torch.Tensor) -> torch.Tensor:
 # ---- known warps -----------------------------------------------------------------------------
 
 
-def warp_errors(pictures: list[torch.Tensor], **options) -> tuple[np.ndarray, float]:
+def warp_errors(pictures: list[torch.Tensor], reversed: bool = False, **options) -> tuple[np.ndarray, float]:
     """Per-tile displacement errors (px) of confident tiles over every picture and warp, and the
     share of tiles that were confident. The pair is given as a frame and its next neighbour,
-    so the estimate is one-sided (twice the pair's displacement)."""
+    so the estimate is one-sided (twice the pair's displacement); `reversed`: that pair is the
+    reversal of the warped frame's pair with the frame."""
     errors, confident = [], []
     for picture in pictures:
         luma = to_luma(picture)
         still = Warp().apply(luma)
         for warp in WARPS:
-            motion = estimate(None, still, warp.apply(luma), **options)
+            warped = warp.apply(luma)
+            if reversed:
+                motion = combine(None, estimate_pair(warped, still, **options).reversed())
+            else:
+                motion = estimate(None, still, warped, **options)
             error = (motion.displacement / 2 - warp.field(motion.centres, still.shape)).norm(dim=-1)
             keep = motion.confidence >= CONFIDENT
             errors.append(error[keep].numpy())
@@ -155,7 +165,7 @@ def camera_errors(pictures: list[torch.Tensor], condition: tuple[float, float], 
     found: dict[str, list] = {"displacement": [], "length": [], "axis": [], "length_180": [], "oracle_length": [], "oracle_axis": [], "confident": []}
     for clip in range(clips):
         path, lumas = filmed(pictures, condition, clip, seed)
-        motion = estimate(lumas[0], lumas[1], lumas[2], **options)
+        motion = middle_motion(lumas, **options)
         keep = (motion.confidence >= CONFIDENT).reshape(-1).numpy()
         found["confident"].append(keep.mean())
         centres = motion.centres.reshape(-1, 2).double().numpy()[keep]
@@ -176,6 +186,15 @@ def camera_errors(pictures: list[torch.Tensor], condition: tuple[float, float], 
     return result
 
 
+def middle_motion(lumas: list[torch.Tensor], reversed: bool = False, **options) -> Motion:
+    """Frame 1's motion from frames 0 and 2: both pairs measured, or (`reversed`) as a video
+    measures it, its pair with frame 0 reversed from frame 0's pair with it."""
+    if not reversed:
+        return estimate(*lumas, **options)
+    frames = [prepare(luma, **options) for luma in lumas]
+    return combine(estimate_pair(frames[0], frames[1]).reversed(), estimate_pair(frames[1], frames[2]))
+
+
 # ---- speed -----------------------------------------------------------------------------------
 
 
@@ -187,11 +206,26 @@ def milliseconds_per_frame(picture: torch.Tensor, runs: int, configurations: lis
     times: list[list[float]] = [[] for _ in configurations]
     for run in range(runs + 1):
         for options, found in zip(configurations, times):
-            start = time.perf_counter()
-            estimate(*frames, **options)
+            seconds = video_step(frames, **options) if options.get("reversed") else estimate_step(frames, **options)
             if run:  # the first is a warm-up
-                found.append(time.perf_counter() - start)
+                found.append(seconds)
     return [1000 * float(np.median(found)) for found in times]
+
+
+def estimate_step(frames: list[torch.Tensor], **options) -> float:
+    start = time.perf_counter()
+    estimate(*frames, **options)
+    return time.perf_counter() - start
+
+
+def video_step(frames: list[torch.Tensor], reversed: bool, **options) -> float:
+    """A video's work per frame once running: frame 0's pair with frame 1 and frame 1's whole
+    spectrum are left from the step before (untimed); frame 2 arrives."""
+    previous, current = prepare(frames[0], **options), prepare(frames[1], **options)
+    before = estimate_pair(previous, current)
+    start = time.perf_counter()
+    combine(before.reversed(), estimate_pair(current, prepare(frames[2], **options)))
+    return time.perf_counter() - start
 
 
 def quantiles(values: np.ndarray) -> str:
@@ -220,10 +254,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=30)
     parser.add_argument("--factor", type=int, action="append", help="working factor(s) to compare (default: the estimator's own)")
+    parser.add_argument("--reversed", action="store_true", help="also each configuration as a video runs it (each interval measured once)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pictures = scenes([0, 40, 80, 120])
     configurations = [{"factor": factor} for factor in args.factor] if args.factor else [{}]
+    if args.reversed:
+        configurations += [options | {"reversed": True} for options in configurations]
     for options in configurations:
         report(pictures, args.clips, args.seed, options)
     print()

@@ -25,7 +25,9 @@ kernel, |H|^2 + nsr |D|^2 with mirrored edges), each chosen per condition on the
 condition); the prior with the true and the perturbed chords; and, as the ceiling of what the chord
 leaves out, the same deconvolution with the kernels of the exposure's true path (bends and
 changes of speed included) at the centres of the prior's 2 x 4 tiles. Last, the time per
-640x360 frame (10 x 19 field) on this machine's CPU with torch's threads.
+640x360 frame (10 x 19 field) on this machine's CPU with torch's threads (`--threads`), also
+with other numbers of edge steps (`--iterations N`, repeated), taken in turn; `--speed`: only
+that.
 """
 
 from __future__ import annotations
@@ -163,17 +165,21 @@ def best(scores: dict[str, float], prefix: str) -> tuple[Any, float]:
     return ast.literal_eval(name.removeprefix(prefix).strip()), scores[name]
 
 
-def milliseconds(settings: PriorSettings = PriorSettings(), runs: int = 3) -> float:
-    """Median time of the prior on one 640x360 frame with a 10 x 19 field of 8 px chords."""
+def milliseconds(configurations: list[PriorSettings], runs: int = 5) -> list[float]:
+    """Median time of the prior per configuration on one 640x360 frame with a 10 x 19 field of
+    8 px chords; runs take the configurations in turn, so that a load that comes and goes on a
+    shared machine falls on all of them alike."""
     generator = torch.Generator().manual_seed(0)
     frame = torch.rand(3, SIZE[1], SIZE[0], generator=generator)
     field = torch.tensor([6.0, 5.0]) + torch.randn(*GRID, 2, generator=generator)
-    times = []
-    for _ in range(runs + 1):
-        start = time.perf_counter()
-        deblur(frame, field, settings=settings)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times[1:]))
+    times: list[list[float]] = [[] for _ in configurations]
+    for run in range(runs + 1):
+        for settings, found in zip(configurations, times):
+            start = time.perf_counter()
+            deblur(frame, field, settings=settings)
+            if run:  # the first is a warm-up
+                found.append(time.perf_counter() - start)
+    return [1000 * float(np.median(found)) for found in times]
 
 
 def cell(value: float, gain: bool) -> str:
@@ -201,10 +207,17 @@ def main() -> None:
     parser.add_argument("--material", type=Path, default=None, help="the benchmark's photographs (default: frames of the sample clip)")
     parser.add_argument("--clips", type=int, default=len(SAMPLE_FRAMES))
     parser.add_argument("--frames", type=int, default=2)
+    parser.add_argument("--iterations", type=int, action="append", help="also time the prior with these edge steps (default: only its own)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--speed", action="store_true", help="time only, no table")
     args = parser.parse_args()
-    results = measure(photographs(args.material, args.clips), args.frames)
-    print(table(results))
-    print(f"\nms per 640x360 frame ({torch.get_num_threads()} torch threads): {milliseconds():.0f}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.speed:
+        print(table(measure(photographs(args.material, args.clips), args.frames)))
+    configurations = [PriorSettings()] + [PriorSettings(iterations=n) for n in args.iterations or []]
+    for settings, ms in zip(configurations, milliseconds(configurations)):
+        print(f"ms per 640x360 frame, {settings.iterations} edge steps ({torch.get_num_threads()} torch threads): {ms:.0f}")
 
 
 if __name__ == "__main__":

@@ -32,10 +32,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vsdeblur.prior.kernel import cubic
 
 WORK_WIDTH = 320  # the working luma's width, about (an integer decimation factor, never upscaled)
 TILE = 32  # a tile's side in working pixels; tiles overlap by half
@@ -46,11 +49,13 @@ WHITEN = 0.5  # the cross spectrum is divided by its magnitude to this power: 1 
 TAPER = 0.25  # cycles per working pixel: a Gaussian taper of the correlation's spectrum, so the
 #               highest frequencies (mostly noise and aliasing once whitened) weigh little
 REFINEMENTS = 1  # passes on the other frame resampled at the estimate, after the crop's
+NEWTON_STEPS = 2  # per sub-pixel maximum: a third gave the same errors to 0.002 px (measure.py)
 TEXTURE_FLOOR = 0.005**2  # squared luma gradient per working pixel at which texture counts half
 MATCH_FLOOR = 0.5  # a windowed correlation at or below this is no match
 CONSISTENCY_TOLERANCE = 0.5  # working pixels of disagreement with the neighbours that cost e^-1/2
 CUT_MATCH = 0.2  # a pair whose textured tiles match at most this well (median) is across a cut
 MIN_TILE = 8  # working pixels: smaller frames get a 1 x 1 grid of zero motion and confidence
+FIXED_POINT_STEPS = 3  # PairMotion.reversed's: each shrinks the error by the field's gradient
 _TINY = 1e-12
 
 Array = torch.Tensor | np.ndarray
@@ -66,6 +71,48 @@ class PairMotion:
     texture: torch.Tensor  # rows x cols in [0, 1]
     centres: torch.Tensor  # rows x cols x 2 (x, y) of each tile's centre, pixels of the full frame
     factor: int  # full-frame pixels per working pixel
+    shape: tuple[int, int]  # the full frame's (H, W)
+
+    def reversed(self) -> PairMotion:
+        """The other frame's content's displacement back into this pair's frame, per tile at
+        the same positions (the grid depends on the frame's size only), without measuring it:
+        along a video, estimate_pair(t-1, t).reversed() is t's pair with t-1, so each interval
+        is measured once.
+
+        Content at p moves to p + d(p), so the content at tile centre q came from the p with
+        p + d(p) = q, found by fixed-point steps p <- q - d(p) on the field interpolated
+        (bilinearly between tile centres, the edge tiles' values beyond them): exact for a
+        translation, off by d times the field's gradient after one step (a roll or zoom: a
+        thousandth of a pixel per pixel of motion), less with each. Texture and match are
+        interpolated there too; the match is then times the share of the tile, moved back,
+        inside the frame (content that entered the frame in this interval was not seen
+        before it). Across a field that changes abruptly (an object's edge) the interpolation
+        is wrong where the measurement was not right either: there, the consistency term of
+        combine() discounts it."""
+        working = (self.shape[0] // self.factor, self.shape[1] // self.factor)
+        grid = _grid(*working)
+        if grid is None:  # nothing was measured
+            return PairMotion(-self.displacement, self.confidence, self.match, self.texture, self.centres, self.factor, self.shape)
+        maps = torch.cat([self.displacement, self.texture[..., None], self.match[..., None]], dim=-1).permute(2, 0, 1)[None]
+        source = self.centres
+        for _ in range(FIXED_POINT_STEPS):
+            sampled = _between_centres(maps, self.centres, source)
+            source = self.centres - sampled[..., :2]
+        sampled = _between_centres(maps, self.centres, source)
+        displacement = source - self.centres
+        texture, match = sampled[..., 2], sampled[..., 3]
+        match = match * _inside(grid, working, displacement.reshape(-1, 2) / self.factor).reshape(match.shape)
+        return PairMotion(displacement, texture * match, match, texture, self.centres, self.factor, self.shape)
+
+
+def _between_centres(maps: torch.Tensor, centres: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Per-tile maps (1 x C x rows x cols) interpolated bilinearly at points (rows x cols x 2,
+    full-frame pixels) between the tiles' centres (rows x cols x 2), the edge tiles' values
+    beyond them: rows x cols x C."""
+    first, last = centres[0, 0], centres[-1, -1]
+    unit = 2 / (last - first).clamp_min(1e-6)  # grid_sample's -1 .. 1 spans the first to the last centre
+    where = (points - first) * unit - 1
+    return F.grid_sample(maps, where[None], mode="bilinear", padding_mode="border", align_corners=True)[0].permute(1, 2, 0)
 
 
 @dataclass(frozen=True)
@@ -212,7 +259,7 @@ def _whole_pixel_peak(cross: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return torch.stack([torch.where(ix > w // 2, ix - w, ix), torch.where(iy > h // 2, iy - h, iy)], dim=1)
 
 
-def _subpixel_peak(cross: torch.Tensor, size: tuple[int, int], steps: int = 3) -> torch.Tensor:
+def _subpixel_peak(cross: torch.Tensor, size: tuple[int, int], steps: int = NEWTON_STEPS) -> torch.Tensor:
     """The maximum near zero (N x 2) of each correlation as the continuous function its
     spectrum defines, c(p) = sum over f of C(f) exp(2 pi i f.p), by Newton's method with exact
     derivatives. It assumes no peak shape: a three-point fit assumes one and is biased towards
@@ -226,12 +273,18 @@ def _subpixel_peak(cross: torch.Tensor, size: tuple[int, int], steps: int = 3) -
         count[0, -1] = 1.0
     spectrum = cross * count
     tau = 2 * math.pi
+    powers_x = torch.stack([fx[0] ** k for k in range(3)], dim=1)  # w/2+1 x 3: 1, fx, fx^2
+    powers_y = torch.stack([fy[:, 0] ** k for k in range(3)], dim=1)  # h x 3
     point = torch.zeros(len(cross), 2, device=cross.device)
     for _ in range(steps):
-        # exp(2 pi i (fx x + fy y)) is separable: two small exponentials, not one per frequency
-        terms = spectrum * torch.exp(1j * tau * fx * point[:, 0, None, None]) * torch.exp(1j * tau * fy * point[:, 1, None, None])
-        gx, gy = (-tau * (f * terms.imag).sum(dim=(1, 2)) for f in (fx, fy))
-        hxx, hxy, hyy = (-(tau**2) * (f * terms.real).sum(dim=(1, 2)) for f in (fx * fx, fx * fy, fy * fy))
+        # exp(2 pi i (fx x + fy y)) is separable, so every moment sum over f of
+        # fy^a fx^b C(f) exp(...) is one row vector x spectrum x column vector: all nine at once
+        # as two small matrix products, not one pass over the spectrum per moment
+        along_x = _unit_phasors(tau * fx[0] * point[:, 0, None])[:, :, None] * powers_x  # N x w/2+1 x 3
+        along_y = _unit_phasors(tau * fy[:, 0] * point[:, 1, None])[:, :, None] * powers_y  # N x h x 3
+        moments = torch.einsum("nyx,nxb,nya->nab", spectrum, along_x, along_y)  # N x 3 (power of fy) x 3 (of fx)
+        gx, gy = -tau * moments[:, 0, 1].imag, -tau * moments[:, 1, 0].imag
+        hxx, hxy, hyy = (-(tau**2) * moments[:, a, b].real for a, b in ((0, 2), (1, 1), (2, 0)))
         det = hxx * hyy - hxy**2
         # a Newton step heads for a maximum only where the function curves down every way
         peaked = (hxx < 0) & (det > 1e-9 * (hxx**2 + hyy**2) + _TINY)
@@ -240,29 +293,74 @@ def _subpixel_peak(cross: torch.Tensor, size: tuple[int, int], steps: int = 3) -
     return point.clamp(-1, 1)
 
 
-# ---- frame t, prepared once for both pairs ---------------------------------------------------
+def _unit_phasors(angle: torch.Tensor) -> torch.Tensor:
+    """exp(i angle), from the real angle's cosine and sine: a complex exp costs several times more."""
+    return torch.polar(torch.ones_like(angle), angle)
 
 
-@dataclass(frozen=True)
-class _Anchor:
-    image: torch.Tensor  # working luma
-    grid: _Grid
-    window: torch.Tensor  # tile x tile
-    tiles: torch.Tensor  # N x tile x tile
-    spectra: torch.Tensor  # the tiles' spectra
-    whole: torch.Tensor  # the whole working frame's spectrum (1 x ...)
-    whole_window: torch.Tensor
-    texture: torch.Tensor  # N
-    factor: int
+# ---- a frame, prepared once for every pair it is in -------------------------------------------
 
 
-def _anchor(image: torch.Tensor, grid: _Grid, factor: int) -> _Anchor:
-    window = _hann(grid.tile, image.device)[:, None] * _hann(grid.tile, image.device)[None, :]
-    h, w = image.shape
-    whole_window = _hann(h, image.device)[:, None] * _hann(w, image.device)[None, :]
-    tiles = grid.tiles(image)
-    return _Anchor(image, grid, window, tiles, _spectrum(tiles, window), _spectrum(image[None], whole_window),
-                   whole_window, _texture(tiles, window), factor)
+class PreparedFrame:
+    """A frame's working luma, and what its pairs need of it, each computed on first use and
+    kept: as frame t of a pair its tiles' spectra and texture, as the other frame its whole
+    spectrum. A video's frame t is in four pairs (as t, as t's neighbour); prepared, it is
+    decimated and transformed once. Make one with prepare()."""
+
+    def __init__(self, luma: Array, factor: int | None = None) -> None:
+        luma = _as_luma(luma)
+        self.shape: tuple[int, int] = tuple(luma.shape)
+        self.factor = factor or working_factor(luma.shape[1])
+        self.image = _downscale(luma, self.factor)
+        self.grid = _grid(*self.image.shape)  # None: too small to measure
+
+    @cached_property
+    def centres(self) -> torch.Tensor:
+        if self.grid is None:
+            return torch.tensor([[[(self.shape[1] - 1) / 2, (self.shape[0] - 1) / 2]]], device=self.image.device)
+        return self.grid.centres(self.factor).to(self.image.device)
+
+    @cached_property
+    def window(self) -> torch.Tensor:
+        return _hann(self.grid.tile, self.image.device)[:, None] * _hann(self.grid.tile, self.image.device)[None, :]
+
+    @cached_property
+    def tiles(self) -> torch.Tensor:
+        return self.grid.tiles(self.image)
+
+    @cached_property
+    def spectra(self) -> torch.Tensor:
+        return _spectrum(self.tiles, self.window)
+
+    @cached_property
+    def texture(self) -> torch.Tensor:
+        return _texture(self.tiles, self.window)
+
+    @cached_property
+    def whole_window(self) -> torch.Tensor:
+        h, w = self.image.shape
+        return _hann(h, self.image.device)[:, None] * _hann(w, self.image.device)[None, :]
+
+    @cached_property
+    def whole(self) -> torch.Tensor:
+        """The whole working frame's spectrum (1 x ...), for the global shift."""
+        return _spectrum(self.image[None], self.whole_window)
+
+
+def prepare(luma: Array, *, factor: int | None = None) -> PreparedFrame:
+    """A frame (H x W luma in [0, 1], numpy or torch) prepared for estimate_pair, estimate and
+    still, which take it wherever they take luma: each frame of a video is then decimated and
+    transformed once, however many pairs it is in. `factor`: full-frame pixels per working
+    pixel (default: working_factor of the width)."""
+    return PreparedFrame(luma, factor)
+
+
+def _prepared(frame: Array | PreparedFrame, factor: int | None) -> PreparedFrame:
+    if not isinstance(frame, PreparedFrame):
+        return PreparedFrame(frame, factor)
+    if factor is not None and factor != frame.factor:
+        raise ValueError(f"the frame was prepared at factor {frame.factor}, not {factor}")
+    return frame
 
 
 def _texture(tiles: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
@@ -279,39 +377,30 @@ def _texture(tiles: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
 # ---- the other frame -------------------------------------------------------------------------
 
 
-class _Sampler:
-    """The other frame's tiles at per-tile sub-pixel displacements (bicubic); the tiles' base
-    coordinates are computed once per pair."""
-
-    def __init__(self, image: torch.Tensor, grid: _Grid) -> None:
-        h, w = image.shape
-        t = grid.tile
-        rows, cols = grid.shape
-        ramp = torch.arange(t, device=image.device, dtype=torch.float32)
-        ys = grid.starts_y.to(image.device, torch.float32)[:, None, None, None] + ramp[None, None, :, None]
-        xs = grid.starts_x.to(image.device, torch.float32)[None, :, None, None] + ramp[None, None, None, :]
-        base = torch.stack([xs.expand(rows, cols, t, t), ys.expand(rows, cols, t, t)], dim=-1).reshape(-1, t, t, 2)
-        # grid_sample's coordinates run from -1 to 1 over the pixel centres (align_corners)
-        self.unit = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], device=image.device)
-        self.base = base * self.unit - 1
-        self.image, self.tile = image, t
-
-    def __call__(self, shift: torch.Tensor) -> torch.Tensor:
-        coords = self.base + (shift * self.unit)[:, None, None, :]
-        # all tiles as rows of one tall grid over one image: no copy of the image per tile
-        tall = F.grid_sample(self.image[None, None], coords.reshape(1, -1, self.tile, 2), mode="bicubic", padding_mode="border", align_corners=True)
-        return tall.reshape(-1, self.tile, self.tile)
+def _shifted_tiles(image: torch.Tensor, grid: _Grid, shift: torch.Tensor) -> torch.Tensor:
+    """The image's tiles displaced by per-tile sub-pixel shifts (N x 2, x and y), resampled
+    with the Keys cubic (PyTorch's bicubic, the image's edge repeating). A tile's shift is one
+    fraction for all its pixels, so the cubic is separable into four taps per axis over a crop
+    three pixels larger: a fifth of grid_sample's work on the same numbers."""
+    whole = torch.floor(shift)
+    fraction = shift - whole
+    taps = torch.arange(-1, 3, device=image.device, dtype=shift.dtype)
+    weights = cubic(taps - fraction[:, :, None])  # N x 2 (x, y) x 4
+    crops = _Grid(grid.tile + 3, grid.starts_y, grid.starts_x).tiles(image, whole.long() - 1)
+    t = grid.tile
+    rows = sum(weights[:, 1, k, None, None] * crops[:, k : k + t, :] for k in range(4))
+    return sum(weights[:, 0, k, None, None] * rows[:, :, k : k + t] for k in range(4))
 
 
-def _inside(anchor: _Anchor, shift: torch.Tensor) -> torch.Tensor:
-    """The share of each displaced tile's window that lies inside the frame (the window is
-    separable, so per axis)."""
-    h, w = anchor.image.shape
-    rows, cols = anchor.grid.shape
-    one = _hann(anchor.grid.tile, shift.device)
-    ramp = torch.arange(anchor.grid.tile, device=shift.device)
-    ys = anchor.grid.starts_y.to(shift.device).repeat_interleave(cols)[:, None] + ramp + shift[:, 1, None]
-    xs = anchor.grid.starts_x.to(shift.device).repeat(rows)[:, None] + ramp + shift[:, 0, None]
+def _inside(grid: _Grid, shape: tuple[int, int], shift: torch.Tensor) -> torch.Tensor:
+    """The share of each displaced tile's window (shift: N x 2 working pixels) that lies inside
+    a working frame of `shape` (the window is separable, so per axis)."""
+    h, w = shape
+    rows, cols = grid.shape
+    one = _hann(grid.tile, shift.device)
+    ramp = torch.arange(grid.tile, device=shift.device)
+    ys = grid.starts_y.to(shift.device).repeat_interleave(cols)[:, None] + ramp + shift[:, 1, None]
+    xs = grid.starts_x.to(shift.device).repeat(rows)[:, None] + ramp + shift[:, 0, None]
     share_y = (one * ((ys >= 0) & (ys <= h - 1))).sum(dim=1) / one.sum()
     share_x = (one * ((xs >= 0) & (xs <= w - 1))).sum(dim=1) / one.sum()
     return share_x * share_y
@@ -326,59 +415,56 @@ def _match(a: torch.Tensor, b: torch.Tensor, window: torch.Tensor) -> torch.Tens
     return ((ncc - MATCH_FLOOR) / (1 - MATCH_FLOOR)).clamp(0, 1)
 
 
-def _pair(anchor: _Anchor, other: torch.Tensor, centres: torch.Tensor) -> PairMotion:
-    """Frame t's content's displacement into a neighbour (working luma), per tile."""
-    grid, size = anchor.grid, (anchor.grid.tile, anchor.grid.tile)
-    whole = _whole_pixel_peak(_cross(anchor.whole, _spectrum(other[None], anchor.whole_window), other.shape), other.shape)
+def _pair(anchor: PreparedFrame, other: PreparedFrame) -> PairMotion:
+    """Frame t's content's displacement into a neighbour, per tile of t."""
+    if anchor.grid is None:
+        return _no_grid(anchor)
+    grid, size, image = anchor.grid, (anchor.grid.tile, anchor.grid.tile), other.image
+    whole = _whole_pixel_peak(_cross(anchor.whole, other.whole, image.shape), image.shape)
     # whole pixels first: each tile's own offset from the global one, on crops (no resampling)
     offsets = whole.expand(len(anchor.tiles), 2)
-    offsets = offsets + _whole_pixel_peak(_cross(anchor.spectra, _spectrum(grid.tiles(other, offsets), anchor.window), size), size)
-    moved = grid.tiles(other, offsets)
+    offsets = offsets + _whole_pixel_peak(_cross(anchor.spectra, _spectrum(grid.tiles(image, offsets), anchor.window), size), size)
+    moved = grid.tiles(image, offsets)
     shift = offsets.float() + _subpixel_peak(_cross(anchor.spectra, _spectrum(moved, anchor.window), size), size)
-    sample = _Sampler(other, grid)
     for _ in range(REFINEMENTS):
         # a tile displaced by a fraction of a pixel sits differently in its window than the
         # anchor's: on the other frame resampled at the estimate, that difference is gone
-        moved = sample(shift)
+        moved = _shifted_tiles(image, grid, shift)
         shift = shift + _subpixel_peak(_cross(anchor.spectra, _spectrum(moved, anchor.window), size), size)
     shift = torch.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0)
     # the last residual is a small fraction of a pixel: the last sample serves the match
-    match = _match(anchor.tiles, moved, anchor.window) * _inside(anchor, shift)
+    match = _match(anchor.tiles, moved, anchor.window) * _inside(grid, image.shape, shift)
     rows, cols = grid.shape
     return PairMotion((shift * anchor.factor).reshape(rows, cols, 2), (anchor.texture * match).reshape(rows, cols),
-                      match.reshape(rows, cols), anchor.texture.reshape(rows, cols), centres, anchor.factor)
+                      match.reshape(rows, cols), anchor.texture.reshape(rows, cols), anchor.centres, anchor.factor, anchor.shape)
 
 
-def _no_grid(luma: torch.Tensor, factor: int) -> PairMotion:
+def _no_grid(frame: PreparedFrame) -> PairMotion:
     """A frame too small to measure: one tile at its centre, zero motion, zero confidence."""
-    zero = torch.zeros(1, 1, device=luma.device)
-    centre = torch.tensor([[[(luma.shape[1] - 1) / 2, (luma.shape[0] - 1) / 2]]], device=luma.device)
-    return PairMotion(torch.zeros(1, 1, 2, device=luma.device), zero, zero, zero, centre, factor)
+    zero = torch.zeros(1, 1, device=frame.image.device)
+    return PairMotion(torch.zeros(1, 1, 2, device=frame.image.device), zero, zero, zero, frame.centres, frame.factor, frame.shape)
 
 
-def _pairs(current: Array, others: list[Array | None], factor: int | None) -> list[PairMotion | None]:
-    """Frame t against each given neighbour (None stays None), frame t prepared once."""
-    luma = _as_luma(current)
-    factor = factor or working_factor(luma.shape[1])
-    image = _downscale(luma, factor)
-    grid = _grid(*image.shape)
+def _pairs(current: Array | PreparedFrame, others: list[Array | PreparedFrame | None], factor: int | None) -> list[PairMotion | None]:
+    """Frame t against each given neighbour (None stays None)."""
+    anchor = _prepared(current, factor)
     found: list[PairMotion | None] = []
-    anchor = _anchor(image, grid, factor) if grid is not None else None
     for other in others:
         if other is None:
             found.append(None)
             continue
-        other = _as_luma(other, luma.device)
-        if other.shape != luma.shape:
-            raise ValueError(f"frames differ in size: {tuple(luma.shape)} and {tuple(other.shape)}")
-        found.append(_pair(anchor, _downscale(other, factor), grid.centres(factor).to(luma.device)) if anchor is not None else _no_grid(luma, factor))
+        other = _prepared(other if isinstance(other, PreparedFrame) else _as_luma(other, anchor.image.device), anchor.factor)
+        if other.shape != anchor.shape:
+            raise ValueError(f"frames differ in size: {anchor.shape} and {other.shape}")
+        found.append(_pair(anchor, other))
     return found
 
 
-def estimate_pair(current: Array, other: Array, *, factor: int | None = None) -> PairMotion:
-    """The displacement of `current`'s content into `other` (both H x W luma in [0, 1]), per
-    tile of `current`, in full-frame pixels, with its texture and match confidence. `factor`:
-    full-frame pixels per working pixel (default: working_factor of the width)."""
+def estimate_pair(current: Array | PreparedFrame, other: Array | PreparedFrame, *, factor: int | None = None) -> PairMotion:
+    """The displacement of `current`'s content into `other` (both H x W luma in [0, 1], or
+    prepare()d), per tile of `current`, in full-frame pixels, with its texture and match
+    confidence. `factor`: full-frame pixels per working pixel (default: working_factor of the
+    width, or the prepared frames' own)."""
     return _pairs(current, [other], factor)[0]
 
 
@@ -453,23 +539,25 @@ def combine(before: PairMotion | None, after: PairMotion | None) -> Motion:
     return Motion(displacement, confidence.clamp(0, 1), reference.centres, len(pairs))
 
 
-def still(current: Array, *, factor: int | None = None) -> Motion:
+def still(current: Array | PreparedFrame, *, factor: int | None = None) -> Motion:
     """A frame without neighbours (a one-frame scene): zero displacement and zero confidence on
     the grid its motion would have."""
-    luma = _as_luma(current)
-    factor = factor or working_factor(luma.shape[1])
-    grid = _grid(luma.shape[0] // factor, luma.shape[1] // factor)
-    centres = grid.centres(factor).to(luma.device) if grid is not None else _no_grid(luma, factor).centres
+    centres = _prepared(current, factor).centres
     rows, cols = centres.shape[:2]
-    return Motion(torch.zeros(rows, cols, 2, device=luma.device), torch.zeros(rows, cols, device=luma.device), centres, 0)
+    return Motion(torch.zeros(rows, cols, 2, device=centres.device), torch.zeros(rows, cols, device=centres.device), centres, 0)
 
 
-def estimate(previous: Array | None, current: Array, following: Array | None, *, factor: int | None = None) -> Motion:
+def estimate(previous: Array | PreparedFrame | None, current: Array | PreparedFrame, following: Array | PreparedFrame | None, *,
+             factor: int | None = None) -> Motion:
     """Frame `current`'s camera motion from `previous` (t-1) to `following` (t+1), per tile:
-    H x W luma in [0, 1] (numpy or torch, any float type; the result is on `current`'s device).
-    Pass None for a missing neighbour (a clip end, or across a known cut): the result is then
-    one-sided, or still() with neither. `factor`: full-frame pixels per working pixel (default:
-    working_factor of the width)."""
+    H x W luma in [0, 1] (numpy or torch, any float type; the result is on `current`'s device),
+    or prepare()d frames. Pass None for a missing neighbour (a clip end, or across a known cut):
+    the result is then one-sided, or still() with neither. `factor`: full-frame pixels per
+    working pixel (default: working_factor of the width).
+
+    Along a video, measure each interval once instead: prepare() each frame once, and frame
+    t's motion is `combine(estimate_pair(t-1, t).reversed(), estimate_pair(t, t+1))`, the
+    first pair kept from frame t-1's (PairMotion.reversed)."""
     if previous is None and following is None:
         return still(current, factor=factor)
     before, after = _pairs(current, [previous, following], factor)

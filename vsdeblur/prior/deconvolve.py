@@ -32,7 +32,10 @@ frame. The blurred pixels near the frame's edges saw scene the frame does not ho
 mirrored copy is not it: a few conjugate-gradient steps (Reeves 2005) fit only the pixels that
 lie inside the frame and far enough from the block's edges that the FFT's wrap-around does not
 reach them, and leave the rest to the prior. They start from the one-FFT solution above and are
-preconditioned by it. Without them (iterations = 0) the frame's edges ring into the frame.
+preconditioned by it. Without them (iterations = 0) the frame's edges ring into the frame. Each
+step costs two transforms of every block, and the first two more: at 640x360 two steps restore
+the 24 pixels along the edges as well as four (docs/training.md, "The deconvolution prior"), on
+small frames, nearly all edge, they fall short.
 
 Tiles: a field of blur vectors is a grid of cells over the frame (pooled to tiles about
 settings.tile apart). Tile i's weight is one over its middle and falls as a raised cosine to
@@ -90,8 +93,11 @@ def estimate_noise(frame: torch.Tensor, floor: float = QUANTISATION_NOISE) -> fl
     Gaussian noise, the median over channels; at least `floor`."""
     if min(frame.shape[-2:]) < 3:
         return floor
-    mask = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], device=frame.device)
-    response = torch.nn.functional.conv2d(frame.float()[:, None], mask[None, None])
+    # the mask is [1, -2, 1] down times [1, -2, 1] across: two passes of shifted differences,
+    # where conv2d on one input channel costs ten times as much on the CPU
+    x = frame.float()
+    rows = x[:, :-2] - 2 * x[:, 1:-1] + x[:, 2:]
+    response = rows[:, :, :-2] - 2 * rows[:, :, 1:-1] + rows[:, :, 2:]
     # the mask's norm is 6; median |N(0, 1)| is 0.6745
     sigma = float(response.abs().flatten(1).median(dim=1).values.median()) / (0.6745 * 6)
     return max(sigma, floor)
@@ -155,9 +161,12 @@ def deconvolve(frame: torch.Tensor, kernels: torch.Tensor, confidence: torch.Ten
     ys, xs = _axis_tiles(h, rows, margin, radius, settings.overlap), _axis_tiles(w, cols, margin, radius, settings.overlap)
     linear = to_linear(x)
     tiles = [divmod(t, cols) for t in active]
-    blocks = torch.stack([linear[:, ys.indices[i].to(x.device)][:, :, xs.indices[j].to(x.device)] for i, j in tiles])
+    blocks = torch.stack(_block_views(linear, ys, xs, tiles))
+    # noise in linear light: the code-value noise times the transfer's slope, rms over each block
+    slope_power = (GAMMA * linear.pow((GAMMA - 1) / GAMMA)).square()
+    noise_power = sigma**2 * torch.stack([view.mean() for view in _block_views(slope_power, ys, xs, tiles)])
     observed = torch.stack([ys.observed[i][:, None] & xs.observed[j][None, :] for i, j in tiles]).to(x.device)
-    restored = _restore(blocks, kernels[active], None if correlations is None else correlations[active], observed, sigma, settings)
+    restored = _restore(blocks, kernels[active], None if correlations is None else correlations[active], observed, noise_power, settings)
     result = linear.clone()
     for (i, j), block, c in zip(tiles, restored, trust[active].tolist()):
         (y0, y1), (x0, x1) = ys.spans[i], xs.spans[j]
@@ -176,17 +185,22 @@ def _is_impulse(kernels: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class _Axis:
-    """One axis of the tile grid, per tile: its block's first index (any integer: the frame is
-    mirrored beyond its edges), the block's mirrored indices, which of them the restoration
-    fits (inside the frame, and a kernel radius from the block's edges, where the FFT's
-    wrap-around does not reach), the span of the frame the tile's weight covers, and that
+    """One axis of the tile grid: the blocks' size and, per tile, its block's first index (any
+    integer: the frame is mirrored beyond its edges), which of the block's pixels the
+    restoration fits (inside the frame, and a kernel radius from the block's edges, where the
+    FFT's wrap-around does not reach), the span of the frame the tile's weight covers, and that
     weight over the span."""
 
+    size: int
     starts: list[int]
-    indices: list[torch.Tensor]
     observed: list[torch.Tensor]
     spans: list[tuple[int, int]]
     windows: list[torch.Tensor]
+
+    @property
+    def reach(self) -> tuple[int, int]:
+        """The first index any block covers and one past the last."""
+        return min(self.starts), max(self.starts) + self.size
 
 
 def _axis_tiles(length: int, count: int, margin: int, radius: int, overlap: float) -> _Axis:
@@ -215,8 +229,18 @@ def _axis_tiles(length: int, count: int, margin: int, radius: int, overlap: floa
     offsets = torch.arange(size)
     clear = (offsets >= radius) & (offsets < size - radius)
     observed = [clear & (start + offsets >= 0) & (start + offsets < length) for start in starts]
-    indices = [_mirror(start + offsets, length) for start in starts]
-    return _Axis(starts, indices, observed, spans, windows)
+    return _Axis(size, starts, observed, spans, windows)
+
+
+def _block_views(image: torch.Tensor, ys: _Axis, xs: _Axis, tiles: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Each tile's block of a C x H x W image, mirrored beyond its edges: views of one copy of
+    the image mirrored out to every block's reach (one gather per axis, not two per block)."""
+    (top, bottom), (left, right) = ys.reach, xs.reach
+    rows = _mirror(torch.arange(top, bottom, device=image.device), image.shape[-2])
+    cols = _mirror(torch.arange(left, right, device=image.device), image.shape[-1])
+    mirrored = image[:, rows][:, :, cols]
+    return [mirrored[:, ys.starts[i] - top : ys.starts[i] - top + ys.size, xs.starts[j] - left : xs.starts[j] - left + xs.size]
+            for i, j in tiles]
 
 
 def _fast_size(n: int) -> int:
@@ -242,10 +266,11 @@ def _mirror(index: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def _restore(blocks: torch.Tensor, kernels: torch.Tensor, correlations: torch.Tensor | None, observed: torch.Tensor,
-             noise: float, settings: PriorSettings) -> torch.Tensor:
+             noise_power: torch.Tensor, settings: PriorSettings) -> torch.Tensor:
     """Deconvolve T x C x h x w blocks in linear light, each by its own kernel (T x K x K, with
-    its mean autocorrelation where it is uncertain), for noise of std `noise` in code values,
-    fitting the `observed` pixels (T x h x w) once iterations refine the one-FFT solution."""
+    its mean autocorrelation where it is uncertain), for noise of power `noise_power` (T, in
+    linear light), fitting the `observed` pixels (T x h x w) once iterations refine the one-FFT
+    solution."""
     shape = blocks.shape[-2:]
     otf = _transfer(kernels, shape)
     exact = otf.abs().square()
@@ -253,7 +278,7 @@ def _restore(blocks: torch.Tensor, kernels: torch.Tensor, correlations: torch.Te
     power = exact if correlations is None else _transfer(correlations, shape).real.maximum(exact)
     centre = kernels.shape[-1] - 1
     gain = kernels.square().sum(dim=(1, 2)) if correlations is None else correlations[:, centre, centre]
-    lam = _regularisation(blocks, gain, noise, settings)[:, None, None]
+    lam = _regularisation(blocks, gain, noise_power, settings)[:, None, None]
     prior = lam * _gradient_power(shape, blocks.device) * ((1 - power).clamp_min(0) if settings.keep_passed else 1)
     spectrum = torch.fft.rfft2(blocks) * (otf.conj() / (power + prior))[:, None]
     if settings.iterations:
@@ -270,7 +295,8 @@ def _refine(spectrum: torch.Tensor, y: torch.Tensor, observed: torch.Tensor, otf
     (Reeves 2005). Preconditioned by the circulant solve, exact where all is observed. In the
     Fourier domain: two FFTs a step."""
     shape = y.shape[-2:]
-    h, hc, penalty = otf[:, None], otf.conj()[:, None], penalty[:, None]
+    # conj() is a lazy view that every product with it would materialise again
+    h, hc, penalty = otf[:, None], otf.conj().resolve_conj()[:, None], penalty[:, None]
     inverse = 1 / (otf.abs().square()[:, None] + penalty)
     # rfft2 holds half the spectrum: the other half's columns count twice in a sum over all
     weight = torch.full(spectrum.shape[-1:], 2.0, device=y.device)
@@ -284,7 +310,8 @@ def _refine(spectrum: torch.Tensor, y: torch.Tensor, observed: torch.Tensor, otf
     def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (weight * (a * b.conj()).real).sum(dim=(-2, -1), keepdim=True)
 
-    residual = hc * torch.fft.rfft2(observed * y) - normal(spectrum)
+    # K' O y - (K' O K x + P x), the first two terms through one transform
+    residual = hc * torch.fft.rfft2(observed * (y - torch.fft.irfft2(h * spectrum, s=shape))) - penalty * spectrum
     z = inverse * residual
     direction, rz = z, dot(residual, z)
     for _ in range(iterations):
@@ -298,15 +325,12 @@ def _refine(spectrum: torch.Tensor, y: torch.Tensor, observed: torch.Tensor, otf
     return spectrum
 
 
-def _regularisation(blocks: torch.Tensor, gain: torch.Tensor, noise: float, settings: PriorSettings) -> torch.Tensor:
+def _regularisation(blocks: torch.Tensor, gain: torch.Tensor, noise_power: torch.Tensor, settings: PriorSettings) -> torch.Tensor:
     """lambda per block (the module's docstring): strength x the noise power over the sharp
     tile's gradient power, both in linear light; or settings.nsr for all. `gain` is each
     kernel's mean E|H|^2 over all frequencies."""
     if settings.nsr is not None:
         return torch.full((len(blocks),), settings.nsr, device=blocks.device)
-    # noise in linear light: the code-value noise times the transfer's slope, rms over the block
-    slope = GAMMA * blocks.clamp_min(0).pow((GAMMA - 1) / GAMMA)
-    noise_power = noise**2 * slope.square().mean(dim=(1, 2, 3))
     dx = blocks[..., :, 1:] - blocks[..., :, :-1]
     dy = blocks[..., 1:, :] - blocks[..., :-1, :]
     blurred_gradient = dx.square().mean(dim=(1, 2, 3)) + dy.square().mean(dim=(1, 2, 3))

@@ -60,13 +60,25 @@ def path_kernels(offsets: torch.Tensor, size: int | None = None) -> torch.Tensor
     pixels). Returns ... x K x K, each summing to one."""
     if size is None:
         size = kernel_size(float(offsets.detach().abs().max()) if offsets.numel() else 0.0)
-    taps = torch.arange(size, dtype=offsets.dtype, device=offsets.device) - size // 2
     # k(q) = mean_s cubic(qx + dx_s) cubic(qy + dy_s): separable per sample, summed by einsum
-    wx = cubic(taps + offsets[..., 0:1])  # ... x S x K
-    wy = cubic(taps + offsets[..., 1:2])
+    wx = _splat_weights(offsets[..., 0], size)  # ... x S x K
+    wy = _splat_weights(offsets[..., 1], size)
     kernel = torch.einsum("...sy,...sx->...yx", wy, wx) / offsets.shape[-2]
     # the cubic weights of any position sum to one: renormalising only removes rounding
     return kernel / kernel.sum(dim=(-2, -1), keepdim=True)
+
+
+def _splat_weights(offsets: torch.Tensor, size: int) -> torch.Tensor:
+    """cubic(q + d) for each offset d (...) and kernel index q - size // 2 (... x K). Only the
+    four taps around -d are nonzero: they alone are evaluated (the cubic at every tap was
+    most of kernel_moments' time), then placed; taps beyond the kernel are dropped."""
+    position = size // 2 - offsets  # where the mass lies, in kernel indices
+    first = torch.floor(position) - 1
+    index = first[..., None] + torch.arange(4, device=offsets.device, dtype=offsets.dtype)
+    weights = cubic(index - position[..., None])
+    inside = (index >= 0) & (index < size)
+    dense = torch.zeros(*offsets.shape, size, dtype=offsets.dtype, device=offsets.device)
+    return dense.scatter_add_(-1, index.clamp(0, size - 1).long(), torch.where(inside, weights, torch.zeros_like(weights)))
 
 
 def line_kernels(chords: torch.Tensor, size: int | None = None) -> torch.Tensor:
