@@ -165,7 +165,7 @@ def motion_table(rows: list[MotionRow]) -> str:
     for row in rows:
         lines.append(f"{row.condition:<10} {f'{row.clips} x {row.frames}':>14}  {100 * row.confident:>8.0f}%  {cell(row.length, ' %'):<16}"
                      f"  {cell(row.axis, ' deg'):<16}  {cell(row.auto_length, ' %'):<20}")
-    lines += [f"Blur predicted from the neighbours (displacement x the clip's true shutter / 2) against the camera path's exposure chords,",
+    lines += ["Blur predicted from the neighbours (displacement x the clip's true shutter / 2) against the camera path's exposure chords,",
               f"on tiles of confidence >= {CONFIDENT:g}: median / 80th percentile of the length error (% of the true length) and of the",
               "axis error (degrees, modulo 180); auto shutter: the length error at the shutter judged from the frames (n/a: not yet).",
               "Not measured: shake (independent kernels, not the camera path's) and none."]
