@@ -112,11 +112,16 @@ def test_the_command_prints_one_table_of_every_condition(material, tmp_path, tin
     assert [line.split()[0] for line in lines[1:7]] == ["mild", "medium", "strong", "shake", "none", "coherent"]
     report = json.loads(json_path.read_text())
     rows = {r["condition"]: r for r in report["rows"]}
-    assert set(rows["mild"]["restored"]) == {"stage 1", "both stages"}
-    assert set(rows["mild"]["vmaf"]) == {"blurred", "unsharp", "stage 1", "both stages"}
+    variants = {"stage 1", "both stages", "prior (estimated motion)", "prior (true path)"}
+    assert set(rows["mild"]["restored"]) == variants
+    assert set(rows["mild"]["vmaf"]) == {"blurred", "unsharp", *variants}
     assert all(isinstance(v, float) for v in rows["mild"]["vmaf"].values()) and "VMAF (vmaf_v0.6.1" in done.stdout
     assert rows["strong"]["unsharp"] >= rows["strong"]["blurred"]
     assert (tmp_path / "out" / "both-stages" / "strong" / "photo0.mkv").is_file()
+    assert (tmp_path / "out" / "prior-true-path" / "strong" / "photo0.mkv").is_file()
+    assert [row["condition"] for row in report["motion"]] == ["mild", "medium", "strong"]
+    motion_table = done.stdout.split("\n\n")[2].splitlines()
+    assert motion_table[0].startswith("motion") and [line.split()[0] for line in motion_table[1:4]] == ["mild", "medium", "strong"]
 
 
 def test_missing_material_is_one_line(tmp_path):

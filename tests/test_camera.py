@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsdeblur.blur import camera
+from vsdeblur.blur import camera, truth
 from vsdeblur.train.data import BlurRecipe, DeadLeavesSource, Mixture
 
 STRAIGHT = dict(wobble=0.0, max_roll=0.0, max_zoom=0.0, jerk_probability=0.0)
@@ -96,3 +96,23 @@ def test_training_pairs_filmed_by_the_camera():
     again = mixture.batch(seed=1, step=0, batch=2, size=32, frames=3)
     assert np.array_equal(again[0], blurred) and np.array_equal(again[1], sharp)
     assert not np.allclose(blurred, sharp, atol=0.02)
+
+
+def test_the_true_chord_and_displacement_are_what_the_camera_filmed_where_it_filmed_them():
+    # a spot 40 px left of the view's centre, the camera rolling: there the blur is longer than
+    # at the centre, and the truth must say so
+    spec = camera.CameraSpec(min_length=2.0, max_length=2.0, wobble=0.0, jerk_probability=0.0, max_roll=8.0, max_zoom=0.0)
+    path = camera.draw_path(np.random.default_rng(3), spec, 3)
+    blurred, sharp = camera.film(dot_scene(), path, 3, (128, 128), centre=(120.0, 80.0))
+    spot = truth.view_positions(centroid(sharp[1]), (128, 128))
+    chord = truth.exposure_chords(path, 1, spot)
+    assert np.linalg.norm(chord) > 2 * np.linalg.norm(truth.exposure_chords(path, 1, np.zeros(2)))
+    assert length_of(blurred[1], sharp[1]) == pytest.approx(np.linalg.norm(chord), rel=0.05)
+    np.testing.assert_allclose(truth.displacements(path, 1, spot), centroid(sharp[2]) - centroid(sharp[0]), atol=0.1)
+
+
+def centroid(frame: torch.Tensor) -> np.ndarray:
+    """Where a filmed spot's light is (x, y pixels)."""
+    light = frame[0].double().pow(camera.GAMMA)
+    y, x = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in light.shape), indexing="ij")
+    return np.array([float((light * x).sum() / light.sum()), float((light * y).sum() / light.sum())])

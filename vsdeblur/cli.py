@@ -279,7 +279,9 @@ def benchmark(material, weights, output, clips, frames, size, json_path) -> None
     """Judge a model on camera-like blur it never trained on: mild, medium and strong blur from
     a camera moving along a continuous path, independent per-frame shake, and no blur at all;
     restored through vsdeblur-stream's defaults (stage 1 alone and both stages), against the
-    blurred input and the best unsharp mask, by PSNR and VMAF (docs/training.md)."""
+    blurred input, the best unsharp mask and the deconvolution prior alone (from the estimated
+    motion and from the true camera path), by PSNR and VMAF; and the motion estimator's blur
+    error against the camera path's (docs/training.md)."""
     from vsdeblur.measure.quality import Setup, run
 
     if weights is not None and not weights.is_file():

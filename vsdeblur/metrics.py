@@ -9,6 +9,9 @@ PSNR and SSIM with the deblurring papers' conventions (GoPro, REDS):
   valid region only, per channel, then averaged over the channels;
 - clip scores are means of per-frame scores.
 
+A predicted blur chord against the true one (the motion estimator's, `vsdeblur benchmark`):
+its length error in % of the true length, its axis error in degrees.
+
 VMAF, the encoding world's perceptual score (0-100), by libvmaf through PyAV's filter graph
 (`VmafMeter`, `clip_vmaf`): model vmaf_v0.6.1, on the luma of the 8-bit RGB frames converted
 as a player converts untagged video; a clip's score is the mean of its per-frame scores.
@@ -213,3 +216,21 @@ def _yuv(image: np.ndarray, index: int) -> av.VideoFrame:
 
 def _size(image: np.ndarray) -> str:
     return f"{image.shape[1]}x{image.shape[0]}"
+
+
+# ---- blur chords: a predicted blur against the true one ---------------------------------------
+
+
+def chord_length_error(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """How far each predicted chord's length (N x 2 chords, pixels) is from the true one's, in %
+    of the true length (N,)."""
+    true_length = np.linalg.norm(true, axis=-1)
+    return 100 * np.abs(np.linalg.norm(predicted, axis=-1) - true_length) / true_length
+
+
+def chord_axis_error(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """The angle between each predicted chord's axis and the true one's (N x 2 chords), in
+    degrees, 0..90: an axis is a direction modulo 180 degrees, as a straight blur shows it."""
+    # from the cross and dot products: exact near 0 and 90 degrees, where arccos of a cosine is not
+    cross = predicted[..., 0] * true[..., 1] - predicted[..., 1] * true[..., 0]
+    return np.degrees(np.arctan2(np.abs(cross), np.abs((predicted * true).sum(axis=-1))))

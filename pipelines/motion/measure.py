@@ -48,15 +48,15 @@ sys.path.insert(0, str(REPO))
 
 from vsdeblur.motion import Motion, combine, estimate, estimate_pair, prepare  # noqa: E402
 from vsdeblur.motion.synthetic import Warp  # noqa: E402
-from vsdeblur.blur import camera  # noqa: E402
+from vsdeblur.blur import camera, truth  # noqa: E402
+from vsdeblur.measure.motion_prior import CONFIDENT, to_luma  # noqa: E402
+from vsdeblur.metrics import chord_axis_error, chord_length_error  # noqa: E402
 
 CLIP = REPO / "vsdeblur" / "data" / "bigbuckbunny.mp4"
 SIZE = (360, 640)  # h, w
 CONDITIONS = {"mild": (1.0, 3.0), "medium": (5.0, 9.0), "strong": (12.0, 18.0)}
 WARPS = [Warp(0.5, 0.25), Warp(3.37, -1.62), Warp(-11.3, 7.85), Warp(roll=0.5), Warp(zoom=1.01),
          Warp(2.2, 1.3, 0.3, 0.995), Warp(25.4, -17.2, 0.4, 1.01)]
-CONFIDENT = 0.5
-LUMA = torch.tensor([0.2126, 0.7152, 0.0722])  # BT.709
 
 
 def scenes(indices: list[int]) -> list[torch.Tensor]:
@@ -69,11 +69,6 @@ def scenes(indices: list[int]) -> list[torch.Tensor]:
             if i >= max(indices):
                 break
     return found
-
-
-def to_luma(rgb: torch.Tensor) -> torch.Tensor:
-    """8-bit luma of an RGB picture in [0, 1], as a video stores it."""
-    return (torch.einsum("c...,c->...", rgb, LUMA) * 255).round() / 255
 
 
 # ---- known warps -----------------------------------------------------------------------------
@@ -104,47 +99,6 @@ def warp_errors(pictures: list[torch.Tensor], reversed: bool = False, **options)
 # ---- the camera model ------------------------------------------------------------------------
 
 
-def snapped(path: camera.CameraPath, t: float) -> np.ndarray:
-    """The pose of frame t's mid-exposure view as film() renders it: moved onto whole pixels."""
-    pose = path.at(np.array([t]))[0]
-    return np.concatenate([np.round(pose[:2]), pose[2:]])
-
-
-def view_offset(pose: np.ndarray, scene: np.ndarray) -> np.ndarray:
-    """Where scene points (N x 2, relative to the path's origin) appear in a view (offsets from
-    its centre): the inverse of the view's map p -> (dx, dy) + R(roll) p / zoom."""
-    roll, zoom = pose[2], np.exp(pose[3])
-    c, s = np.cos(roll), np.sin(roll)
-    q = scene - pose[:2]
-    return zoom * np.stack([c * q[:, 0] + s * q[:, 1], -s * q[:, 0] + c * q[:, 1]], axis=1)
-
-
-def scene_point(pose: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    roll, zoom = pose[2], np.exp(pose[3])
-    c, s = np.cos(roll), np.sin(roll)
-    return pose[:2] + np.stack([c * offset[:, 0] - s * offset[:, 1], s * offset[:, 0] + c * offset[:, 1]], axis=1) / zoom
-
-
-def truth(path: camera.CameraPath, centres: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """At tile centres (N x 2, pixels of frame 1): the content's displacement from frame 0 to
-    frame 2 (sharp views, as rendered), and frame 1's exposure chord."""
-    h, w = size
-    offsets = centres - np.array([(w - 1) / 2, (h - 1) / 2])
-    middle = snapped(path, 1.0)
-    points = scene_point(middle, offsets)
-    displacement = view_offset(snapped(path, 2.0), points) - view_offset(snapped(path, 0.0), points)
-    shift = middle - path.at(np.array([1.0]))[0]  # film moves the whole exposure with its middle
-    start, end = (path.at(np.array([1.0 + k * path.shutter / 2]))[0] + shift for k in (-1, 1))
-    chord = view_offset(end, points) - view_offset(start, points)
-    return displacement, chord
-
-
-def axis_error(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Angle between two lines (directions modulo 180 degrees), degrees."""
-    cosine = np.abs((predicted * true).sum(axis=1)) / (np.linalg.norm(predicted, axis=1) * np.linalg.norm(true, axis=1) + 1e-12)
-    return np.degrees(np.arccos(np.clip(cosine, 0, 1)))
-
-
 _FILMED: dict[tuple, tuple[camera.CameraPath, list[torch.Tensor]]] = {}
 
 
@@ -168,19 +122,17 @@ def camera_errors(pictures: list[torch.Tensor], condition: tuple[float, float], 
         motion = middle_motion(lumas, **options)
         keep = (motion.confidence >= CONFIDENT).reshape(-1).numpy()
         found["confident"].append(keep.mean())
-        centres = motion.centres.reshape(-1, 2).double().numpy()[keep]
+        positions = truth.view_positions(motion.centres.reshape(-1, 2).double().numpy()[keep], SIZE)
         predicted = motion.displacement.reshape(-1, 2).double().numpy()[keep]
-        true_displacement, chord = truth(path, centres, SIZE)
+        true_displacement, chord = truth.displacements(path, 1, positions), truth.exposure_chords(path, 1, positions)
         found["displacement"].append(np.linalg.norm(predicted - true_displacement, axis=1))
-        true_length = np.linalg.norm(chord, axis=1)
         for key, shutter in (("length", path.shutter), ("length_180", 0.5)):
-            blur = predicted * shutter / 2
-            found[key].append(100 * np.abs(np.linalg.norm(blur, axis=1) - true_length) / true_length)
-        found["axis"].append(axis_error(predicted, chord))
+            found[key].append(chord_length_error(predicted * shutter / 2, chord))
+        found["axis"].append(chord_axis_error(predicted, chord))
         # the same prediction from the true displacement: what the path's unsteadiness alone costs
         oracle = true_displacement * path.shutter / 2
-        found["oracle_length"].append(100 * np.abs(np.linalg.norm(oracle, axis=1) - true_length) / true_length)
-        found["oracle_axis"].append(axis_error(oracle, chord))
+        found["oracle_length"].append(chord_length_error(oracle, chord))
+        found["oracle_axis"].append(chord_axis_error(oracle, chord))
     result = {key: np.concatenate(value) for key, value in found.items() if key != "confident"}
     result["confident"] = float(np.mean(found["confident"]))
     return result

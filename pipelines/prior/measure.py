@@ -10,8 +10,9 @@ conditions mild, medium, strong and none) at 640x360, F frames; with the photogr
 are the benchmark's own clips.
 
 For each frame, the blur vector field is the true exposure chord on the motion estimator's grid
-(10 x 19 cells at 640x360): where the scene point seen at a cell's centre lies at the start and
-at the end of the exposure (quality.condition_path gives the path each clip was filmed along).
+(10 x 19 cells at 640x360): how far the content seen at a cell's centre moves from the start to
+the end of the exposure (vsdeblur.blur.truth, along the path quality.filmed_path says the clip
+was filmed along).
 "Perturbed" scales every chord of a frame by one draw of lognormal(0, 0.15) and turns it by one
 draw of N(0, 8 degrees), about the estimator's error (the path's own unsteadiness, common to the
 frame, is most of it). Scores are 8-bit RGB PSNR gains over the blurred input
@@ -42,6 +43,7 @@ import av
 import numpy as np
 import torch
 
+from vsdeblur.blur import truth
 from vsdeblur.measure import quality
 from vsdeblur.metrics import psnr
 from vsdeblur.prior import PriorSettings, deblur, path_kernels
@@ -79,18 +81,12 @@ def photographs(material: Path | None, clips: int) -> dict[str, np.ndarray]:
     return found
 
 
-def centres(size: tuple[int, int], grid: tuple[int, int]) -> list[list[tuple[float, float]]]:
-    """Each cell's centre relative to the view's centre (x, y), row by row."""
-    (w, h), (rows, cols) = size, grid
-    return [[((j + 0.5) * w / cols - w / 2, (i + 0.5) * h / rows - h / 2) for j in range(cols)] for i in range(rows)]
-
-
 def chord_field(path, frame: int, size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
-    """The exposure chord at each cell's centre: rows x cols x 2 (dx, dy pixels)."""
-    ends = path.at(np.array([frame - path.shutter / 2, frame + path.shutter / 2]))
-    middle = path.at(np.array([float(frame)]))[0]
-    chord = lambda at: (lambda start, end: end - start)(*pose_offsets(ends, at, middle))  # noqa: E731
-    return torch.stack([torch.stack([chord(at) for at in row]) for row in centres(size, grid)])
+    """The exposure chord at each cell's centre: rows x cols x 2 (dx, dy pixels), with the sign
+    of the camera's motion, as the table in docs/training.md was measured: the content's (the
+    estimator's sign) is its opposite, and the prior's drawn paths are not quite symmetric, so a
+    single frame's score moves by up to a few tenths of a dB with the sign."""
+    return -torch.from_numpy(truth.exposure_chords(path, frame, truth.cell_centres(size[::-1], grid))).float()
 
 
 def path_field(path, frame: int, size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
@@ -98,7 +94,8 @@ def path_field(path, frame: int, size: tuple[int, int], grid: tuple[int, int]) -
     bends and changes of speed included): rows x cols x K x K."""
     poses = path.exposure(frame, float(np.hypot(*size)) / 2)
     middle = path.at(np.array([float(frame)]))[0]
-    return path_kernels(torch.stack([torch.stack([pose_offsets(poses, at, middle) for at in row]) for row in centres(size, grid)]))
+    return path_kernels(torch.stack([torch.stack([pose_offsets(poses, tuple(at), middle) for at in row])
+                                     for row in truth.cell_centres(size[::-1], grid)]))
 
 
 def perturbed(field: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -144,9 +141,8 @@ def measure(photos: dict[str, np.ndarray], frames: int, log=print) -> dict[str, 
     results: dict[str, dict[str, list[float]]] = {}
     for index, (name, photo) in enumerate(photos.items()):
         for condition in (c for c in quality.CONDITIONS if c.name in dict(ROWS)):
-            number = quality.CONDITIONS.index(condition)
-            seed = [quality.SEED, index, number]  # the benchmark's own: its clips, given its photographs
-            path = quality.condition_path(condition, np.random.default_rng(seed), frames)
+            seed = quality.clip_seed(index, condition)  # the benchmark's own: its clips, given its photographs
+            path = quality.filmed_path(index, condition, frames)
             blurred, sharp = quality.film_clip(photo, condition, np.random.default_rng(seed), frames, SIZE)
             for row, sigma in ((row_name(c, n), n) for c, n in ROWS if c == condition.name):
                 log(f"{name}, {row}")

@@ -115,7 +115,7 @@ def reach(path: CameraPath, frames: int, size: tuple[int, int]) -> tuple[np.ndar
     corners = np.array([[-w, -h], [w, -h], [-w, h], [w, h]], np.float64) / 2
     times = np.arange(frames)[:, None] + np.linspace(-0.5, 0.5, 9)[None] * path.shutter
     poses = path.at(times.ravel())
-    points = _scene_points(poses, corners)
+    points = scene_points(poses, corners)
     return points.min(axis=(0, 1)), points.max(axis=(0, 1))
 
 
@@ -131,7 +131,7 @@ def _affine(poses: np.ndarray) -> np.ndarray:
     return affine
 
 
-def _scene_points(poses: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def scene_points(poses: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Scene positions (relative to the path's origin) of view offsets under each pose:
     len(poses) x len(offsets) x 2."""
     return np.concatenate([offsets, np.ones((len(offsets), 1))], axis=1)[None] @ _affine(poses)
@@ -156,6 +156,15 @@ def views(scene: torch.Tensor, poses: np.ndarray, centre: tuple[float, float], s
     return tall[0].unflatten(1, (len(poses), h)).transpose(0, 1)
 
 
+def exposure_snap(path: CameraPath, frame: int) -> np.ndarray:
+    """The pose shift (4,) that film() gives frame `frame`'s whole exposure: it moves the
+    mid-exposure pose's translation onto whole pixels."""
+    middle = path.at(np.array([float(frame)]))[0]
+    snap = np.zeros(4)
+    snap[:2] = np.round(middle[:2]) - middle[:2]
+    return snap
+
+
 def film(scene: torch.Tensor, path: CameraPath, frames: int, size: tuple[int, int], centre: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Film a still scene (C x H x W, code values in [0, 1]) along `path`: (blurred, sharp),
     each frames x C x h x w. Each blurred frame is the linear-light mean of its exposure's
@@ -176,8 +185,7 @@ def film(scene: torch.Tensor, path: CameraPath, frames: int, size: tuple[int, in
         # falls on whole pixels: the sharp reference is then the scene's own pixels, not a
         # resampled (softened) copy, and the frame-to-frame motion changes imperceptibly.
         middle = path.at(np.array([float(t)]))
-        snap = np.zeros(4)
-        snap[:2] = np.round(middle[0, :2]) - middle[0, :2]
+        snap = exposure_snap(path, t)
         blurred.append(views(linear, path.exposure(t, radius) + snap, centre, size).clamp_min(0).mean(dim=0))
         sharp.append(views(linear, middle + snap, centre, size)[0].clamp_min(0))
     encode = lambda x: torch.stack(x).clamp(0, 1).pow(1 / GAMMA)  # noqa: E731

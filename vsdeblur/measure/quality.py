@@ -6,15 +6,17 @@ The set is deterministic: every photograph of the material folder (sorted by nam
 `frames` frames at `size`, and written losslessly (FFV1, RGB) with its sharp reference (the
 mid-exposure views). The clips are restored through vsdeblur-stream with its defaults, once
 with stage 1 alone and once with both stages, and scored as `vsdeblur eval` scores (8-bit RGB
-PSNR and VMAF, means of per-frame scores). Baselines: the blurred input, and the best unsharp
+PSNR and VMAF, means of per-frame scores). Baselines: the blurred input, the best unsharp
 mask of a grid (chosen per condition by PSNR on the set itself: an oracle, so it is a floor, not
-a rival).
+a rival), and the deconvolution prior alone, from the estimated motion and from the true
+camera path, with a table of the motion estimator's blur error (motion_prior.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -76,7 +78,7 @@ class Row:
     blurred: float
     unsharp: float
     unsharp_setting: tuple[float, float]
-    restored: dict[str, float] = field(default_factory=dict)  # "stage 1" / "both stages" -> PSNR
+    restored: dict[str, float] = field(default_factory=dict)  # variant ("stage 1", "prior (true path)", ...) -> PSNR
     # VMAF of "blurred", "unsharp" (the setting chosen by PSNR) and each variant; None where the
     # frames are too small for VMAF, and for the unblurred input and its unsharp mask
     vmaf: dict[str, float | None] = field(default_factory=dict)
@@ -94,6 +96,18 @@ def photos_of(material: Path, clips: int) -> list[Path]:
 
 
 # ---- the set ---------------------------------------------------------------------------------
+
+
+def clip_seed(photo_index: int, condition: Condition) -> list[int]:
+    """The seed of the clip of the `photo_index`-th photograph under `condition`: film_clip draws
+    that clip from a generator seeded with it."""
+    return [SEED, photo_index, CONDITIONS.index(condition)]
+
+
+def filmed_path(photo_index: int, condition: Condition, frames: int) -> CameraPath:
+    """The camera path the set's clip of the `photo_index`-th photograph under `condition` was
+    filmed along (its exposures' true blur: vsdeblur.blur.truth)."""
+    return condition_path(condition, np.random.default_rng(clip_seed(photo_index, condition)), frames)
 
 
 def condition_path(condition: Condition, rng: np.random.Generator, frames: int) -> CameraPath:
@@ -159,8 +173,8 @@ def build_set(setup: Setup, photos: list[Path], log=print) -> None:
     for index, photo_path in enumerate(photos):
         log(f"filming {photo_path.name} ({index + 1}/{len(photos)})")
         photo = read_image(photo_path)
-        for number, condition in enumerate(CONDITIONS):
-            rng = np.random.default_rng([SEED, index, number])
+        for condition in CONDITIONS:
+            rng = np.random.default_rng(clip_seed(index, condition))
             blurred, sharp = film_clip(photo, condition, rng, setup.frames, setup.size)
             write_lossless(root / condition.name / f"{photo_path.stem}.sharp.mkv", sharp)
             write_lossless(root / condition.name / f"{photo_path.stem}.blurred.mkv", blurred)
@@ -228,13 +242,19 @@ def restore(setup: Setup, photos: list[Path], variants: dict[str, dict[str, Any]
         for condition in CONDITIONS:
             for photo in photos:
                 source = setup.output / "set" / condition.name / f"{photo.stem}.blurred.mkv"
-                target = setup.output / _slug(name) / condition.name / f"{photo.stem}.mkv"
+                target = restored_path(setup, name, condition, photo)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 stream(source, target, values, engine=engine, overwrite=True, progress=False)
 
 
+def restored_path(setup: Setup, variant: str, condition: Condition, photo: Path) -> Path:
+    """Where a variant's restoration of one clip of the set goes."""
+    return setup.output / _slug(variant) / condition.name / f"{photo.stem}.mkv"
+
+
 def _slug(name: str) -> str:
-    return name.replace(" ", "-")
+    """A variant's name as a folder name: "stage 1" -> stage-1, "prior (true path)" -> prior-true-path."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def score(setup: Setup, photos: list[Path], variants: list[str]) -> Iterator[Row]:
@@ -251,7 +271,7 @@ def score(setup: Setup, photos: list[Path], variants: list[str]) -> Iterator[Row
                 for setting, value in unsharp_scores(blurred, sharp).items():
                     unsharp.setdefault(setting, []).append(value)
             for variant in variants:
-                restored = decoded_frames(setup.output / _slug(variant) / condition.name / f"{photo.stem}.mkv")
+                restored = decoded_frames(restored_path(setup, variant, condition, photo))
                 restored_scores[variant].append(clip_psnr(restored, sharp))
                 vmaf_scores[variant].append(clip_vmaf_of(restored, sharp))
         best = max(unsharp, key=lambda s: np.mean(unsharp[s])) if unsharp else (0.0, 0.0)
@@ -305,33 +325,41 @@ def _metric_table(rows: list[MetricRow], variants: list[str], settings: dict[str
             return "     -"
         return f"{value:6.2f} ({value - base:+.2f})" if base is not None and np.isfinite(base) else f"{value:6.2f}"
 
-    lines = [f"{'condition':<10} {'blurred':>8}  {'best unsharp mask':<24}" + "".join(f"  {v:<15}" for v in variants)]
+    def columns(cells: list[str]) -> str:  # each variant's column as wide as its name, 15 at least
+        return "".join(f"  {text:<{max(15, len(v))}}" for v, text in zip(variants, cells, strict=True))
+
+    lines = [f"{'condition':<10} {'blurred':>8}  {'best unsharp mask':<24}" + columns(variants)]
     for condition, blurred, unsharp, restored in rows:
         if condition == "none":
-            lines.append(f"{'none':<10} {'-':>8}  {'(against the original)':<24}" + "".join(f"  {cell(restored[v], None) + unit:<15}" for v in variants))
+            lines.append(f"{'none':<10} {'-':>8}  {'(against the original)':<24}" + columns([cell(restored[v], None) + unit for v in variants]))
             continue
         sigma, amount = settings[condition]
         lines.append(f"{condition:<10} {cell(blurred, None):>8}  {cell(unsharp, blurred) + f' s{sigma:g} a{amount:g}':<24}"
-                     + "".join(f"  {cell(restored[v], blurred):<15}" for v in variants))
+                     + columns([cell(restored[v], blurred) for v in variants]))
     coherent = [row for row in rows if row.condition in COHERENT]
     if coherent:
         blurred = _mean_or_none([row.blurred for row in coherent])
         unsharp = _mean_or_none([row.unsharp for row in coherent])
         lines.append(f"{'coherent':<10} {cell(blurred, None):>8}  {cell(unsharp, blurred):<24}"
-                     + "".join(f"  {cell(_mean_or_none([row.restored[v] for row in coherent]), blurred):<15}" for v in variants))
+                     + columns([cell(_mean_or_none([row.restored[v] for row in coherent]), blurred) for v in variants]))
     lines.append(legend)
     return "\n".join(lines)
 
 
 def run(setup: Setup, weights: Path | None, log=print) -> tuple[str, dict]:
-    """Build (or reuse) the set, restore it with stage 1 alone and with both stages, score it."""
+    """Build (or reuse) the set, restore it with stage 1 alone, with both stages and with the
+    deconvolution prior alone (estimated and true motion), score it; measure the motion."""
+    from vsdeblur.measure import motion_prior  # here: it imports this module
+
     photos = photos_of(setup.material, setup.clips)
     build_set(setup, photos, log)
     variants = {"stage 1": {"weights": weights, "stage": 1}, "both stages": {"weights": weights}}
     restore(setup, photos, variants, log)
-    rows = list(score(setup, photos, list(variants)))
+    motion_rows = motion_prior.run(setup, photos, log)
+    names = [*variants, *motion_prior.PRIOR_VARIANTS]
+    rows = list(score(setup, photos, names))
     report = {"set": setup.describe(photos), "weights": str(weights) if weights else "default",
-              "rows": [asdict(r) for r in rows]}
-    text = table(rows, list(variants))
+              "rows": [asdict(r) for r in rows], "motion": [asdict(r) for r in motion_rows]}
+    text = f"{table(rows, names)}\n\n{motion_prior.motion_table(motion_rows)}"
     reason = vmaf_unavailable(*setup.size)
     return (text if reason is None else f"{text}\nno VMAF: {reason}"), report
