@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from vsdeblur.engine.tiling import pad_to_multiple
 from vsdeblur.engine.window import luma
 from vsdeblur.models.stage1 import BLUR_UNIT
-from vsdeblur.motion import DEFAULT_SHUTTER, Motion, estimate, shutter_evidence
+from vsdeblur.motion import (DEFAULT_SHUTTER, Motion, PairMotion, PreparedFrame, combine, estimate_pair, prepare,
+                             shutter_evidence, still)
 from vsdeblur.prior import deblur
 
 Planes = np.ndarray | Sequence[np.ndarray]  # an H x W x 3 frame or its three H x W planes
@@ -35,10 +36,16 @@ class PriorInputs:
 
     shutter: the `shutter` option (a share of the frame interval, or "auto"); multiple and
     memory_format: how the engine pads and lays out its frames; note: called with BLIND_NOTE
-    when a frame has no neighbour."""
+    when a frame has no neighbour.
+
+    A stream hands consecutive frames over as the same objects from call to call: each frame
+    is prepared once and each interval measured once (the last few are kept, by identity).
+    Random access hands new objects and measures afresh; both measure the same way
+    (motion_of), so every door gives a frame the same motion."""
 
     def __init__(self, shutter: float | str, multiple: int, memory_format: torch.memory_format, note: Callable[[str], None]) -> None:
         self.shutter, self.multiple, self.memory_format, self.note = shutter, multiple, memory_format, note
+        self.intervals = Intervals()
 
     def __call__(self, x: torch.Tensor, current: Planes, previous: Planes | None, following: Planes | None) -> torch.Tensor:
         """x: the current frame as the engine uploaded it (1 x 3 x H' x W' in [-1, 1], padded);
@@ -46,19 +53,61 @@ class PriorInputs:
         1 x len(PRIOR_CHANNELS) x H' x W', padded as x is."""
         height, width = _size(current)
         frame = (x[0, :, :height, :width].float() + 1) / 2
-        lumas = [None if f is None else _luma(f, x.device) for f in (previous, current, following)]
         if previous is None and following is None:
             self.note(BLIND_NOTE)
-        planes = prior_planes(frame, lumas, self.shutter)[None].contiguous(memory_format=self.memory_format)
+        frames = [None if f is None else self.intervals.prepared(f, lambda f=f: _luma(f, x.device)) for f in (previous, current, following)]
+        motion = motion_of(*frames, pair=self.intervals.pair)
+        planes = prior_planes(frame, motion, self.shutter)[None].contiguous(memory_format=self.memory_format)
         return pad_to_multiple(planes, self.multiple)
 
 
-def prior_planes(frame: torch.Tensor, lumas: Sequence[torch.Tensor | None], shutter: float | str) -> torch.Tensor:
-    """The PRIOR_CHANNELS planes (len x H x W) of a 3 x H x W frame in [0, 1], from the luma
-    (H x W in [0, 1]) of its previous frame, itself and its next frame (None: no neighbour on
-    that side) and the `shutter` option: the engine's and the trainer's one way."""
+
+class Intervals:
+    """Prepared frames and measured intervals, the last KEPT of each, by the identity of the
+    objects they were made from: consecutive calls along a video prepare each frame once and
+    measure each interval once. The objects are held, so an identity is never reused."""
+
+    KEPT = 3  # a stream's window of t-1 .. t+1
+
+    def __init__(self) -> None:
+        self._prepared: list[tuple[object, PreparedFrame]] = []
+        self._pairs: list[tuple[PreparedFrame, PreparedFrame, PairMotion]] = []
+
+    def prepared(self, frame: object, luma_of: Callable[[], torch.Tensor]) -> PreparedFrame:
+        """`frame` prepared (from luma_of()), once while it is among the last KEPT."""
+        for held, prepared_ in self._prepared:
+            if held is frame:
+                return prepared_
+        prepared_ = prepare(luma_of())
+        self._prepared = [*self._prepared[1 - self.KEPT :], (frame, prepared_)]
+        return prepared_
+
+    def pair(self, current: PreparedFrame, other: PreparedFrame) -> PairMotion:
+        """estimate_pair(current, other), once while it is among the last KEPT."""
+        for a, b, pair in self._pairs:
+            if a is current and b is other:
+                return pair
+        pair = estimate_pair(current, other)
+        self._pairs = [*self._pairs[1 - self.KEPT :], (current, other, pair)]
+        return pair
+
+
+def motion_of(previous: PreparedFrame | None, current: PreparedFrame, following: PreparedFrame | None,
+              pair: Callable[[PreparedFrame, PreparedFrame], PairMotion] = estimate_pair) -> Motion:
+    """Frame t's motion, the one way every door and the trainer measure it: the interval before
+    t measured on t-1's tiles and reversed, the one after on t's (so that a video measures each
+    interval once, as t-1's next and as t's previous); None: no neighbour on that side."""
+    before = pair(previous, current).reversed() if previous is not None else None
+    after = pair(current, following) if following is not None else None
+    if before is None and after is None:
+        return still(current)
+    return combine(before, after)
+
+
+def prior_planes(frame: torch.Tensor, motion: Motion, shutter: float | str) -> torch.Tensor:
+    """The PRIOR_CHANNELS planes (len x H x W) of a 3 x H x W frame in [0, 1] given its motion
+    (motion_of) and the `shutter` option: the engine's and the trainer's one way."""
     height, width = frame.shape[-2:]
-    motion = estimate(*lumas)
     chords = motion.chord(frame_shutter(frame, motion, shutter))
     restored = deblur(frame, chords, motion.confidence) * 2 - 1
     field = field_planes(chords / BLUR_UNIT, motion.confidence, motion.centres, height, width)

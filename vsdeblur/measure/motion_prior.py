@@ -3,19 +3,20 @@ alone: the floor, without training, that a trained model must beat.
 
 Every clip of the set was filmed along a known camera path (quality.filmed_path), so each
 frame's true exposure chords are known too (vsdeblur.blur.truth). Each frame's motion is
-estimated from its blurred neighbours' luma (vsdeblur.motion.estimate; from the one neighbour it
-has at the clip's ends, as a deblurrer sees a clip), and
+estimated from its blurred neighbours' luma as the engine estimates it (engine.prior_inputs:
+motion_of; from the one neighbour it has at the clip's ends), and
 
 - the motion table compares the blur it predicts at the clip's true shutter (displacement x
   shutter / 2) with the true chords at the estimator's tile centres, on tiles of confidence
   >= CONFIDENT: the length error in % of the true length and the axis error in degrees
-  (vsdeblur.metrics); and the length error at the shutter that the `auto` setting judges from
-  the frames (auto_shutter). Only the coherent conditions are measured: under `shake` the blur
+  (vsdeblur.metrics); and the length error at the shutter that the `auto` setting judges for
+  each frame (frame_shutters, the engine's own rule). Only the coherent conditions are measured: under `shake` the blur
   is independent kernels that the camera path does not give (its 1/100 s exposures barely
   move), and `none` has no blur;
 - two variants restore every clip of every condition with vsdeblur.prior.deblur: from the
-  estimated chords (the clip's true shutter) with the estimator's confidence, and from the true
-  chords on the same grid with full confidence. They are written beside the stream's variants
+  estimated chords at the `auto` shutter with the estimator's confidence (the prior a model
+  that reads it is given by the engine's defaults: its own input), and from the true chords on
+  the same grid with full confidence. They are written beside the stream's variants
   and scored with them. Under `shake` and `none` the path's chords are close to nothing, so
   both give the input back nearly unchanged.
 """
@@ -32,33 +33,30 @@ from vsdeblur.blur import truth
 from vsdeblur.blur.camera import CameraPath
 from vsdeblur.measure import quality
 from vsdeblur.metrics import chord_axis_error, chord_length_error, to_uint8
-from vsdeblur.motion import Motion, estimate
+from vsdeblur.engine.prior_inputs import Intervals, frame_shutter, motion_of
+from vsdeblur.engine.window import luma
+from vsdeblur.motion import Motion
 from vsdeblur.prior import deblur
 
 CONFIDENT = 0.5  # the tiles the motion table counts (pipelines/motion/measure.py reports on the same)
 PRIOR_ESTIMATED = "prior (estimated motion)"
 PRIOR_TRUE = "prior (true path)"
 PRIOR_VARIANTS = (PRIOR_ESTIMATED, PRIOR_TRUE)
-LUMA = torch.tensor([0.2126, 0.7152, 0.0722])  # BT.709
 
 
-def to_luma(rgb: torch.Tensor) -> torch.Tensor:
-    """8-bit luma of RGB code values (3 x H x W in [0, 1]), as a video stores it."""
-    return (torch.einsum("c...,c->...", rgb, LUMA) * 255).round() / 255
+def frame_shutters(frames: list[torch.Tensor], motions: list[Motion]) -> list[float]:
+    """Each frame's shutter as the engine's `auto` judges it (its own blur along its motion)."""
+    return [frame_shutter(frame, motion, "auto") for frame, motion in zip(frames, motions, strict=True)]
 
 
-def auto_shutter(lumas: list[torch.Tensor], motions: list[Motion]) -> float | None:
-    """The clip's shutter (share of the frame interval) as the `auto` setting judges it from the
-    blurred frames: vsdeblur.motion.shutter's pooled_shutter over each frame's
-    shutter_evidence(luma, motion). That module is not in this branch yet: None, and the
-    motion table's auto column reads n/a."""
-    return None
-
-
-def clip_motions(lumas: list[torch.Tensor]) -> list[Motion]:
-    """Each frame's motion from its neighbours; at the clip's ends from the one it has."""
-    return [estimate(lumas[t - 1] if t > 0 else None, luma, lumas[t + 1] if t + 1 < len(lumas) else None)
-            for t, luma in enumerate(lumas)]
+def clip_motions(blurred: list[np.ndarray]) -> list[Motion]:
+    """Each frame's motion from its neighbours, as the engine measures it from 8-bit frames
+    (each interval once); at the clip's ends from the one it has."""
+    intervals = Intervals()
+    prepared = [intervals.prepared(frame, lambda frame=frame: torch.from_numpy(luma(frame.transpose(2, 0, 1)))) for frame in blurred]
+    last = len(prepared) - 1
+    return [motion_of(prepared[t - 1] if t > 0 else None, frame, prepared[t + 1] if t < last else None, intervals.pair)
+            for t, frame in enumerate(prepared)]
 
 
 @dataclass
@@ -70,25 +68,23 @@ class ChordErrors:
     tiles: int = 0
     length: list[np.ndarray] = field(default_factory=list)
     axis: list[np.ndarray] = field(default_factory=list)
-    auto_length: list[np.ndarray] | None = field(default_factory=list)  # None: no auto shutter
+    auto_length: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, motion: Motion, chords: np.ndarray, shutter: float, auto: float | None) -> None:
-        """One frame's tiles: its motion and the true chords at its tile centres."""
+    def add(self, motion: Motion, chords: np.ndarray, shutter: float, auto: float) -> None:
+        """One frame's tiles: its motion, the true chords at its tile centres, the clip's true
+        shutter and the frame's auto shutter."""
         keep = (motion.confidence >= CONFIDENT).numpy()
         self.tiles += keep.size
         displacement, chords = motion.displacement.double().numpy()[keep], chords[keep]
         self.length.append(chord_length_error(displacement * shutter / 2, chords))
         self.axis.append(chord_axis_error(displacement, chords))
-        if auto is None or self.auto_length is None:
-            self.auto_length = None
-        else:
-            self.auto_length.append(chord_length_error(displacement * auto / 2, chords))
+        self.auto_length.append(chord_length_error(displacement * auto / 2, chords))
 
 
 @dataclass
 class MotionRow:
     """One condition's line of the motion table: (median, 80th percentile) of each error over
-    the confident tiles, None where there is none (auto_length: no auto shutter yet)."""
+    the confident tiles, None where there is none."""
 
     condition: str
     clips: int
@@ -96,13 +92,13 @@ class MotionRow:
     confident: float  # share of the tiles
     length: tuple[float, float] | None  # % of the true length, at the clip's true shutter
     axis: tuple[float, float] | None  # degrees
-    auto_length: tuple[float, float] | None  # %, at the shutter auto_shutter judges
+    auto_length: tuple[float, float] | None  # %, at each frame's auto shutter
 
     @classmethod
     def of(cls, condition: str, clips: int, frames: int, errors: ChordErrors) -> MotionRow:
         confident = sum(len(e) for e in errors.length)
         return cls(condition, clips, frames, confident / max(errors.tiles, 1), _quantiles(errors.length), _quantiles(errors.axis),
-                   None if errors.auto_length is None else _quantiles(errors.auto_length))
+                   _quantiles(errors.auto_length))
 
 
 def _quantiles(errors: list[np.ndarray]) -> tuple[float, float] | None:
@@ -110,12 +106,12 @@ def _quantiles(errors: list[np.ndarray]) -> tuple[float, float] | None:
     return (float(np.median(values)), float(np.quantile(values, 0.8))) if len(values) else None
 
 
-def prior_restorations(frame: torch.Tensor, motion: Motion, path: CameraPath, index: int) -> dict[str, torch.Tensor]:
+def prior_restorations(frame: torch.Tensor, motion: Motion, shutter: float, path: CameraPath, index: int) -> dict[str, torch.Tensor]:
     """Frame `index` of a clip (3 x H x W in [0, 1]) restored by the prior, per variant: from its
-    estimated motion at the path's shutter, and from the path's true chords on the same grid."""
+    estimated motion at its auto `shutter`, and from the path's true chords on the same grid."""
     grid = tuple(motion.displacement.shape[:2])
     chords = truth.exposure_chords(path, index, truth.cell_centres(tuple(frame.shape[-2:]), grid))
-    return {PRIOR_ESTIMATED: deblur(frame, motion.chord(path.shutter), motion.confidence),
+    return {PRIOR_ESTIMATED: deblur(frame, motion.chord(shutter), motion.confidence),
             PRIOR_TRUE: deblur(frame, torch.from_numpy(chords).float())}
 
 
@@ -126,20 +122,19 @@ def measure_clip(setup: quality.Setup, photo_index: int, photo: Path, condition:
     path = quality.filmed_path(photo_index, condition, setup.frames)
     _, blurred = quality.clip_pair(setup, condition, photo)
     frames = [torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in blurred]
-    lumas = [to_luma(f) for f in frames]
-    motions = clip_motions(lumas)
+    motions = clip_motions(blurred)
+    shutters = frame_shutters(frames, motions)
     restored: dict[str, list[np.ndarray]] = {variant: [] for variant in PRIOR_VARIANTS}
-    for index, (frame, motion) in enumerate(zip(frames, motions, strict=True)):
-        for variant, picture in prior_restorations(frame, motion, path, index).items():
+    for index, (frame, motion, shutter) in enumerate(zip(frames, motions, shutters, strict=True)):
+        for variant, picture in prior_restorations(frame, motion, shutter, path, index).items():
             restored[variant].append(to_uint8(picture.permute(1, 2, 0).numpy()))
     for variant, pictures in restored.items():
         quality.write_lossless(quality.restored_path(setup, variant, condition, photo), np.stack(pictures))
     if errors is not None:
-        auto = auto_shutter(lumas, motions)
         size = tuple(frames[0].shape[-2:])
-        for index, motion in enumerate(motions):
+        for index, (motion, shutter) in enumerate(zip(motions, shutters, strict=True)):
             chords = truth.exposure_chords(path, index, truth.view_positions(motion.centres.double().numpy(), size))
-            errors.add(motion, chords, path.shutter, auto)
+            errors.add(motion, chords, path.shutter, shutter)
 
 
 def run(setup: quality.Setup, photos: list[Path], log=print) -> list[MotionRow]:
@@ -167,6 +162,6 @@ def motion_table(rows: list[MotionRow]) -> str:
                      f"  {cell(row.axis, ' deg'):<16}  {cell(row.auto_length, ' %'):<20}")
     lines += ["Blur predicted from the neighbours (displacement x the clip's true shutter / 2) against the camera path's exposure chords,",
               f"on tiles of confidence >= {CONFIDENT:g}: median / 80th percentile of the length error (% of the true length) and of the",
-              "axis error (degrees, modulo 180); auto shutter: the length error at the shutter judged from the frames (n/a: not yet).",
+              "axis error (degrees, modulo 180); auto shutter: the length error at each frame's shutter as `shutter auto` judges it.",
               "Not measured: shake (independent kernels, not the camera path's) and none."]
     return "\n".join(lines)

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from vsdeblur.engine.networks import transform_prior
-from vsdeblur.engine.prior_inputs import prior_planes
+from vsdeblur.engine.prior_inputs import motion_of, prior_planes
 from vsdeblur.engine.tiling import transform
 from vsdeblur.engine.window import luma
 from vsdeblur.errors import UsageError
+from vsdeblur.motion import prepare
 from vsdeblur.train.data import Sample
 
 FRAMES = 3  # the previous frame, the frame, the next frame
@@ -45,13 +46,13 @@ def prior_crop(sample: Sample, rng: np.random.Generator, recipe: PriorRecipe, cr
     blurred, sharp = sample.blurred, sample.sharp
     if len(blurred) != FRAMES:
         raise ValueError(f"a prior sample holds {FRAMES} frames, not {len(blurred)}")
-    lumas = [torch.from_numpy(luma(np.ascontiguousarray(f.transpose(2, 0, 1)))) for f in blurred]
+    frames = [prepare(luma(np.ascontiguousarray(f.transpose(2, 0, 1)))) for f in blurred]
     if rng.random() < recipe.blind_probability:
-        lumas[0] = lumas[2] = None
+        frames[0] = frames[2] = None
     true_shutter = sample.shutter is not None and rng.random() < recipe.true_shutter_probability
     shutter = sample.shutter if true_shutter else "auto"
     frame = torch.from_numpy(np.ascontiguousarray(blurred[1].transpose(2, 0, 1)))
-    planes = prior_planes(frame, lumas, shutter).numpy()
+    planes = prior_planes(frame, motion_of(*frames), shutter).numpy()
     side = blurred.shape[1]
     y, x = (int(v) for v in rng.integers(0, side - crop + 1, size=2))
     window = (slice(y, y + crop), slice(x, x + crop))
