@@ -114,6 +114,20 @@ def test_single_configuration_json_with_stream_and_vapoursynth(tmp_path):
     assert data["vapoursynth_relative_throughput"] > 0 and data["stream_ratio"] > 0
 
 
+def test_the_motion_prior_is_timed_on_clip_frames_scaled_to_the_size(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run("-m", "vsdeblur.cli", "bench", "--preset", "tiny", "--clip", str(REPO / "vsdeblur/data/bigbuckbunny.mp4"),
+                 "--size", "96x64", "--frames", "3", "--rounds", "1", "--prior", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert (data["config"]["width"], data["config"]["height"]) == (96, 64)
+    timed = {m["name"]: m for m in data["measurements"]}
+    parts = ["motion prior: motion", "motion prior: motion + auto shutter", "motion prior: all (+ deconvolution, planes)"]
+    assert all(finite_positive(timed[name]) for name in parts)
+    assert data["prior_share"] == pytest.approx(timed[parts[2]]["seconds"] / timed["engine (numpy in, numpy out)"]["seconds"], rel=1e-3)
+    assert "motion prior (all of it) / the engine's time" in result.stdout
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

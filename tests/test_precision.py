@@ -162,7 +162,6 @@ def test_bench_compares_precisions_on_a_real_clip(tmp_path, sample_clip):
         (["--precision", "fp32,fp32"], "precision 'fp32' is listed twice in 'fp32,fp32'"),
         (["--precision", "auto,fp8"], "command line: precision must be one of auto, fp32, fp16, bf16; got 'fp8'"),
         (["--clip", "missing.mp4"], "clip not found: missing.mp4"),
-        (["--clip", "missing.mp4", "--size", "64x64"], "--size and --clip exclude each other: the clip's frames keep their size"),
     ],
 )
 def test_bench_refuses_bad_precision_lists_and_clips(args, message):

@@ -461,11 +461,12 @@ BENCH = Group(
     "bench",
     (
         Option("size", str, "640x360", "frame size WIDTHxHEIGHT of the synthetic frames"),
-        Option("clip", Path, None, "measure on the first --frames frames of this video (at its size) instead of synthetic frames; auto: synthetic frames"),
+        Option("clip", Path, None, "measure on the first --frames frames of this video (at its size, or scaled to --size where given) instead of synthetic frames; auto: synthetic frames"),
         Option("frames", int, 8, "frames per measurement", minimum=1),
         Option("rounds", int, 3, "interleaved repetitions; medians are reported", minimum=1),
         Option("vapoursynth", bool, False, "also time the core.deblur.Atrous graph (VapourSynth) on the same frames"),
         VAPOURSYNTH["num_streams"],
+        Option("prior", bool, False, "also time the motion prior a stage 1 that reads it is given (motion, auto shutter, deconvolution), as the engine makes it along a stream, against the engine's time; on --clip frames (synthetic frames do not move)"),
         Option("stream", bool, False, "also time vsdeblur-stream (decode + engine + encode) against the engine alone on the same decoded frames"),
         Option("batch", bool, False, "also time vsdeblur batch (local and Ray executors) against vsdeblur-stream on one short file after another"),
         Option("batch_files", int, 4, "--batch: files of --frames frames each", minimum=1),

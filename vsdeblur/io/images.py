@@ -27,10 +27,16 @@ def read_image(path: Path) -> np.ndarray:
 
 def resize(frames: np.ndarray, factor: float) -> np.ndarray:
     """Antialiased bicubic rescale of T x H x W x 3 (uint8 or float) to float32."""
+    h, w = frames.shape[1:3]
+    return resize_to(frames, max(1, round(h * factor)), max(1, round(w * factor)))
+
+
+def resize_to(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic rescale of T x H x W x 3 (uint8 or float) to T x height x width x 3 float32 in
+    [0, 1], antialiased where it shrinks."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
     if frames.dtype == np.uint8:
         x = x / 255
-    h, w = frames.shape[1:3]
-    size = (max(1, round(h * factor)), max(1, round(w * factor)))
-    y = F.interpolate(x, size=size, mode="bicubic", antialias=factor < 1, align_corners=False)
+    shrinks = height < frames.shape[1] or width < frames.shape[2]
+    y = F.interpolate(x, size=(height, width), mode="bicubic", antialias=shrinks, align_corners=False)
     return y.clamp(0, 1).permute(0, 2, 3, 1).numpy()

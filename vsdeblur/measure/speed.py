@@ -28,8 +28,11 @@ import torch
 from vsdeblur.config import EngineSettings
 from vsdeblur.engine import Deblurrer
 from vsdeblur.backends.runtime import UnsupportedPrecision
+from vsdeblur.engine.prior_inputs import Intervals, frame_shutter, motion_of, prior_planes
 from vsdeblur.engine.tiling import pad_to_multiple
+from vsdeblur.engine.window import luma
 from vsdeblur.errors import UsageError
+from vsdeblur.io.images import resize_to
 from vsdeblur.models import build_model, get_preset
 from vsdeblur.weights import resolve_weights, save_weights
 
@@ -70,9 +73,10 @@ def synthetic_frames(width: int, height: int, count: int, seed: int = 0) -> list
     return [np.roll(big, 3 * i, axis=1).copy() for i in range(count)]
 
 
-def clip_frames(path: Path, count: int) -> list[np.ndarray]:
+def clip_frames(path: Path, count: int, size: tuple[int, int] | None = None) -> list[np.ndarray]:
     """The first `count` frames of a video as 8-bit RGB, converted as the pipeline converts
-    them: real pictures, for measurements whose result depends on the content (precision)."""
+    them: real pictures, for measurements whose result depends on the content (precision,
+    motion); scaled to `size` (width, height) where one is given."""
     from vsdeblur.evaluate import decoded  # PyAV
 
     if not path.is_file():
@@ -80,6 +84,9 @@ def clip_frames(path: Path, count: int) -> list[np.ndarray]:
     frames = list(decoded(path, count))
     if not frames:
         raise UsageError(f"{path} has no video frames")
+    if size is not None and size != (frames[0].shape[1], frames[0].shape[0]):
+        scaled = resize_to(np.stack(frames), size[1], size[0])
+        frames = list(np.round(scaled * 255).astype(np.uint8))
     return frames
 
 
@@ -192,6 +199,35 @@ def bare_forward(nets: BareNetworks, frames: list[np.ndarray]) -> Run:
 
 
 # ---- the engine and the doors onto it ----------------------------------------------------------
+
+PRIOR_MOTION = "motion prior: motion"
+PRIOR_SHUTTER = "motion prior: motion + auto shutter"
+PRIOR_ALL = "motion prior: all (+ deconvolution, planes)"
+
+
+def prior_runs(frames: list[np.ndarray], device: torch.device) -> dict[str, Run]:
+    """What a stage 1 that reads the motion prior adds to a frame, as the engine computes it
+    along a stream (engine.prior_inputs: each frame prepared and each interval measured once):
+    the motion, then the auto shutter too, then all of it."""
+    pictures = [torch.from_numpy(f).to(device).permute(2, 0, 1).float() / 255 for f in frames]
+
+    def motions() -> list:
+        intervals = Intervals()
+        prepared = [intervals.prepared(f, lambda f=f: torch.from_numpy(luma(f.transpose(2, 0, 1))).to(device)) for f in frames]
+        last = len(prepared) - 1
+        return [motion_of(prepared[t - 1] if t else None, p, prepared[t + 1] if t < last else None, intervals.pair)
+                for t, p in enumerate(prepared)]
+
+    def shutters() -> None:
+        for picture, motion in zip(pictures, motions(), strict=True):
+            frame_shutter(picture, motion, "auto")
+
+    def everything() -> None:
+        for picture, motion in zip(pictures, motions(), strict=True):
+            prior_planes(picture, motion, "auto")
+
+    return {PRIOR_MOTION: motions, PRIOR_SHUTTER: shutters, PRIOR_ALL: everything}
+
 
 def engine_run(engine: Deblurrer, frames: list[np.ndarray], cuts: list[int] | None = None) -> Run:
     """The whole engine: numpy frames in, numpy frames out."""
@@ -430,6 +466,8 @@ def measure_configuration(values: dict[str, Any], weights: Path | None, clip: li
         runs[named(ENGINE_RUN, label)] = engine_run(e, clip)
     if values["vapoursynth"]:
         runs["vapoursynth (core.deblur graph)"] = vapoursynth_run(engine, clip, values["num_streams"])
+    if values["prior"]:
+        runs.update(prior_runs(clip, engine.device))
     measurements = compare(engine.device, runs, len(clip), rounds)
     by_name = {m.name: m for m in measurements}
     full = by_name[named(ENGINE_RUN, first)]
@@ -437,6 +475,8 @@ def measure_configuration(values: dict[str, Any], weights: Path | None, clip: li
     comparisons = []
     if len(engines) > 1:
         comparisons = compare_configurations(engines, clip, {label: by_name[named(ENGINE_RUN, label)].fps for label in engines})
+    if values["prior"]:
+        ratios["prior_share"] = by_name[PRIOR_ALL].seconds / full.seconds
     if values["vapoursynth"]:
         ratios["vapoursynth_relative_throughput"] = full.seconds / by_name["vapoursynth (core.deblur graph)"].seconds
     if values["stream"]:
@@ -457,6 +497,7 @@ def measure_configuration(values: dict[str, Any], weights: Path | None, clip: li
 
 
 RATIO_LINES = {
+    "prior_share": "motion prior (all of it) / the engine's time: {:.1f} %",
     "vapoursynth_relative_throughput": "vapoursynth throughput relative to the engine: {:.1f} %",
     "stream_ratio": "stream fps / engine-only fps: {:.1f} %",
     "batch_local_ratio": "batch local fps / stream one after another fps: {:.1f} %",
@@ -468,11 +509,12 @@ def run_bench(values: dict[str, Any], given: set[str], echo: Callable[[str], Non
     """`vsdeblur bench` without --suite: `values` are the resolved BENCH_ENGINE and BENCH
     options (size as (width, height)), `given` the names of those given on the command line.
     Prints a table through `echo` and returns the JSON's content."""
-    if values["clip"] is not None and "size" in given:
-        raise UsageError("--size and --clip exclude each other: the clip's frames keep their size")
     with tempfile.TemporaryDirectory() as workdir:
         weights = model_file(values["weights"], values["preset"], Path(workdir))
-        clip = clip_frames(values["clip"], values["frames"]) if values["clip"] is not None else synthetic_frames(*values["size"], values["frames"])
+        if values["clip"] is not None:
+            clip = clip_frames(values["clip"], values["frames"], values["size"] if "size" in given else None)
+        else:
+            clip = synthetic_frames(*values["size"], values["frames"])
         result = measure_configuration(values, weights, clip, echo)
     labels, engine = list(result.engines), next(iter(result.engines.values()))
     echo(f"preset {engine.preset.name}, stage {engine.stage}, {result.width}x{result.height}, {len(clip)} frames x "
