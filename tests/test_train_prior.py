@@ -19,7 +19,7 @@ from vsdeblur.train.loop import StepBatches, Trainer, load_config
 from vsdeblur.train.prior import PriorRecipe, prior_crop
 from vsdeblur.weights import read_weights
 
-from tests.media import panning_frames
+from tests.media import panning_frames, write_png
 
 SHIPPED = Path(__file__).parents[1] / "vsdeblur/weights/default.safetensors"
 
@@ -126,3 +126,16 @@ def test_a_bank_folder_without_samples_is_one_line(tmp_path):
     config = load_config(write_config(tmp_path), {"output": tmp_path / "run", "prior_bank": tmp_path / "bank"})
     with pytest.raises(UsageError, match="is not a prior bank"):
         Trainer(config, out=io.StringIO()).run()
+
+
+def test_a_prior_run_validates_photos_filmed_as_clips(tmp_path):
+    from vsdeblur.train.validate import ValidationSet
+
+    write_png(tmp_path / "val" / "photo.png", panning_frames(1, width=96, height=64)[0])
+    config = load_config(write_config(tmp_path), {"output": tmp_path / "run"})
+    filmed = ValidationSet([{"kind": "images", "path": tmp_path / "val"}], config.recipe(), frames=3, filmed_images=True)
+    single = ValidationSet([{"kind": "images", "path": tmp_path / "val"}], config.recipe(), frames=3)
+    assert [len(c.blurred) for c in single.clips] == [1]
+    (clip,) = filmed.clips
+    assert len(clip.blurred) == len(clip.sharp) == 3 and clip.blurred[0].shape == (64, 96, 3)
+    assert not np.array_equal(clip.sharp[0], clip.sharp[2])  # the camera moved: neighbours to tell it

@@ -256,7 +256,8 @@ class Trainer:
             self.stage1 = self._trained(config.stage1_weights, 1).to(self.device, memory_format=self.memory_format).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.999))
         self.mixture = config.mixture()
-        self.validation = ValidationSet(config.val_data, config.recipe(), seed=config.seed, frames=config.val_frames, max_side=config.val_max_side) if config.val_data else None
+        self.validation = ValidationSet(config.val_data, config.recipe(), seed=config.seed, frames=config.val_frames, max_side=config.val_max_side,
+                                        filmed_images=config.prior) if config.val_data else None
         self.output = Path(config.output)
         self.step = 0
         self.lr = config.lr

@@ -39,13 +39,22 @@ def _frames_of(spec: dict, frames: int) -> list[tuple[str, np.ndarray]]:
 
 
 class ValidationSet:
-    def __init__(self, specs: list[dict], recipe: BlurRecipe, seed: int = 0, frames: int = 8, max_side: int = 1280) -> None:
+    """`filmed_images`: a photo becomes a clip of `frames` views filmed along a camera path (the
+    recipe's camera), as a video of a still scene: what a model that reads the motion prior
+    needs, since a single picture has no neighbours to tell its motion. Otherwise a photo is a
+    one-frame clip."""
+
+    def __init__(self, specs: list[dict], recipe: BlurRecipe, seed: int = 0, frames: int = 8, max_side: int = 1280,
+                 filmed_images: bool = False) -> None:
         self.clips: list[ValidationClip] = []
         for spec in specs:
             for name, video in _frames_of(spec, frames):
                 if max(video.shape[1:3]) > max_side:
                     video = (resize(video, max_side / max(video.shape[1:3])) * 255 + 0.5).astype(np.uint8)
                 index = len(self.clips)
+                if filmed_images and len(video) == 1:
+                    self.clips.append(_filmed_still(name, video[0], recipe, np.random.default_rng([seed, 7919, index]), frames))
+                    continue
                 # a recipe that films with a moving camera is validated on camera blur too
                 path = camera.draw_path(np.random.default_rng([seed, 7919, index]), recipe.camera, len(video)) if recipe.camera_probability else None
                 blurred = []
@@ -76,3 +85,15 @@ class ValidationSet:
         pairs = [(metrics.psnr(o, s), metrics.ssim(o, s)) for c, outs in zip(self.clips, self.outputs(engine)) for o, s in zip(outs, c.sharp)]
         psnr, ssim = self._mean(pairs)
         return {"psnr": psnr, "ssim": ssim, "blurred_psnr": self.blurred_scores[0], "blurred_ssim": self.blurred_scores[1]}
+
+
+def _filmed_still(name: str, picture: np.ndarray, recipe: BlurRecipe, rng: np.random.Generator, frames: int) -> ValidationClip:
+    """A photo filmed as a still scene along one camera path: `frames` views of its own size
+    (beyond its edges the scene reflects), blurred over each exposure, with the recipe's
+    noise and compression."""
+    path = camera.draw_path(rng, recipe.camera, frames)
+    scene = torch.from_numpy(picture.astype(np.float32) / 255).permute(2, 0, 1)
+    blurred, sharp = camera.film(scene, path, frames, picture.shape[:2])
+    to_frames = lambda views: [v.permute(1, 2, 0).numpy() for v in views]  # noqa: E731
+    noisy = [metrics.to_uint8(synth.add_extras(b, rng, recipe.extras)) for b in to_frames(blurred)]
+    return ValidationClip(name, noisy, [metrics.to_uint8(s) for s in to_frames(sharp)])
