@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -199,6 +198,10 @@ def add_extras(image: np.ndarray, rng: np.random.Generator, spec: ExtrasSpec = E
 
 def jpeg_roundtrip(image: np.ndarray, qscale: int) -> np.ndarray:
     """Encode and decode with FFmpeg's MJPEG encoder (4:2:0), as a camera or upload would."""
+    # PyAV is loaded here, not with the module: the engine's motion prior reads this module's
+    # transfer (GAMMA) on machines without PyAV (the GPU machine's bench)
+    import av
+
     h, w = image.shape[:2]
     codec = av.CodecContext.create("mjpeg", "w")
     codec.width, codec.height, codec.pix_fmt = w - w % 2, h - h % 2, "yuvj420p"

@@ -32,7 +32,6 @@ from vsdeblur.engine.prior_inputs import Intervals, frame_shutter, motion_of, pr
 from vsdeblur.engine.tiling import pad_to_multiple
 from vsdeblur.engine.window import luma
 from vsdeblur.errors import UsageError
-from vsdeblur.io.images import resize_to
 from vsdeblur.models import build_model, get_preset
 from vsdeblur.weights import resolve_weights, save_weights
 
@@ -78,6 +77,7 @@ def clip_frames(path: Path, count: int, size: tuple[int, int] | None = None) -> 
     them: real pictures, for measurements whose result depends on the content (precision,
     motion); scaled to `size` (width, height) where one is given."""
     from vsdeblur.evaluate import decoded  # PyAV
+    from vsdeblur.io.images import resize_to  # PyAV too (vsdeblur.io)
 
     if not path.is_file():
         raise UsageError(f"clip not found: {path}")
