@@ -282,7 +282,8 @@ def benchmark(material, weights, output, clips, frames, size, json_path) -> None
     blurred input, the best unsharp mask and the deconvolution prior alone (from the estimated
     motion and from the true camera path), by PSNR and VMAF; and the motion estimator's blur
     error against the camera path's (docs/training.md)."""
-    from vsdeblur.measure.quality import Setup, run
+    from vsdeblur.measure.benchmark import run
+    from vsdeblur.measure.quality import Setup
 
     if weights is not None and not weights.is_file():
         raise UsageError(f"weights not found: {weights}")

@@ -344,22 +344,3 @@ def _metric_table(rows: list[MetricRow], variants: list[str], settings: dict[str
                      + columns([cell(_mean_or_none([row.restored[v] for row in coherent]), blurred) for v in variants]))
     lines.append(legend)
     return "\n".join(lines)
-
-
-def run(setup: Setup, weights: Path | None, log=print) -> tuple[str, dict]:
-    """Build (or reuse) the set, restore it with stage 1 alone, with both stages and with the
-    deconvolution prior alone (estimated and true motion), score it; measure the motion."""
-    from vsdeblur.measure import motion_prior  # here: it imports this module
-
-    photos = photos_of(setup.material, setup.clips)
-    build_set(setup, photos, log)
-    variants = {"stage 1": {"weights": weights, "stage": 1}, "both stages": {"weights": weights}}
-    restore(setup, photos, variants, log)
-    motion_rows = motion_prior.run(setup, photos, log)
-    names = [*variants, *motion_prior.PRIOR_VARIANTS]
-    rows = list(score(setup, photos, names))
-    report = {"set": setup.describe(photos), "weights": str(weights) if weights else "default",
-              "rows": [asdict(r) for r in rows], "motion": [asdict(r) for r in motion_rows]}
-    text = f"{table(rows, names)}\n\n{motion_prior.motion_table(motion_rows)}"
-    reason = vmaf_unavailable(*setup.size)
-    return (text if reason is None else f"{text}\nno VMAF: {reason}"), report
