@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 from vsdeblur.motion import Motion, combine, estimate, estimate_pair, prepare  # noqa: E402
 from vsdeblur.motion.synthetic import Warp  # noqa: E402
 from vsdeblur.blur import camera, truth  # noqa: E402
-from vsdeblur.measure.motion_prior import CONFIDENT, to_luma  # noqa: E402
+from vsdeblur.measure.motion_prior import CONFIDENT  # noqa: E402
 from vsdeblur.metrics import chord_axis_error, chord_length_error  # noqa: E402
 
 CLIP = REPO / "vsdeblur" / "data" / "bigbuckbunny.mp4"
@@ -57,6 +57,13 @@ SIZE = (360, 640)  # h, w
 CONDITIONS = {"mild": (1.0, 3.0), "medium": (5.0, 9.0), "strong": (12.0, 18.0)}
 WARPS = [Warp(0.5, 0.25), Warp(3.37, -1.62), Warp(-11.3, 7.85), Warp(roll=0.5), Warp(zoom=1.01),
          Warp(2.2, 1.3, 0.3, 0.995), Warp(25.4, -17.2, 0.4, 1.01)]
+
+LUMA = torch.tensor([0.2126, 0.7152, 0.0722])  # BT.709
+
+
+def to_luma(rgb: torch.Tensor) -> torch.Tensor:
+    """8-bit luma of RGB code values (3 x H x W in [0, 1]), as a video stores it."""
+    return (torch.einsum("c...,c->...", rgb, LUMA) * 255).round() / 255
 
 
 def scenes(indices: list[int]) -> list[torch.Tensor]:

@@ -32,7 +32,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
-import av
 import numpy as np
 import torch
 
@@ -43,26 +42,13 @@ from vsdeblur.blur import camera  # noqa: E402
 from vsdeblur.motion import DEFAULT_SHUTTER, Motion, estimate, pooled_shutter, shutter_evidence  # noqa: E402
 from vsdeblur.motion import shutter as method  # noqa: E402
 
-CLIP = REPO / "vsdeblur" / "data" / "bigbuckbunny.mp4"
+# the clip, frame size, conditions and luma of the estimator's measurement beside this script
+from measure import CONDITIONS, SIZE, scenes, to_luma  # noqa: E402
+
 SCENES = (0, 40, 80, 120)
-SIZE = (360, 640)  # h, w
 FRAMES = 5  # per clip; the middle three have both neighbours. More would take fast paths
 #             (shutter 0.2, strong: 90 px a frame) past the scene's edge, where it reflects
-CONDITIONS = {"mild": (1.0, 3.0), "medium": (5.0, 9.0), "strong": (12.0, 18.0)}
 SHUTTERS = (0.2, 1.0)
-LUMA = torch.tensor([0.2126, 0.7152, 0.0722])  # BT.709
-
-
-def scenes() -> list[torch.Tensor]:
-    """RGB frames of the clip (3 x 720 x 1280, in [0, 1])."""
-    found = []
-    with av.open(str(CLIP)) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index in SCENES:
-                found.append(torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1).float() / 255)
-            if index >= max(SCENES):
-                break
-    return found
 
 
 def film(scene: torch.Tensor, condition: tuple[float, float], rng: np.random.Generator) -> tuple[camera.CameraPath, torch.Tensor]:
@@ -74,11 +60,6 @@ def film(scene: torch.Tensor, condition: tuple[float, float], rng: np.random.Gen
     centre = tuple((scene.shape[-1 - k] - 1) / 2 - (low[k] + high[k]) / 2 for k in (0, 1))
     blurred, _ = camera.film(scene, path, FRAMES, SIZE, centre)
     return path, (blurred * 255).round() / 255
-
-
-def to_luma(rgb: torch.Tensor) -> torch.Tensor:
-    """8-bit luma of an RGB picture in [0, 1], as a video stores it (what estimate() reads)."""
-    return (torch.einsum("c...,c->...", rgb, LUMA) * 255).round() / 255
 
 
 def frame_floor(path: camera.CameraPath, t: int) -> float:
@@ -170,7 +151,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=31)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pictures = scenes()
+    pictures = scenes(list(SCENES))
     results = measure(pictures, args.clips, args.seed)
     print(f"\nabsolute shutter error, median / 80th percentile ({args.clips} clips of {FRAMES - 2} frames per condition)\n")
     print(table(results))
