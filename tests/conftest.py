@@ -75,6 +75,18 @@ def deblur_plugin(tmp_path_factory) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module's tests. The machine runs several test sessions at
+    once: one thread each is faster than two threads fighting for the same cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def batch_settings(tiny_weights):
     """make(**flags): resolved batch settings with the tiny weights on the CPU, one worker,

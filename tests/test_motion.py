@@ -22,14 +22,7 @@ def inverse(warp: Warp) -> Warp:
     return Warp(-warp.dx, -warp.dy, -warp.roll, 1 / warp.zoom)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machine runs several test sessions at once: one thread each is faster than two
-    threads fighting for the same cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

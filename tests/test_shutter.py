@@ -24,14 +24,7 @@ LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
 TOLERANCE = 0.03
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machine runs several test sessions at once: one thread each is faster than two
-    threads fighting for the same cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
