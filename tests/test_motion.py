@@ -45,9 +45,8 @@ def test_pans_rolls_and_zooms_are_recovered_per_tile(picture, current, warp):
     confident = pair.confidence >= CONFIDENT
     assert confident.float().mean() >= 0.8  # textured content: most tiles count
     error = (pair.displacement - warp.field(pair.centres, current.shape)).norm(dim=-1)[confident]
-    # tile by tile: a few in a hundred miss 0.1 px (the worst by 0.04 on this frame)
-    assert error.quantile(0.95) <= 0.1
-    assert error.max() <= 0.2
+    # every confident tile, however the field turns or scales
+    assert error.max() <= 0.1
     # the field varies across the frame as the warp's does (roll and zoom: by pixels at the edges)
     spread = float(warp.field(pair.centres, current.shape).reshape(-1, 2).std(dim=0).norm())
     assert float(pair.displacement.reshape(-1, 2).std(dim=0).norm()) == pytest.approx(spread, abs=0.05)

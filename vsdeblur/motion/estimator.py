@@ -12,6 +12,8 @@ correlation: one whole-pixel translation of the whole working frame first (it ca
 to about a quarter of the frame), then each tile's whole-pixel offset from there on crops, then
 the sub-pixel maximum of the correlation as the continuous function its spectrum defines
 (Newton's method), then once more on the other frame resampled (bicubic) at the estimate.
+A tile that agrees with its neighbours about the camera's motion is then damped towards them
+(_smoothed): the per-tile error is mostly noise, and the camera's field is smooth.
 Confidence per tile is the product of
 
 - texture: the weaker eigenvalue of the tile's structure tensor against a floor, so flat tiles
@@ -53,6 +55,8 @@ NEWTON_STEPS = 2  # per sub-pixel maximum: a third gave the same errors to 0.002
 TEXTURE_FLOOR = 0.005**2  # squared luma gradient per working pixel at which texture counts half
 MATCH_FLOOR = 0.5  # a windowed correlation at or below this is no match
 CONSISTENCY_TOLERANCE = 0.5  # working pixels of disagreement with the neighbours that cost e^-1/2
+AGREEMENT = 0.25  # working pixels: a tile whose residual from the camera model is within this of
+#                   its neighbours' takes their median with its own (a tile's error is noise)
 CUT_MATCH = 0.2  # a pair whose textured tiles match at most this well (median) is across a cut
 MIN_TILE = 8  # working pixels: smaller frames get a 1 x 1 grid of zero motion and confidence
 FIXED_POINT_STEPS = 3  # PairMotion.reversed's: each shrinks the error by the field's gradient
@@ -80,9 +84,9 @@ class PairMotion:
         is measured once.
 
         Content at p moves to p + d(p), so the content at tile centre q came from the p with
-        p + d(p) = q, found by fixed-point steps p <- q - d(p) on the field interpolated
-        (bilinearly between tile centres, the edge tiles' values beyond them): exact for a
-        translation, off by d times the field's gradient after one step (a roll or zoom: a
+        p + d(p) = q, found by fixed-point steps p <- q - d(p) on the field interpolated: the
+        affine camera model plus the tiles' residuals from it, bilinearly between tile centres
+        (the edge tiles' residuals beyond them). Exact for a translation, off by d times the field's gradient after one step (a roll or zoom: a
         thousandth of a pixel per pixel of motion), less with each. Texture and match are
         interpolated there too; the match is then times the share of the tile, moved back,
         inside the frame (content that entered the frame in this interval was not seen
@@ -93,11 +97,15 @@ class PairMotion:
         grid = _grid(*working)
         if grid is None:  # nothing was measured
             return PairMotion(-self.displacement, self.confidence, self.match, self.texture, self.centres, self.factor, self.shape)
-        maps = torch.cat([self.displacement, self.texture[..., None], self.match[..., None]], dim=-1).permute(2, 0, 1)[None]
+        # the camera model is exact beyond the outer tiles' centres, where the interpolation
+        # only repeats their values: what is interpolated is the residual from it
+        camera = _CameraModel.fit(self.centres, self.displacement, self.confidence)
+        residual = self.displacement - camera(self.centres)
+        maps = torch.cat([residual, self.texture[..., None], self.match[..., None]], dim=-1).permute(2, 0, 1)[None]
         source = self.centres
         for _ in range(FIXED_POINT_STEPS):
             sampled = _between_centres(maps, self.centres, source)
-            source = self.centres - sampled[..., :2]
+            source = self.centres - sampled[..., :2] - camera(source)
         sampled = _between_centres(maps, self.centres, source)
         displacement = source - self.centres
         texture, match = sampled[..., 2], sampled[..., 3]
@@ -435,8 +443,10 @@ def _pair(anchor: PreparedFrame, other: PreparedFrame) -> PairMotion:
     # the last residual is a small fraction of a pixel: the last sample serves the match
     match = _match(anchor.tiles, moved, anchor.window) * _inside(grid, image.shape, shift)
     rows, cols = grid.shape
-    return PairMotion((shift * anchor.factor).reshape(rows, cols, 2), (anchor.texture * match).reshape(rows, cols),
-                      match.reshape(rows, cols), anchor.texture.reshape(rows, cols), anchor.centres, anchor.factor, anchor.shape)
+    confidence = (anchor.texture * match).reshape(rows, cols)
+    displacement = _smoothed(anchor.centres, (shift * anchor.factor).reshape(rows, cols, 2), confidence, anchor.factor)
+    return PairMotion(displacement, confidence, match.reshape(rows, cols), anchor.texture.reshape(rows, cols),
+                      anchor.centres, anchor.factor, anchor.shape)
 
 
 def _no_grid(frame: PreparedFrame) -> PairMotion:
@@ -478,36 +488,70 @@ def _is_cut(pair: PairMotion) -> bool:
     return bool(textured.any()) and float(pair.match[textured].median()) <= CUT_MATCH
 
 
+@dataclass(frozen=True)
+class _CameraModel:
+    """An affine displacement field (translation, roll, zoom, shear) over the frame."""
+
+    mean: torch.Tensor  # 2: the tiles' mean centre (x, y), and their spread, normalise positions
+    spread: torch.Tensor  # 2
+    coefficients: torch.Tensor  # 3 x 2: x, y and 1 to dx, dy
+
+    def __call__(self, points: torch.Tensor) -> torch.Tensor:
+        """The field's displacement at points (... x 2, full-frame pixels): ... x 2."""
+        return (self._design(points.reshape(-1, 2)) @ self.coefficients).reshape(points.shape).to(points.dtype)
+
+    def _design(self, points: torch.Tensor) -> torch.Tensor:
+        normalised = (points.double() - self.mean) / self.spread
+        return torch.cat([normalised, torch.ones(len(points), 1, dtype=torch.float64, device=points.device)], dim=1)
+
+    @classmethod
+    def fit(cls, centres: torch.Tensor, displacement: torch.Tensor, weight: torch.Tensor) -> _CameraModel:
+        """The weighted least-squares field through the tiles' displacements, refitted with
+        weights that discount outliers (a moving object must not bend it); zero without weight."""
+        points = centres.reshape(-1, 2).double()
+        model = cls(points.mean(dim=0), points.std(dim=0, correction=0).clamp_min(1.0),
+                    torch.zeros(3, 2, dtype=torch.float64, device=points.device))
+        design, target = model._design(points), displacement.reshape(-1, 2).double()
+        prior = weight.reshape(-1).double()
+        w = prior
+        for _ in range(3):
+            if float(w.sum()) <= 1e-6:
+                break
+            normal = design.T @ (w[:, None] * design) + 1e-6 * torch.eye(3, dtype=torch.float64, device=points.device)
+            model = cls(model.mean, model.spread, torch.linalg.solve(normal, design.T @ (w[:, None] * target)))
+            residual = (target - design @ model.coefficients).norm(dim=1)
+            scale = 2 * residual[prior > 0].median().clamp_min(0.1)
+            w = prior / (1 + (residual / scale) ** 2)
+        return model
+
+
 def _affine_fit(centres: torch.Tensor, displacement: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The camera model: the weighted least-squares affine field (translation, roll, zoom,
-    shear) through the tiles' displacements, refitted with weights that discount outliers (a
-    moving object must not bend it). Returns the model's displacement at every tile."""
-    points = centres.reshape(-1, 2).double()
-    points = (points - points.mean(dim=0)) / points.std(dim=0, correction=0).clamp_min(1.0)
-    design = torch.cat([points, torch.ones(len(points), 1, dtype=torch.float64, device=points.device)], dim=1)
-    target = displacement.reshape(-1, 2).double()
-    prior = weight.reshape(-1).double()
-    w, model = prior, torch.zeros_like(target)
-    for _ in range(3):
-        if float(w.sum()) <= 1e-6:
-            break
-        normal = design.T @ (w[:, None] * design) + 1e-6 * torch.eye(3, dtype=torch.float64, device=points.device)
-        model = design @ torch.linalg.solve(normal, design.T @ (w[:, None] * target))
-        residual = (target - model).norm(dim=1)
-        scale = 2 * residual[prior > 0].median().clamp_min(0.1)
-        w = prior / (1 + (residual / scale) ** 2)
-    return model.reshape(displacement.shape).float()
+    """The camera model's displacement at every tile (_CameraModel.fit)."""
+    return _CameraModel.fit(centres, displacement, weight)(centres)
 
 
-def _neighbour_median(residual: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
-    """Per tile, the median of its usable neighbours' residuals (up to 8); zero, the camera
-    model itself, where it has none."""
+def _neighbour_median(residual: torch.Tensor, usable: torch.Tensor, itself: bool = False) -> torch.Tensor:
+    """Per tile, the median of its usable neighbours' residuals (up to 8, and its own if
+    `itself`); zero, the camera model itself, where it has none."""
     rows, cols, _ = residual.shape
     values = torch.where(usable[..., None], residual, torch.full_like(residual, float("nan")))
     padded = F.pad(values.permute(2, 0, 1), (1, 1, 1, 1), value=float("nan"))
     around = torch.stack([padded[:, 1 + dy : 1 + dy + rows, 1 + dx : 1 + dx + cols]
-                          for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx], dim=-1)
+                          for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx or itself], dim=-1)
     return torch.nan_to_num(around.nanmedian(dim=-1).values.permute(1, 2, 0), nan=0.0)
+
+
+def _smoothed(centres: torch.Tensor, displacement: torch.Tensor, confidence: torch.Tensor, factor: int) -> torch.Tensor:
+    """The field with each tile's measurement error damped: where a tile's residual from the
+    camera model is within AGREEMENT of its neighbours', it is the model plus the median of its
+    and their residuals. A tile alone is off by a few hundredths of a pixel, and a few in a
+    hundred by over a tenth (texture that one direction dominates); its neighbours are off
+    independently, while the camera's field is smooth. A tile that disagrees more (a moving
+    object, a depth edge) keeps its own measurement, and combine()'s consistency discounts it."""
+    residual = displacement - _affine_fit(centres, displacement, confidence)
+    usable = confidence > 0.3
+    agrees = (residual - _neighbour_median(residual, usable)).norm(dim=-1) <= AGREEMENT * factor
+    return torch.where(agrees[..., None], displacement - residual + _neighbour_median(residual, usable, itself=True), displacement)
 
 
 def _consistency(centres: torch.Tensor, displacement: torch.Tensor, confidence: torch.Tensor, factor: int) -> torch.Tensor:
