@@ -194,9 +194,9 @@ def test_a_plain_gradient_prior_smooths_what_the_rule_leaves_alone(frame):
     # a blur of a fifth of a pixel: the rule barely touches the frame, a plain gradient prior
     # of fixed weight (the design it replaces) smooths it
     field = torch.tensor([0.2, 0.0])
-    assert (deblur(frame, field) - frame).abs().max() < 2 / 255
+    assert (deblur(frame, field) - frame).abs().max() < 1 / 255
     plain = deblur(frame, field, settings=PriorSettings(nsr=0.05, keep_passed=False))
-    assert (plain - frame).abs().max() > 10 / 255
+    assert (plain - frame).abs().max() > 4 / 255
 
 
 def test_a_field_has_rows_columns_and_two_components(frame):

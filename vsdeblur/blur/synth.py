@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-GAMMA = 2.2
+GAMMA = 2.2  # the project's transfer: linear light is code ** GAMMA
+LUMA = (0.2126, 0.7152, 0.0722)  # BT.709's weights of R, G and B in a luma or luminance
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,12 @@ from vsdeblur.engine.window import luma
 from vsdeblur.models.stage1 import BLUR_UNIT
 from vsdeblur.motion import (DEFAULT_SHUTTER, Motion, PairMotion, PreparedFrame, combine, estimate_pair, prepare,
                              shutter_evidence, still)
-from vsdeblur.prior import deblur
+from vsdeblur.prior import PriorSettings, deblur, estimate_noise, luminance
 
 Planes = np.ndarray | Sequence[np.ndarray]  # an H x W x 3 frame or its three H x W planes
+# two edge steps restore a 640x360 frame's edges as well as four, at two thirds of the time
+# (docs/training.md, "The deconvolution prior"); larger frames are less edge still
+DECONVOLUTION = PriorSettings(iterations=2)
 BLIND_NOTE = (
     "a frame without a neighbour in its scene (a single picture, a one-frame clip, a frame between "
     "two cuts) has no motion to tell its blur: stage 1 runs blind on it"
@@ -108,19 +111,20 @@ def prior_planes(frame: torch.Tensor, motion: Motion, shutter: float | str) -> t
     """The PRIOR_CHANNELS planes (len x H x W) of a 3 x H x W frame in [0, 1] given its motion
     (motion_of) and the `shutter` option: the engine's and the trainer's one way."""
     height, width = frame.shape[-2:]
-    chords = motion.chord(frame_shutter(frame, motion, shutter))
-    restored = deblur(frame, chords, motion.confidence) * 2 - 1
+    noise = estimate_noise(luminance(frame))  # the auto shutter's and the deconvolution's
+    chords = motion.chord(frame_shutter(frame, motion, shutter, noise))
+    restored = deblur(frame, chords, motion.confidence, noise, DECONVOLUTION) * 2 - 1
     field = field_planes(chords / BLUR_UNIT, motion.confidence, motion.centres, height, width)
     return torch.cat([restored, field])
 
 
-def frame_shutter(frame: torch.Tensor, motion: Motion, shutter: float | str) -> float:
+def frame_shutter(frame: torch.Tensor, motion: Motion, shutter: float | str, noise: float | None = None) -> float:
     """The shutter set, or with `auto` the frame's own estimate (its blur along its motion),
     DEFAULT_SHUTTER where the frame holds no evidence. Per frame, so that every door, reading
-    frames in any order, gives each frame the same."""
+    frames in any order, gives each frame the same. `noise`: the frame's luma's, if known."""
     if shutter != "auto":
         return float(shutter)
-    estimate_, weight = shutter_evidence(frame, motion)
+    estimate_, weight = shutter_evidence(frame, motion, noise)
     return estimate_ if weight > 0 else DEFAULT_SHUTTER
 
 

@@ -34,7 +34,7 @@ import torch
 
 from vsdeblur.blur.synth import GAMMA
 from vsdeblur.motion.estimator import Motion
-from vsdeblur.prior.deconvolve import estimate_noise
+from vsdeblur.prior.deconvolve import estimate_noise, luminance
 
 DEFAULT_SHUTTER = 0.5  # the 180-degree rule, film's common convention: what no evidence gives
 MIN_SHUTTER = 0.05  # the shortest shutter a frame's curve considers
@@ -48,18 +48,18 @@ TAPER = 0.3  # cycles per pixel: a Gaussian taper of the derivative's spectrum, 
 BINS_PER_CYCLE = 8  # bins of the projected spectrum per 1 / side: the lags reach 0.35 sides, so
 #                    a frequency moved by half a bin turns the cosine by 0.14 rad at most
 MIN_WEIGHT = 0.5  # pooled evidence below this (half a frame's worth) is none
-LUMA = (0.2126, 0.7152, 0.0722)  # BT.709
 
 
-def shutter_evidence(frame: torch.Tensor, motion: Motion) -> tuple[float, float]:
+def shutter_evidence(frame: torch.Tensor, motion: Motion, noise: float | None = None) -> tuple[float, float]:
     """Frame t's shutter, from its own blur and its motion `estimate(t-1, t, t+1)`: (shutter in
     (0, 1], weight >= 0). `frame` is 3 x H x W RGB or H x W luma, code values in [0, 1]. The
     weight is the share of the frame's tiles (by confidence) that are confident and move enough
     (|D| / 2 >= MIN_CHORD), so a frame is worth one at most; it is zero where the frame holds no
-    evidence: no neighbour on either side, no such tile, or a curve without a trough."""
+    evidence: no neighbour on either side, no such tile, or a curve without a trough. `noise`:
+    the frame's luma's noise in code values, if the caller has it (None: estimate_noise)."""
     if motion.sides != 2:
         return DEFAULT_SHUTTER, 0.0
-    luma, noise = _linear_luma(frame)
+    luma, noise = _linear_luma(frame, noise)
     side = _tile_side(motion.centres)
     if side is None:
         return DEFAULT_SHUTTER, 0.0
@@ -98,14 +98,14 @@ def pooled_shutter(evidence: Iterable[tuple[float, float]], default: float = DEF
     return found[-1][0]  # rounding left the running sum a hair short of half
 
 
-def _linear_luma(frame: torch.Tensor) -> tuple[torch.Tensor, float]:
+def _linear_luma(frame: torch.Tensor, noise: float | None) -> tuple[torch.Tensor, float]:
     """H x W luma in linear light, where blur is an average (RGB is decoded per channel first),
-    and the frame's noise in code values."""
+    and the noise of the frame's luma in code values (`noise`, or estimated)."""
     x = torch.nan_to_num(torch.as_tensor(frame).float(), nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
     if x.ndim == 3 and x.shape[0] == 3:
-        return torch.einsum("chw,c->hw", x.pow(GAMMA), torch.tensor(LUMA, device=x.device)), estimate_noise(x)
+        return luminance(x.pow(GAMMA))[0], estimate_noise(luminance(x)) if noise is None else noise
     if x.ndim == 2:
-        return x.pow(GAMMA), estimate_noise(x[None])
+        return x.pow(GAMMA), estimate_noise(x[None]) if noise is None else noise
     raise ValueError(f"expected 3 x H x W RGB or H x W luma, got shape {tuple(x.shape)}")
 
 

@@ -10,8 +10,8 @@ light. Pure torch, on whatever device the frame is on; it depends only on vsdebl
   is reached through the module, which the package does not shadow.
 """
 
-from vsdeblur.prior.deconvolve import PriorSettings, deblur, estimate_noise
+from vsdeblur.prior.deconvolve import PriorSettings, deblur, estimate_noise, luminance
 from vsdeblur.prior.kernel import EXACT, Uncertainty, kernel_moments, line_kernel, line_kernels, path_kernels, pose_offsets
 
-__all__ = ["EXACT", "PriorSettings", "Uncertainty", "deblur", "estimate_noise", "kernel_moments", "line_kernel",
+__all__ = ["EXACT", "PriorSettings", "Uncertainty", "deblur", "estimate_noise", "kernel_moments", "line_kernel", "luminance",
            "line_kernels", "path_kernels", "pose_offsets"]

@@ -27,6 +27,12 @@ Each tile is restored in the Fourier domain with a Gaussian prior on the image g
   mean(|H|^2) is sum(k^2) (Parseval). A long kernel thus lowers lambda; a noisy or flat tile
   raises it.
 
+Colour: blur moves the three channels alike, and most of what it takes is a change of brightness
+at one colour, so the luminance (LUMA's weights of linear R, G, B) alone is restored and each
+channel takes its change in proportion to its share of the pixel's luminance, c' = c Y' / Y: a
+third of the work of restoring each channel (settings.colour), for most of its gain
+(docs/training.md, "The deconvolution prior": 85-97 % on the sample clip's frames).
+
 Edges: each tile is solved over a block that reaches a margin beyond it, mirrored beyond the
 frame. The blurred pixels near the frame's edges saw scene the frame does not hold, and a
 mirrored copy is not it: a few conjugate-gradient steps (Reeves 2005) fit only the pixels that
@@ -51,7 +57,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vsdeblur.blur.synth import GAMMA
+from vsdeblur.blur.synth import GAMMA, LUMA
 from vsdeblur.prior.kernel import Uncertainty, kernel_moments
 
 QUANTISATION_NOISE = 1 / (255 * math.sqrt(12))  # rounding to 8 bits: the least noise a frame has
@@ -73,10 +79,19 @@ class PriorSettings:
     overlap: float = 0.5  # share of the tile spacing over which neighbouring tiles cross-fade (0 .. 1]
     margin: float = 1.0  # context around each tile, in kernel radii (plus MIN_MARGIN)
     iterations: int = 4  # conjugate-gradient steps that fit only the pixels inside the frame
+    colour: bool = False  # restore each channel, not the luminance alone (three times the work)
 
     def __post_init__(self) -> None:
         if not (0 < self.overlap <= 1 and self.strength > 0 and self.tile >= 1 and self.iterations >= 0 and self.margin >= 0):
             raise ValueError(f"prior settings out of range: {self}")
+
+
+RATIO_FLOOR = 1e-3  # linear luminance below which a pixel's colour is not trusted to scale its change
+
+
+def luminance(frame: torch.Tensor) -> torch.Tensor:
+    """1 x H x W: the weighted sum (LUMA) of a 3 x H x W frame's R, G and B."""
+    return torch.einsum("chw,c->hw", frame, torch.tensor(LUMA, device=frame.device, dtype=frame.dtype))[None]
 
 
 def to_linear(frame: torch.Tensor) -> torch.Tensor:
@@ -108,7 +123,8 @@ def deblur(frame: torch.Tensor, blur: torch.Tensor, confidence: torch.Tensor | f
     """Restore a C x H x W frame (code values in [0, 1]) blurred by straight exposure chords:
     `blur` is one chord (2,) or a field rows x cols x 2 of chords (dx, dy in pixels, start to end
     of the exposure) over a grid of equal cells; `confidence` is one value or rows x cols, each
-    0..1; `noise` is the frame's noise in code values (None: estimate_noise). A field finer than
+    0..1; `noise` is the noise in code values of what is restored, the frame's luma (its channels'
+with settings.colour), None: estimate_noise. A field finer than
     settings.tile is pooled to tiles of about that size first. Same shape, dtype and device as
     the frame."""
     if blur.shape[-1:] != (2,) or blur.dim() not in (1, 3):
@@ -154,16 +170,22 @@ def deconvolve(frame: torch.Tensor, kernels: torch.Tensor, confidence: torch.Ten
     active = torch.nonzero((trust > 0) & ~_is_impulse(kernels)).flatten().tolist()
     if not active:
         return frame.clone()
-    sigma = estimate_noise(x) if noise is None else float(noise)
+    # what is restored: the luminance, whose change each channel then takes (blur moves all
+    # three alike, and colour carries little of the detail it takes), or every channel
+    linear = to_linear(x)
+    if settings.colour or x.shape[0] != 3:
+        light, code = linear, x
+    else:
+        light, code = luminance(linear), luminance(x)
+    sigma = estimate_noise(code) if noise is None else float(noise)
     radius = size // 2
     margin = MIN_MARGIN + math.ceil(settings.margin * radius)
     h, w = x.shape[-2:]
     ys, xs = _axis_tiles(h, rows, margin, radius, settings.overlap), _axis_tiles(w, cols, margin, radius, settings.overlap)
-    linear = to_linear(x)
     tiles = [divmod(t, cols) for t in active]
-    blocks = torch.stack(_block_views(linear, ys, xs, tiles))
+    blocks = torch.stack(_block_views(light, ys, xs, tiles))
     # noise in linear light: the code-value noise times the transfer's slope, rms over each block
-    slope_power = (GAMMA * linear.pow((GAMMA - 1) / GAMMA)).square()
+    slope_power = (GAMMA * light.pow((GAMMA - 1) / GAMMA)).square()
     noise_power = sigma**2 * torch.stack([view.mean() for view in _block_views(slope_power, ys, xs, tiles)])
     observed = torch.stack([ys.observed[i][:, None] & xs.observed[j][None, :] for i, j in tiles]).to(x.device)
     restored = _restore(blocks, kernels[active], None if correlations is None else correlations[active], observed, noise_power, settings)
@@ -172,7 +194,9 @@ def deconvolve(frame: torch.Tensor, kernels: torch.Tensor, confidence: torch.Ten
         (y0, y1), (x0, x1) = ys.spans[i], xs.spans[j]
         by, bx = y0 - ys.starts[i], x0 - xs.starts[j]
         window = (ys.windows[i][:, None] * xs.windows[j][None, :]).to(x.device)
-        change = block[:, by : by + y1 - y0, bx : bx + x1 - x0] - linear[:, y0:y1, x0:x1]
+        change = block[:, by : by + y1 - y0, bx : bx + x1 - x0] - light[:, y0:y1, x0:x1]
+        if light is not linear:
+            change = change * linear[:, y0:y1, x0:x1] / light[:, y0:y1, x0:x1].clamp_min(RATIO_FLOOR)
         result[:, y0:y1, x0:x1] += c * window * change
     return to_code(result).to(frame.dtype)
 
