@@ -227,3 +227,44 @@ def test_a_preset_reading_the_prior_travels_in_the_weights_header(tmp_path):
     assert loaded.preset.stage1.prior and loaded.build(1).cfg.prior
     # headers written before the prior existed say nothing of it: such a stage 1 is blind
     assert Preset.from_dict({**tiny.to_dict(), "stage1": {k: v for k, v in tiny.to_dict()["stage1"].items() if k != "prior"}}).stage1.prior is False
+
+
+def test_zero_padding_is_the_convolutions_own_and_equals_reflect_away_from_the_edges():
+    import dataclasses
+
+    tiny = get_preset("tiny")
+    torch.manual_seed(2)
+    mirrored = build_model(tiny, 1).eval()
+    zeros = mirrored.padded("zeros")
+    assert zeros.cfg.padding == "zeros" and all(m.padding_mode == "zeros" for m in zeros.modules() if isinstance(m, ScaledConv))
+    assert zeros.padded("reflect").cfg == mirrored.cfg
+    x = torch.rand(1, 3, 96, 128) * 2 - 1
+    with torch.no_grad():
+        a, b = mirrored(x), zeros(x)
+        assert torch.allclose(fold_scales(zeros)(x), b, atol=1e-5)
+    # the same weights: equal where no layer's window reached beyond the frame, different at the edges
+    reach = 32  # beyond tiny's receptive radius (head, stride-2 down, two blocks of rates up to 4 at half size, up, tail, out)
+    assert torch.allclose(a[..., reach:-reach, reach:-reach], b[..., reach:-reach, reach:-reach], atol=1e-5)
+    assert not torch.allclose(a[..., :2, :], b[..., :2, :], atol=1e-3)
+    # a padding outside the table is refused in a weights header, in one line
+    circular = dataclasses.replace(tiny, stage1=dataclasses.replace(tiny.stage1, padding="circular"))
+    with pytest.raises(UsageError, match="stage1.padding is 'circular', expected one of reflect, zeros"):
+        type(tiny).from_dict(circular.to_dict())
+
+
+def test_zero_padded_convolutions_need_no_padding_kernel_and_run_channels_last_on_a_gpu():
+    from vsdeblur.backends.pytorch import memory_format
+    from vsdeblur.models.layers import reflects
+
+    tiny = get_preset("tiny")
+    mirrored, zeros = build_model(tiny, 1), build_model(tiny, 1).padded("zeros")
+    assert reflects(mirrored) and not reflects(zeros)
+    assert reflects(fold_scales(build_model(tiny, 1))) and not reflects(fold_scales(zeros))
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    # eager CUDA: NCHW only while a padding kernel is in the graph; the CPU and compiled graphs
+    # are channels_last whatever the padding
+    assert memory_format({1: mirrored}, cuda, compile=False) == torch.contiguous_format
+    assert memory_format({1: zeros}, cuda, compile=False) == torch.channels_last
+    assert memory_format({1: zeros, 2: build_model(tiny, 2)}, cuda, compile=False) == torch.contiguous_format  # stage 2 reflects
+    assert memory_format({1: mirrored}, cuda, compile=True) == torch.channels_last
+    assert memory_format({1: mirrored}, cpu, compile=False) == torch.channels_last

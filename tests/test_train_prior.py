@@ -93,8 +93,24 @@ def test_a_checkpoint_of_the_other_input_layout_is_refused_in_one_line(tmp_path)
         Trainer(load_config(write_config(tmp_path), {"output": tmp_path / "run"}), out=io.StringIO()).run()
 
 
+def test_a_zero_padded_run_starts_from_the_shipped_weights_and_says_so_in_its_weights(tmp_path):
+    config = load_config(write_config(tmp_path), {"output": tmp_path / "run", "preset": "small", "init_weights": SHIPPED, "padding": "zeros"})
+    model = Trainer(config, out=io.StringIO()).model.eval()
+    shipped = read_weights(SHIPPED).build(1).eval()
+    assert model.cfg.padding == "zeros" and shipped.cfg.padding == "reflect"
+    x, planes = torch.rand(1, 3, 128, 128) * 2 - 1, torch.randn(1, len(PRIOR_CHANNELS), 128, 128)
+    with torch.no_grad():
+        ours, theirs = model(x, planes), shipped(x)
+    inside = (..., slice(48, -48), slice(48, -48))  # beyond small's receptive radius of the edges
+    assert torch.allclose(ours[inside], theirs[inside], atol=1e-5) and not torch.allclose(ours, theirs, atol=1e-3)
+    Trainer(load_config(write_config(tmp_path), {"output": tmp_path / "tiny", "padding": "zeros"}), out=io.StringIO()).run()
+    assert read_weights(tmp_path / "tiny" / "final.safetensors").build(1).cfg.padding == "zeros"
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"stage": 2, "stage1_weights": SHIPPED}, "prior is a stage-1 input: it needs stage = 1"),
+    ({"stage": 2, "stage1_weights": SHIPPED, "prior": False, "padding": "zeros"}, "padding is a stage-1 setting: it needs stage = 1"),
+    ({"padding": "circular"}, "padding must be one of reflect, zeros; got 'circular'"),
     ({"prior_view": 64, "crop": 80}, r"prior_view \(64\) must be at least the crop \(80\)"),
 ])
 def test_bad_prior_recipes_are_one_line(tmp_path, overrides, message):

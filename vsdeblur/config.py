@@ -403,6 +403,7 @@ TRAIN = Group(
         Option("radius", int, None, "stage 2 only: temporal radius (window of 2r+1 frames); default: the preset's", minimum=1, maximum=8),
         Option("init_weights", Path, None, "weights to start the trained stage from instead of random (a stage 2 of a smaller radius is widened: the added frames start with no say)"),
         Option("prior", bool, False, "stage 1 only: the stage reads the motion prior (the neighbours' motion, the shutter, a deconvolution); a blind init_weights is widened with zero weights on it"),
+        Option("padding", str, None, "stage 1 only: how its convolutions see beyond the frame, if not as the preset says: reflect (mirrored, the paper's) or zeros (the convolution's own; no padding kernel, channels_last throughout on a GPU); init_weights padded the other way start from their weights", choices=("reflect", "zeros")),
         Option("prior_view", int, 256, "prior: samples are filmed at this side and their motion measured over it, then cropped to crop", minimum=64),
         Option("blind_probability", float, 0.1, "prior: share of samples given no neighbours (single pictures, frames between cuts)", minimum=0.0, maximum=1.0),
         Option("prior_bank", Path, None, "prior: train on crops of the samples in this folder (made once by pipelines/train/prior_bank.py from this recipe) instead of filming new ones every step; auto: film them"),

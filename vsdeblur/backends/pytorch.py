@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vsdeblur.models import fold_scales
+from vsdeblur.models.layers import reflects
 from vsdeblur.models.stage1 import check_prior
 from vsdeblur.runtimes import PRECISIONS, Computes
 from vsdeblur.weights import Weights
@@ -25,9 +26,7 @@ class TorchBackend:
     precisions = {name: Computes(native=p.dtype) for name, p in PRECISIONS.items()}
 
     def __init__(self, models: dict[int, nn.Module], device: torch.device, dtype: torch.dtype, compile: bool = False) -> None:
-        # Eager CUDA convs with explicit reflect padding run faster in NCHW; compiled graphs
-        # and the CPU's oneDNN kernels prefer channels_last (docs/performance.md).
-        self.memory_format = torch.channels_last if compile or device.type == "cpu" else torch.contiguous_format
+        self.memory_format = memory_format(models, device, compile)
         self.models = {s: self._prepared(m, device, dtype) for s, m in models.items()}
         self.compiled = compile
         if device.type == "cuda":
@@ -51,3 +50,11 @@ class TorchBackend:
     @classmethod
     def for_runtime(cls, runtime: Runtime, weights: Weights | None, models: dict[int, nn.Module], compile: bool) -> TorchBackend:
         return cls(models, runtime.device, runtime.dtype, compile)
+
+
+def memory_format(models: dict[int, nn.Module], device: torch.device, compile: bool) -> torch.memory_format:
+    """The layout the networks run in. Eager CUDA convolutions behind a separate reflect-padding
+    kernel run faster in NCHW; compiled graphs, the CPU's oneDNN kernels and convolutions that
+    pad themselves prefer channels_last (docs/performance.md)."""
+    nchw = device.type == "cuda" and not compile and any(reflects(m) for m in models.values())
+    return torch.contiguous_format if nchw else torch.channels_last

@@ -1,8 +1,9 @@
 """Building blocks shared by both stages.
 
 Every convolution follows the paper's conventions: no feature normalisation but a learned
-per-channel scale next to the bias, y = s * (conv(x) + b), reflect padding, and leaky ReLU
-(slope 0.2) everywhere except the output layer. Stage 2 additionally normalises each filter to
+per-channel scale next to the bias, y = s * (conv(x) + b), reflect padding (or the
+convolution's own zeros, presets.PADDINGS), and leaky ReLU (slope 0.2) everywhere except the
+output layer. Stage 2 additionally normalises each filter to
 unit length (weight normalisation), so that the scale is the filter's gain.
 """
 
@@ -16,7 +17,8 @@ LEAKY_SLOPE = 0.2
 
 
 class ScaledConv(nn.Module):
-    """Conv with per-channel scale and bias, reflect padding and an optional leaky ReLU."""
+    """Conv with per-channel scale and bias, `padding_mode` padding (presets.PADDINGS) and an
+    optional leaky ReLU."""
 
     def __init__(
         self,
@@ -28,11 +30,13 @@ class ScaledConv(nn.Module):
         dilation: int = 1,
         activation: bool = True,
         weight_norm: bool = False,
+        padding_mode: str = "reflect",
     ) -> None:
         super().__init__()
         self.stride = stride
         self.dilation = dilation
         self.padding = dilation * (kernel_size - 1) // 2
+        self.padding_mode = padding_mode
         self.activation = activation
         self.weight_norm = weight_norm
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
@@ -58,10 +62,7 @@ class ScaledConv(nn.Module):
         return weight * self.scale[:, None, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding:
-            x = F.pad(x, (self.padding,) * 4, mode="reflect")
-        y = F.conv2d(x, self.effective_weight(), self.bias * self.scale, self.stride, 0, self.dilation)
-        return F.leaky_relu(y, LEAKY_SLOPE) if self.activation else y
+        return _convolve(self, x, self.effective_weight(), self.bias * self.scale)
 
 
 class FoldedConv(nn.Module):
@@ -70,7 +71,7 @@ class FoldedConv(nn.Module):
     def __init__(self, conv: ScaledConv) -> None:
         super().__init__()
         self.stride, self.dilation = conv.stride, conv.dilation
-        self.padding, self.activation = conv.padding, conv.activation
+        self.padding, self.padding_mode, self.activation = conv.padding, conv.padding_mode, conv.activation
         with torch.no_grad():
             self.weight = nn.Parameter(conv.effective_weight().detach().clone(), requires_grad=False)
             self.bias = nn.Parameter((conv.bias * conv.scale).detach().clone(), requires_grad=False)
@@ -79,11 +80,23 @@ class FoldedConv(nn.Module):
         # Computes in its weights' precision, whatever it is given: the engine keeps images in
         # fp32 (a network's input, the stage-1 output stage 2 reads) so that the global
         # residual additions, fp32 image + fp16/bf16 residual, promote to fp32.
-        x = x.to(self.weight.dtype)
-        if self.padding:
-            x = F.pad(x, (self.padding,) * 4, mode="reflect")
-        y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation)
-        return F.leaky_relu(y, LEAKY_SLOPE) if self.activation else y
+        return _convolve(self, x.to(self.weight.dtype), self.weight, self.bias)
+
+
+def _convolve(conv: ScaledConv | FoldedConv, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The convolution of either form, padded as it says, and its activation."""
+    if conv.padding_mode == "zeros":
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
+    else:
+        if conv.padding:
+            x = F.pad(x, (conv.padding,) * 4, mode="reflect")
+        y = F.conv2d(x, weight, bias, conv.stride, 0, conv.dilation)
+    return F.leaky_relu(y, LEAKY_SLOPE) if conv.activation else y
+
+
+def reflects(module: nn.Module) -> bool:
+    """Whether any convolution in `module` pads by mirroring (a padding kernel of its own)."""
+    return any(isinstance(m, ScaledConv | FoldedConv) and m.padding and m.padding_mode == "reflect" for m in module.modules())
 
 
 def fold_scales(module: nn.Module) -> nn.Module:

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 
 from vsdeblur.errors import UsageError
 
+# How a convolution sees beyond the picture's edge: mirrored (the paper's, and the shipped
+# model's), or the convolution's own zeros, which needs no padding kernel of its own: on a GPU
+# the mirroring and the layout changes around it took more time than the convolutions
+# (docs/performance.md). A network learns with the one it is trained with.
+PADDINGS = ("reflect", "zeros")
+
 
 @dataclass(frozen=True)
 class Stage1Config:
@@ -27,6 +33,7 @@ class Stage1Config:
     tail_width: int = 64
     downsample: bool = True  # False: the paper's "future work", full resolution throughout
     prior: bool = False  # also reads the motion prior (stage1.PRIOR_CHANNELS) beside the blurred frame
+    padding: str = "reflect"  # one of PADDINGS
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,13 @@ class Bound:
     odd: bool = False
     length: tuple[int, int] | None = None  # a tuple of this many values, fewest and most
     flag: bool = False
+    choices: tuple[str, ...] | None = None  # a word, one of these
 
     def broken_by(self, value: object) -> bool:
         if self.flag:
             return not isinstance(value, bool)
+        if self.choices is not None:
+            return value not in self.choices
         if self.length is not None and not (isinstance(value, tuple) and self.length[0] <= len(value) <= self.length[1]):
             return True
         values = value if self.length is not None else (value,)
@@ -63,6 +73,8 @@ class Bound:
     def describe(self) -> str:
         if self.flag:
             return "true or false"
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
         each = f"{'odd integer' if self.odd else 'integer'} from {self.low} to {self.high}"
         return f"an {each}" if self.length is None else f"{self.length[0]} to {self.length[1]} values, each an {each}"
 
@@ -78,6 +90,7 @@ STAGE1_BOUNDS = {
     "rates": Bound(high=64, length=(1, 8)),
     "downsample": Bound(flag=True),
     "prior": Bound(flag=True),
+    "padding": Bound(choices=PADDINGS),
 }
 STAGE2_BOUNDS = {
     "radius": Bound(low=0, high=16),

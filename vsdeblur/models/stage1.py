@@ -34,10 +34,10 @@ BLUR_UNIT = 8.0  # pixels: the blurs that matter (2-20 px) reach the head at abo
 class AtrousBlock(nn.Module):
     """Parallel dilated 3x3 convs -> concat -> fusing 3x3 conv -> + shortcut."""
 
-    def __init__(self, in_channels: int, width: int, rates: tuple[int, ...]) -> None:
+    def __init__(self, in_channels: int, width: int, rates: tuple[int, ...], padding: str = "reflect") -> None:
         super().__init__()
-        self.branches = nn.ModuleList(ScaledConv(in_channels, width // 2, 3, dilation=r) for r in rates)
-        self.fuse = ScaledConv(len(rates) * (width // 2), width, 3)
+        self.branches = nn.ModuleList(ScaledConv(in_channels, width // 2, 3, dilation=r, padding_mode=padding) for r in rates)
+        self.fuse = ScaledConv(len(rates) * (width // 2), width, 3, padding_mode=padding)
         self.fuse.scale.data.fill_(BRANCH_GAIN)
         # Only the first block changes the width; the authors' projection has an activation.
         self.shortcut = ScaledConv(in_channels, width, 1) if in_channels != width else nn.Identity()
@@ -50,13 +50,14 @@ class AtrousNet(nn.Module):
     def __init__(self, cfg: Stage1Config) -> None:
         super().__init__()
         self.cfg = cfg
-        self.head = ScaledConv(3 + len(PRIOR_CHANNELS) * cfg.prior, cfg.head_width, cfg.head_kernel)
-        self.down = ScaledConv(cfg.head_width, cfg.down_width, 3, stride=2 if cfg.downsample else 1)
+        pad = cfg.padding
+        self.head = ScaledConv(3 + len(PRIOR_CHANNELS) * cfg.prior, cfg.head_width, cfg.head_kernel, padding_mode=pad)
+        self.down = ScaledConv(cfg.head_width, cfg.down_width, 3, stride=2 if cfg.downsample else 1, padding_mode=pad)
         widths = [cfg.down_width] + [cfg.block_width] * cfg.blocks
-        self.blocks = nn.Sequential(*(AtrousBlock(w_in, cfg.block_width, cfg.rates) for w_in in widths[:-1]))
-        self.up = ScaledConv(cfg.block_width + cfg.down_width, cfg.up_width, 3)
-        self.tail = ScaledConv(cfg.up_width, cfg.tail_width, 3)
-        self.out = ScaledConv(cfg.tail_width, 3, 3, activation=False)
+        self.blocks = nn.Sequential(*(AtrousBlock(w_in, cfg.block_width, cfg.rates, pad) for w_in in widths[:-1]))
+        self.up = ScaledConv(cfg.block_width + cfg.down_width, cfg.up_width, 3, padding_mode=pad)
+        self.tail = ScaledConv(cfg.up_width, cfg.tail_width, 3, padding_mode=pad)
+        self.out = ScaledConv(cfg.tail_width, 3, 3, activation=False, padding_mode=pad)
 
     def widened(self, cfg: Stage1Config) -> AtrousNet:
         """A network of `cfg` (each width and the depth at least this one's) that computes exactly
@@ -98,6 +99,13 @@ class AtrousNet(nn.Module):
         taking.load_state_dict({k: v for k, v in self.state_dict().items() if not k.startswith("head.")}, strict=False)
         _embed(taking.head, self.head, range(3), range(self.cfg.head_width))
         return taking
+
+    def padded(self, padding: str) -> AtrousNet:
+        """This network's weights padding the other way: the same inside the frame, different
+        within its receptive field of the edges (what training with that padding then fixes)."""
+        other = AtrousNet(dataclasses.replace(self.cfg, padding=padding))
+        other.load_state_dict(self.state_dict())
+        return other
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """x: N x 3 x H x W in [-1, 1], H and W even; prior: N x len(PRIOR_CHANNELS) x H x W,

@@ -76,10 +76,12 @@ class TrainConfig:
 
     def model_preset(self) -> Preset:
         """The preset trained, its stage-2 window the recipe's radius where one is given, its
-        stage 1 reading the motion prior where the recipe says `prior`."""
+        stage 1 reading the motion prior where the recipe says `prior` and padding as it says."""
         preset = get_preset(self.values["preset"])
         if self.prior:
             preset = dataclasses.replace(preset, stage1=dataclasses.replace(preset.stage1, prior=True))
+        if self.padding is not None:
+            preset = dataclasses.replace(preset, stage1=dataclasses.replace(preset.stage1, padding=self.padding))
         return preset if self.radius is None else preset.with_radius(self.radius)
 
     def frames(self) -> int:
@@ -131,6 +133,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise UsageError(f"{path}: crop must be a multiple of 16; got {values['crop']}")
     if values["prior"] and values["stage"] != 1:
         raise UsageError(f"{path}: prior is a stage-1 input: it needs stage = 1")
+    if values["padding"] is not None and values["stage"] != 1:
+        raise UsageError(f"{path}: padding is a stage-1 setting: it needs stage = 1")
     if values["prior"] and values["prior_view"] < values["crop"]:
         raise UsageError(f"{path}: prior_view ({values['prior_view']}) must be at least the crop ({values['crop']})")
     if values["stage"] == 2 and values["stage1_weights"] is None:
@@ -290,10 +294,13 @@ class Trainer:
     def _grown_stage1(self, path: Path) -> nn.Module:
         """The stage 1 of `path`, widened and deepened into this run's preset where it is smaller,
         and made to read the prior where the run does: a larger network, or one with more
-        inputs, starts out computing what the trained one does."""
+        inputs, starts out computing what the trained one does; one padded the other way, the
+        same away from the frame's edges."""
         model = read_weights(path).build(1)
         if self.preset.stage1.prior and not model.cfg.prior:
             model = model.with_prior()
+        if model.cfg.padding != self.preset.stage1.padding:
+            model = model.padded(self.preset.stage1.padding)
         try:
             return model if model.cfg == self.preset.stage1 else model.widened(self.preset.stage1)
         except ValueError:
