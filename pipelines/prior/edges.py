@@ -1,13 +1,14 @@
 """What the prior's edge steps (PriorSettings.iterations) buy, at the frame's edges and inside it.
 
-    nice .venv/bin/python pipelines/prior/edges.py [--clips 4] [--frames 2] [--iterations 0 1 2 4]
+    nice .venv/bin/python pipelines/prior/edges.py [--clips 4] [--frames 2] [--iterations 0 1 2 4] [--colour]
 
 The frames of measure.py (the sample clip's frames used as photographs, filmed by the
 benchmark's camera at 640x360, conditions mild, medium and strong, the true chords on the
 estimator's grid), restored with each number of conjugate-gradient steps. The blurred pixels
 near the frame's edges saw scene beyond it, which the steps leave to the prior instead of the
 mirrored frame: the PSNR gain (8-bit RGB, dB, mean over frames) is reported separately for the
-BORDER pixels along the edges and for the rest.
+BORDER pixels along the edges and for the rest. `--colour` restores each channel
+(PriorSettings.colour) instead of the luminance.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ def region_psnr(image: np.ndarray, sharp: np.ndarray, mask: np.ndarray) -> float
     return float(10 * np.log10(1 / np.square(error)[np.broadcast_to(mask, error.shape)].mean()))
 
 
-def restored(blurred: np.ndarray, chords: torch.Tensor, iterations: int) -> np.ndarray:
+def restored(blurred: np.ndarray, chords: torch.Tensor, settings: PriorSettings) -> np.ndarray:
     """The prior's restoration of a uint8 H x W x 3 frame, rounded to 8 bits."""
     x = torch.from_numpy(blurred).permute(2, 0, 1).float() / 255
-    out = deblur(x, chords, settings=PriorSettings(iterations=iterations))
+    out = deblur(x, chords, settings=settings)
     return (out.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
 
 
-def measure(photos: dict[str, np.ndarray], frames: int, steps: list[int]) -> dict[str, dict[str, list[float]]]:
+def measure(photos: dict[str, np.ndarray], frames: int, steps: list[int], colour: bool = False) -> dict[str, dict[str, list[float]]]:
     """condition -> 'N border' / 'N inside' -> PSNR gains over the frames."""
     scores: dict[str, dict[str, list[float]]] = {}
     mask = border_mask(SIZE[1], SIZE[0])
@@ -58,7 +59,7 @@ def measure(photos: dict[str, np.ndarray], frames: int, steps: list[int]) -> dic
             for t in range(frames):
                 chords = chord_field(path, t, SIZE, GRID)
                 for n in steps:
-                    out = restored(blurred[t], chords, n)
+                    out = restored(blurred[t], chords, PriorSettings(iterations=n, colour=colour))
                     for region, where in ((f"{n} border", mask), (f"{n} inside", ~mask)):
                         gain = region_psnr(out, sharp[t], where) - region_psnr(blurred[t], sharp[t], where)
                         scores.setdefault(condition.name, {}).setdefault(region, []).append(gain)
@@ -70,8 +71,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--frames", type=int, default=2)
     parser.add_argument("--iterations", type=int, nargs="+", default=[0, 1, 2, 4])
+    parser.add_argument("--colour", action="store_true", help="restore each channel, not the luminance")
     args = parser.parse_args()
-    scores = measure(photographs(None, args.clips), args.frames, args.iterations)
+    scores = measure(photographs(None, args.clips), args.frames, args.iterations, args.colour)
     print(f"| condition | {' | '.join(f'{n} steps: border / inside' for n in args.iterations)} |")
     print("|---|" + "---|" * len(args.iterations))
     for condition, columns in scores.items():
