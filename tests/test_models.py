@@ -268,3 +268,23 @@ def test_zero_padded_convolutions_need_no_padding_kernel_and_run_channels_last_o
     assert memory_format({1: zeros, 2: build_model(tiny, 2)}, cuda, compile=False) == torch.contiguous_format  # stage 2 reflects
     assert memory_format({1: mirrored}, cuda, compile=True) == torch.channels_last
     assert memory_format({1: mirrored}, cpu, compile=False) == torch.channels_last
+
+
+def test_the_gate_passes_the_deconvolution_at_full_resolution():
+    import dataclasses
+
+    from vsdeblur.models.stage1 import PRIOR_CHANNELS
+
+    tiny = get_preset("tiny")
+    torch.manual_seed(3)
+    blind = build_model(tiny, 1).eval()
+    taking = blind.with_prior().eval()
+    x = torch.rand(1, 3, 32, 48) * 2 - 1
+    prior = torch.randn(1, len(PRIOR_CHANNELS), 32, 48)
+    with torch.no_grad():
+        assert torch.equal(taking(x, prior), blind(x))  # the gate starts with no say
+        taking.gate.bias.fill_(1.0)  # all the way to the deconvolution, pixel for pixel
+        assert torch.allclose(taking(x, prior), blind(x) + prior[:, :3] - x, atol=1e-6)
+        # a wider network keeps the gate and the head's prior inputs: it computes the same
+        wider = taking.widened(dataclasses.replace(taking.cfg, head_width=8, up_width=16)).eval()
+        assert torch.allclose(wider(x, prior), taking(x, prior), atol=1e-5)

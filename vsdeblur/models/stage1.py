@@ -6,7 +6,11 @@ network predicts what to add to the blurred input.
 
 A stage 1 whose preset says `prior` also reads, beside the blurred frame, what the video tells
 of its blur (PRIOR_CHANNELS): a deconvolution of the frame by the blur its neighbours' motion
-predicts, that blur as a vector field and the field's confidence. They enter at the head only.
+predicts, that blur as a vector field and the field's confidence. They enter at the head, and
+at full resolution through a gate: a per-pixel weight, read from the frame and the prior, of
+how far to move the frame towards the deconvolution. The stack below the head works at half
+resolution and can only redraw detail from there; the gate passes the deconvolution's detail
+on as it is, so the network's job becomes correcting it. Both start at zero weight.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ class AtrousNet(nn.Module):
         self.up = ScaledConv(cfg.block_width + cfg.down_width, cfg.up_width, 3, padding_mode=pad)
         self.tail = ScaledConv(cfg.up_width, cfg.tail_width, 3, padding_mode=pad)
         self.out = ScaledConv(cfg.tail_width, 3, 3, activation=False, padding_mode=pad)
+        if cfg.prior:
+            self.gate = ScaledConv(3 + len(PRIOR_CHANNELS), 1, 3, activation=False, padding_mode=pad)
+            with torch.no_grad():
+                self.gate.weight.zero_()  # no say at first: the network computes what it did blind
 
     def widened(self, cfg: Stage1Config) -> AtrousNet:
         """A network of `cfg` (each width and the depth at least this one's) that computes exactly
@@ -73,7 +81,7 @@ class AtrousNet(nn.Module):
         wide = AtrousNet(cfg)
         half, new_half = old.block_width // 2, cfg.block_width // 2
         branches = [j * new_half + c for j in range(len(old.rates)) for c in range(half)]
-        _embed(wide.head, self.head, range(3), range(old.head_width))
+        _embed(wide.head, self.head, range(self.head.weight.shape[1]), range(old.head_width))
         _embed(wide.down, self.down, range(old.head_width), range(old.down_width))
         for index, (block, small) in enumerate(zip(wide.blocks, self.blocks)):
             inputs = range(old.down_width if index == 0 else old.block_width)
@@ -87,6 +95,8 @@ class AtrousNet(nn.Module):
         _embed(wide.up, self.up, [*range(old.block_width), *(cfg.block_width + c for c in range(old.down_width))], range(old.up_width))
         _embed(wide.tail, self.tail, range(old.up_width), range(old.tail_width))
         _embed(wide.out, self.out, range(old.tail_width), range(3))
+        if old.prior:
+            wide.gate.load_state_dict(self.gate.state_dict())
         return wide
 
     def with_prior(self) -> AtrousNet:
@@ -112,11 +122,16 @@ class AtrousNet(nn.Module):
         for a network whose preset says `prior` (and only for one). Returns the deblurred frame
         (unclipped)."""
         check_prior(self.cfg.prior, prior)
-        skip = self.down(self.head(x if prior is None else torch.cat([x, prior.to(x.dtype)], dim=1)))
+        seen = x if prior is None else torch.cat([x, prior.to(x.dtype)], dim=1)
+        skip = self.down(self.head(seen))
         features = torch.cat([self.blocks(skip), skip], dim=1)
         if self.cfg.downsample:
             features = upsample2x(features)
-        return x + self.out(self.tail(self.up(features)))
+        restored = x + self.out(self.tail(self.up(features)))
+        if prior is None:
+            return restored
+        deconvolved = prior[:, : 3].to(restored.dtype)
+        return restored + self.gate(seen).to(restored.dtype) * (deconvolved - x)
 
 
 def check_prior(reads_prior: bool, prior: torch.Tensor | None) -> None:
