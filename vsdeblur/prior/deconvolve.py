@@ -31,7 +31,7 @@ Colour: blur moves the three channels alike, and most of what it takes is a chan
 at one colour, so the luminance (LUMA's weights of linear R, G, B) alone is restored and each
 channel takes its change in proportion to its share of the pixel's luminance, c' = c Y' / Y: a
 third of the work of restoring each channel (settings.colour), for most of its gain
-(docs/training.md, "The deconvolution prior": 85-97 % on the sample clip's frames).
+(docs/training.md, "The deconvolution prior": 86-97 % on the sample clip's frames).
 
 Edges: each tile is solved over a block that reaches a margin beyond it, mirrored beyond the
 frame. The blurred pixels near the frame's edges saw scene the frame does not hold, and a
@@ -123,9 +123,9 @@ def deblur(frame: torch.Tensor, blur: torch.Tensor, confidence: torch.Tensor | f
     """Restore a C x H x W frame (code values in [0, 1]) blurred by straight exposure chords:
     `blur` is one chord (2,) or a field rows x cols x 2 of chords (dx, dy in pixels, start to end
     of the exposure) over a grid of equal cells; `confidence` is one value or rows x cols, each
-    0..1; `noise` is the noise in code values of what is restored, the frame's luma (its channels'
-with settings.colour), None: estimate_noise. A field finer than
-    settings.tile is pooled to tiles of about that size first. Same shape, dtype and device as
+    0..1; `noise` is the noise in code values of what is restored, the frame's luma (its
+    channels' with settings.colour), None: estimate_noise. A field finer than settings.tile is
+    pooled to tiles of about that size first. Same shape, dtype and device as
     the frame."""
     if blur.shape[-1:] != (2,) or blur.dim() not in (1, 3):
         raise ValueError(f"a blur vector is (2,) and a field rows x cols x 2, not {tuple(blur.shape)}")
@@ -173,11 +173,12 @@ def deconvolve(frame: torch.Tensor, kernels: torch.Tensor, confidence: torch.Ten
     # what is restored: the luminance, whose change each channel then takes (blur moves all
     # three alike, and colour carries little of the detail it takes), or every channel
     linear = to_linear(x)
-    if settings.colour or x.shape[0] != 3:
-        light, code = linear, x
+    by_luminance = not settings.colour and x.shape[0] == 3
+    light = luminance(linear) if by_luminance else linear
+    if noise is None:
+        sigma = estimate_noise(luminance(x) if by_luminance else x)
     else:
-        light, code = luminance(linear), luminance(x)
-    sigma = estimate_noise(code) if noise is None else float(noise)
+        sigma = float(noise)
     radius = size // 2
     margin = MIN_MARGIN + math.ceil(settings.margin * radius)
     h, w = x.shape[-2:]
@@ -195,7 +196,7 @@ def deconvolve(frame: torch.Tensor, kernels: torch.Tensor, confidence: torch.Ten
         by, bx = y0 - ys.starts[i], x0 - xs.starts[j]
         window = (ys.windows[i][:, None] * xs.windows[j][None, :]).to(x.device)
         change = block[:, by : by + y1 - y0, bx : bx + x1 - x0] - light[:, y0:y1, x0:x1]
-        if light is not linear:
+        if by_luminance:
             change = change * linear[:, y0:y1, x0:x1] / light[:, y0:y1, x0:x1].clamp_min(RATIO_FLOOR)
         result[:, y0:y1, x0:x1] += c * window * change
     return to_code(result).to(frame.dtype)
