@@ -190,3 +190,11 @@ def test_shutter_in_a_job_file(tmp_path):
     job.write_text("shutter = 2\n")
     with pytest.raises(UsageError, match=r"job.toml: shutter must lie in \(0, 1\]"):
         resolve([ENGINE], job, {})
+
+
+def test_the_recipes_padding_choices_are_the_presets_table():
+    """config.py imports no torch, so TRAIN's padding key lists its words itself: they must be
+    presets.PADDINGS, the table the networks are built from."""
+    from vsdeblur.models.presets import PADDINGS
+
+    assert TRAIN["padding"].choices == PADDINGS
